@@ -1,0 +1,2 @@
+#![no_std]
+//! Types shared by the kernel programs and userspace: event records, map keys, limits.

@@ -1,0 +1,2 @@
+//! SQL text helpers shared by the PostgreSQL and MySQL parsers: literal redaction, operation
+//! and table extraction.

@@ -1,0 +1,3 @@
+//! tracewire: the userspace daemon. See `shared/design.md` for the stages.
+
+pub mod model;

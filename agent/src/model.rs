@@ -1,0 +1,41 @@
+//! The values handed from conntrack to the span layer.
+
+use std::net::SocketAddr;
+
+pub use agent_protocols::Record;
+
+/// Which end of a connection the traced process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The process connected (it sends requests).
+    Client,
+    /// The process accepted (it answers requests).
+    Server,
+    /// Not known (connection predates the agent and traffic did not tell).
+    Unknown,
+}
+
+/// What conntrack knows of one connection, as seen from one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// Unique for the agent's lifetime even when fd numbers or sockets are reused.
+    pub conn_id: u64,
+    /// Process (tgid) that owns the socket.
+    pub pid: u32,
+    pub fd: i32,
+    pub role: Role,
+    /// None for Unix-domain sockets.
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    /// Unix-domain socket path when known.
+    pub unix_path: Option<String>,
+}
+
+/// One finished request/response exchange on a connection, with the thread that did the I/O.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    pub conn: ConnMeta,
+    /// Server side: the thread that read the request. Client side: the thread that wrote it.
+    pub tid: u32,
+    pub record: Record,
+}
