@@ -1,2 +1,213 @@
 #![no_std]
 //! Types shared by the kernel programs and userspace: event records, map keys, limits.
+//! Every struct is `#[repr(C)]` with explicit padding so both sides agree byte for byte.
+
+/// Hard cap of payload bytes copied per syscall (power of two; the runtime setting is below it).
+pub const MAX_PAYLOAD: usize = 16 * 1024;
+/// Default payload prefix captured per syscall: a whole typical HTTP header block.
+pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
+/// iovec entries walked per readv/writev/recvmsg/sendmsg.
+pub const MAX_IOV: u32 = 16;
+/// Ring buffer fill (bytes) at which the kernel wakes userspace; below it userspace polls.
+pub const DEFAULT_WAKEUP_BYTES: u32 = 256 * 1024;
+
+pub const EVENT_DATA: u8 = 1;
+pub const EVENT_CONN: u8 = 2;
+
+pub const DIR_EGRESS: u8 = 0;
+pub const DIR_INGRESS: u8 = 1;
+
+pub const ROLE_UNKNOWN: u8 = 0;
+pub const ROLE_CLIENT: u8 = 1;
+pub const ROLE_SERVER: u8 = 2;
+
+pub const CONN_OP_CONNECT: u8 = 1;
+pub const CONN_OP_ACCEPT: u8 = 2;
+pub const CONN_OP_CLOSE: u8 = 3;
+/// First seen through data: it existed before the agent started (or its open was missed).
+pub const CONN_OP_DISCOVERED: u8 = 4;
+
+pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Data event flag: the payload is a prefix of what the syscall transferred.
+pub const FLAG_TRUNCATED: u8 = 1;
+
+/// Syscall that produced a data event (for the debugging view).
+pub mod syscall {
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const RECVFROM: u8 = 3;
+    pub const SENDTO: u8 = 4;
+    pub const RECVMSG: u8 = 5;
+    pub const SENDMSG: u8 = 6;
+    pub const READV: u8 = 7;
+    pub const WRITEV: u8 = 8;
+}
+
+/// Indices into the per-CPU counter array.
+pub mod counter {
+    /// Events lost because the ring buffer was full.
+    pub const DROPPED_EVENTS: u32 = 0;
+    /// Data events whose payload was cut to the capture size.
+    pub const TRUNCATED: u32 = 1;
+    /// Connections first seen through data (opened before the agent or open missed).
+    pub const UNKNOWN_CONNS: u32 = 2;
+    pub const DATA_EVENTS: u32 = 3;
+    pub const CONN_EVENTS: u32 = 4;
+    /// Payload copies from user memory that failed.
+    pub const READ_ERRORS: u32 = 5;
+    /// Syscalls on sockets skipped by the process filter.
+    pub const FILTERED: u32 = 6;
+    pub const COUNT: u32 = 8;
+}
+
+/// Header of a data event; `captured` payload bytes follow it in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DataHeader {
+    pub kind: u8,
+    pub direction: u8,
+    pub syscall: u8,
+    pub flags: u8,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub conn_id: u64,
+    pub ts_enter_ns: u64,
+    pub ts_exit_ns: u64,
+    /// What the syscall returned: the full byte count transferred.
+    pub bytes: u64,
+    pub captured: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU scratch used to assemble a data event (too big for the BPF stack). The payload is
+/// twice the cap so variable offsets can be masked for the verifier.
+#[repr(C)]
+pub struct DataEvent {
+    pub hdr: DataHeader,
+    pub payload: [u8; MAX_PAYLOAD * 2],
+}
+
+/// Connection lifecycle event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnEvent {
+    pub kind: u8,
+    pub op: u8,
+    pub role: u8,
+    pub _pad0: u8,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub conn_id: u64,
+    pub ts_ns: u64,
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad1: u16,
+    /// IPv4 in the first 4 bytes, IPv6 in all 16.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// Unix-domain sockets: the socket inode (matches /proc/net/unix and /proc/PID/fd).
+    pub inode: u64,
+}
+
+/// Kernel-side state of one socket, keyed by its `struct sock` address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnState {
+    pub conn_id: u64,
+    pub role: u8,
+    /// 1 when the process filter selected this connection.
+    pub selected: u8,
+    pub family: u16,
+    pub _pad: u32,
+}
+
+/// Arguments of a data syscall in flight, from entry to exit, keyed by pid_tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActiveCall {
+    pub sock: u64,
+    /// User buffer, or the iovec array for vectored calls.
+    pub buf: u64,
+    pub conn_id: u64,
+    pub ts_enter_ns: u64,
+    /// 0 for a flat buffer, else the iovec count.
+    pub iovcnt: u32,
+    pub fd: i32,
+    pub syscall: u8,
+    pub direction: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Arguments of connect/accept in flight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PendingConn {
+    pub fd: i32,
+    pub op: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Offsets of kernel struct fields, read from BTF by userspace at load time (no CO-RE in Rust
+/// eBPF), so the programs walk task -> files -> fdtable -> file -> socket -> sock on any kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_family: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    /// 1 once userspace filled the struct; programs do nothing until then.
+    pub valid: u32,
+}
+
+/// Runtime settings, set as a program global at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// Payload prefix captured per syscall (<= MAX_PAYLOAD).
+    pub capture_bytes: u32,
+    /// 1: only processes/ports in the filter maps are traced.
+    pub filter_enabled: u32,
+    /// The agent's own process, never traced.
+    pub agent_pid: u32,
+    pub wakeup_bytes: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            capture_bytes: DEFAULT_CAPTURE_BYTES,
+            filter_enabled: 0,
+            agent_pid: 0,
+            wakeup_bytes: DEFAULT_WAKEUP_BYTES,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: plain-old-data, repr(C), no padding holes left implicit.
+    unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for CaptureConfig {}
+    unsafe impl aya::Pod for ConnState {}
+}

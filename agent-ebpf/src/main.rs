@@ -1,2 +1,177 @@
 #![no_std]
 #![no_main]
+//! tracewire kernel programs: syscall tracepoints for socket data and connection lifecycle,
+//! `sock:inet_sock_set_state` for TCP sockets that close without a close() we saw.
+//! Entry points are thin; the work is in the modules.
+
+mod capture;
+mod conn;
+mod maps;
+mod sock;
+
+use agent_common::{
+    CONN_OP_ACCEPT, CONN_OP_CLOSE, CONN_OP_CONNECT, DIR_EGRESS, DIR_INGRESS, PendingConn,
+    ROLE_CLIENT, ROLE_SERVER, syscall,
+};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+
+use maps::{CONNS, PENDING_CONN, offsets};
+use sock::sock_of_fd;
+
+/// Syscall tracepoint arguments are 8-byte slots after the 16-byte common header.
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    unsafe { ctx.read_at::<u64>(16 + n * 8) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
+}
+
+macro_rules! flat_enter {
+    ($name:ident, $sc:expr, $dir:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            capture::enter(arg(&ctx, 0), arg(&ctx, 1), 0, $sc, $dir);
+            0
+        }
+    };
+}
+
+macro_rules! vec_enter {
+    ($name:ident, $sc:expr, $dir:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            let cnt = arg(&ctx, 2).min(u32::MAX as u64) as u32;
+            if cnt > 0 {
+                capture::enter(arg(&ctx, 0), arg(&ctx, 1), cnt, $sc, $dir);
+            }
+            0
+        }
+    };
+}
+
+macro_rules! msg_enter {
+    ($name:ident, $sc:expr, $dir:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            capture::enter_msg(arg(&ctx, 0), arg(&ctx, 1), $sc, $dir);
+            0
+        }
+    };
+}
+
+flat_enter!(tw_enter_read, syscall::READ, DIR_INGRESS);
+flat_enter!(tw_enter_write, syscall::WRITE, DIR_EGRESS);
+flat_enter!(tw_enter_recvfrom, syscall::RECVFROM, DIR_INGRESS);
+flat_enter!(tw_enter_sendto, syscall::SENDTO, DIR_EGRESS);
+vec_enter!(tw_enter_readv, syscall::READV, DIR_INGRESS);
+vec_enter!(tw_enter_writev, syscall::WRITEV, DIR_EGRESS);
+msg_enter!(tw_enter_recvmsg, syscall::RECVMSG, DIR_INGRESS);
+msg_enter!(tw_enter_sendmsg, syscall::SENDMSG, DIR_EGRESS);
+
+/// One exit program serves every data syscall: the entry stored what kind it was.
+#[tracepoint]
+pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
+    capture::exit(ret(&ctx));
+    0
+}
+
+#[tracepoint]
+pub fn tw_enter_connect(ctx: TracePointContext) -> u32 {
+    pending(arg(&ctx, 0) as i32, CONN_OP_CONNECT);
+    0
+}
+
+#[tracepoint]
+pub fn tw_enter_accept(_ctx: TracePointContext) -> u32 {
+    pending(-1, CONN_OP_ACCEPT);
+    0
+}
+
+#[inline(always)]
+fn pending(fd: i32, op: u8) {
+    let id = bpf_get_current_pid_tgid();
+    if (id >> 32) as u32 == maps::config().agent_pid {
+        return;
+    }
+    let p = PendingConn {
+        fd,
+        op,
+        _pad: [0; 3],
+    };
+    let _ = PENDING_CONN.insert(&id, &p, 0);
+}
+
+/// Exit of connect/accept/accept4: success (or a non-blocking connect in progress) opens a
+/// connection with a fresh identity and its role.
+#[tracepoint]
+pub fn tw_exit_conn(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let p = match unsafe { PENDING_CONN.get(&id) } {
+        Some(p) => *p,
+        None => return 0,
+    };
+    let _ = PENDING_CONN.remove(&id);
+    let r = ret(&ctx);
+    let (fd, role) = if p.op == CONN_OP_CONNECT {
+        const EINPROGRESS: i64 = 115;
+        if r != 0 && r != -EINPROGRESS {
+            return 0;
+        }
+        (p.fd as u64, ROLE_CLIENT)
+    } else {
+        if r < 0 {
+            return 0;
+        }
+        (r as u64, ROLE_SERVER)
+    };
+    let o = offsets();
+    if let Some(s) = sock_of_fd(&o, fd) {
+        conn::open(&o, &s, role, p.op, fd as i32);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
+    let fd = arg(&ctx, 0);
+    let o = offsets();
+    let Some(s) = sock_of_fd(&o, fd) else {
+        return 0;
+    };
+    if let Some(st) = unsafe { CONNS.get(&s.sk) } {
+        let st = *st;
+        if st.selected != 0 {
+            conn::emit_conn(&o, &s, &st, CONN_OP_CLOSE, fd as i32);
+        }
+        let _ = CONNS.remove(&s.sk);
+    }
+    0
+}
+
+/// TCP sockets reaching TCP_CLOSE (also when the process died without close()) are forgotten, so
+/// a later socket at the same address gets a fresh identity.
+#[tracepoint]
+pub fn tw_sock_state(ctx: TracePointContext) -> u32 {
+    const TCP_CLOSE: i32 = 7;
+    let newstate = unsafe { ctx.read_at::<i32>(20) }.unwrap_or(0);
+    if newstate == TCP_CLOSE {
+        let sk = unsafe { ctx.read_at::<u64>(8) }.unwrap_or(0);
+        let _ = CONNS.remove(&sk);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,3 +1,7 @@
 //! tracewire: the userspace daemon. See `shared/design.md` for the stages.
 
+pub mod capture_view;
+pub mod listening;
+pub mod ingest;
 pub mod model;
+pub mod probes;

@@ -1,0 +1,218 @@
+//! Data syscalls: remember the arguments at entry (sockets we trace only), copy a bounded
+//! payload prefix at exit and hand it to userspace through the ring buffer.
+
+use agent_common::{
+    ActiveCall, DataHeader, EVENT_DATA, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD, counter,
+};
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    generated::{bpf_loop, bpf_probe_read_user as probe_read_user_raw, bpf_ringbuf_output},
+};
+
+use crate::conn::lookup_or_discover;
+use crate::maps::{ACTIVE, EVENTS, config, count, offsets, scratch};
+use crate::sock::sock_of_fd;
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Entry of read/write/recvfrom/sendto/readv/writev/recvmsg/sendmsg. `iovcnt` is 0 for a flat
+/// buffer.
+#[inline(always)]
+pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
+    let id = bpf_get_current_pid_tgid();
+    let cfg = config();
+    if (id >> 32) as u32 == cfg.agent_pid {
+        return;
+    }
+    let o = offsets();
+    let Some(s) = sock_of_fd(&o, fd) else {
+        return;
+    };
+    let Some(st) = lookup_or_discover(&o, &s, fd as i32) else {
+        return;
+    };
+    if st.selected == 0 {
+        count(counter::FILTERED);
+        return;
+    }
+    let call = ActiveCall {
+        sock: s.sk,
+        buf,
+        conn_id: st.conn_id,
+        ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+        iovcnt,
+        fd: fd as i32,
+        syscall,
+        direction,
+        _pad: [0; 6],
+    };
+    let _ = ACTIVE.insert(&id, &call, 0);
+}
+
+/// recvmsg/sendmsg: the iovec array lives in the user `struct msghdr` (stable ABI: msg_iov at
+/// offset 16, msg_iovlen at 24 on 64-bit).
+#[inline(always)]
+pub fn enter_msg(fd: u64, msg: u64, syscall: u8, direction: u8) {
+    let iov: u64 = unsafe { bpf_probe_read_user((msg + 16) as *const u64) }.unwrap_or(0);
+    let iovlen: u64 = unsafe { bpf_probe_read_user((msg + 24) as *const u64) }.unwrap_or(0);
+    if iov == 0 || iovlen == 0 {
+        return;
+    }
+    enter(fd, iov, iovlen.min(u32::MAX as u64) as u32, syscall, direction);
+}
+
+#[inline(always)]
+pub fn exit(ret: i64) {
+    let id = bpf_get_current_pid_tgid();
+    let call = match unsafe { ACTIVE.get(&id) } {
+        Some(c) => *c,
+        None => return,
+    };
+    let _ = ACTIVE.remove(&id);
+    if ret <= 0 {
+        return;
+    }
+    let Some(ev) = scratch() else {
+        return;
+    };
+    let ev = unsafe { &mut *ev };
+    let cfg = config();
+    let mut cap = cfg.capture_bytes as u64;
+    if cap > MAX_PAYLOAD as u64 {
+        cap = MAX_PAYLOAD as u64;
+    }
+    let want = if (ret as u64) < cap { ret as u64 } else { cap };
+
+    let captured = if call.iovcnt == 0 {
+        copy_flat(ev, call.buf, want)
+    } else {
+        copy_iov(ev, call.buf, call.iovcnt, want)
+    };
+
+    ev.hdr = DataHeader {
+        kind: EVENT_DATA,
+        direction: call.direction,
+        syscall: call.syscall,
+        flags: 0,
+        pid: (id >> 32) as u32,
+        tid: id as u32,
+        fd: call.fd,
+        conn_id: call.conn_id,
+        ts_enter_ns: call.ts_enter_ns,
+        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
+        bytes: ret as u64,
+        captured: captured as u32,
+        _pad: 0,
+    };
+    if (captured as u64) < ret as u64 {
+        ev.hdr.flags |= FLAG_TRUNCATED;
+        count(counter::TRUNCATED);
+    }
+    let size = core::mem::size_of::<DataHeader>() + captured;
+    if size > core::mem::size_of::<DataHeader>() + MAX_PAYLOAD {
+        return;
+    }
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let flags = if avail >= cfg.wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    let rc = unsafe {
+        bpf_ringbuf_output(
+            core::ptr::from_ref(&EVENTS).cast_mut().cast(),
+            (ev as *mut agent_common::DataEvent).cast(),
+            size as u64,
+            flags,
+        )
+    };
+    if rc < 0 {
+        count(counter::DROPPED_EVENTS);
+    } else {
+        count(counter::DATA_EVENTS);
+    }
+}
+
+#[inline(always)]
+fn copy_flat(ev: &mut agent_common::DataEvent, src: u64, want: u64) -> usize {
+    let n = want as usize;
+    if n == 0 || n > MAX_PAYLOAD {
+        return 0;
+    }
+    let rc = unsafe { probe_read_user_raw(ev.payload.as_mut_ptr().cast(), n as u32, src as *const _) };
+    if rc < 0 {
+        count(counter::READ_ERRORS);
+        return 0;
+    }
+    n
+}
+
+/// State of an iovec walk, on the caller's stack, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct IovWalk {
+    iov: u64,
+    iovcnt: u64,
+    off: u64,
+    remaining: u64,
+}
+
+/// Walks up to MAX_IOV iovecs with `bpf_loop` (kernel >= 5.17): the verifier checks the body
+/// once instead of unrolling every path through every iteration.
+#[inline(always)]
+fn copy_iov(_ev: &mut agent_common::DataEvent, iov: u64, iovcnt: u32, want: u64) -> usize {
+    let mut w = IovWalk {
+        iov,
+        iovcnt: iovcnt as u64,
+        off: 0,
+        remaining: want,
+    };
+    let n = if iovcnt < MAX_IOV { iovcnt } else { MAX_IOV };
+    unsafe {
+        bpf_loop(
+            n,
+            iov_step as *mut core::ffi::c_void,
+            (&mut w as *mut IovWalk).cast(),
+            0,
+        );
+    }
+    let off = w.off as usize;
+    if off > MAX_PAYLOAD { MAX_PAYLOAD } else { off }
+}
+
+/// One iovec: copy min(len, remaining) bytes at the current offset. Returns 1 to stop.
+extern "C" fn iov_step(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let w = unsafe { &mut *(ctx as *mut IovWalk) };
+    if i >= w.iovcnt || w.remaining == 0 || w.off >= MAX_PAYLOAD as u64 {
+        return 1;
+    }
+    let Some(ev) = scratch() else {
+        return 1;
+    };
+    let entry = w.iov + i * 16;
+    let base: u64 = unsafe { bpf_probe_read_user(entry as *const u64) }.unwrap_or(0);
+    let len: u64 = unsafe { bpf_probe_read_user((entry + 8) as *const u64) }.unwrap_or(0);
+    if base == 0 || len == 0 {
+        return 0;
+    }
+    let n = if len < w.remaining { len } else { w.remaining };
+    // Offset below MAX_PAYLOAD and size at most MAX_PAYLOAD keep the copy inside the doubled
+    // scratch buffer, which is what the verifier needs to see.
+    let at = (w.off as usize) & (MAX_PAYLOAD - 1);
+    let n = if n > MAX_PAYLOAD as u64 { MAX_PAYLOAD } else { n as usize };
+    let rc = unsafe {
+        probe_read_user_raw(
+            (*ev).payload.as_mut_ptr().add(at).cast(),
+            n as u32,
+            base as *const _,
+        )
+    };
+    if rc < 0 {
+        count(counter::READ_ERRORS);
+        return 1;
+    }
+    w.off = (at + n) as u64;
+    w.remaining -= n as u64;
+    0
+}

@@ -1,0 +1,95 @@
+//! Connection identity and lifecycle: ids assigned on connect/accept (or on first sight for
+//! connections that predate the agent), the process filter, and lifecycle events.
+
+use agent_common::{
+    CONN_OP_DISCOVERED, ConnEvent, ConnState, EVENT_CONN, KernelOffsets, ROLE_UNKNOWN, counter,
+};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+
+use crate::maps::{
+    CONNS, EVENTS, FILTER_COMMS, FILTER_PIDS, FILTER_PORTS, config, count, next_conn_id,
+};
+use crate::sock::{SockRef, fill_tuple, ports};
+
+/// Whether the process filter selects this process/socket.
+#[inline(always)]
+fn selected(o: &KernelOffsets, s: &SockRef, tgid: u32) -> bool {
+    if config().filter_enabled == 0 {
+        return true;
+    }
+    unsafe {
+        if FILTER_PIDS.get(&tgid).is_some() {
+            return true;
+        }
+        if let Ok(comm) = bpf_get_current_comm()
+            && FILTER_COMMS.get(&comm).is_some()
+        {
+            return true;
+        }
+        let (l, r) = ports(o, s);
+        FILTER_PORTS.get(&l).is_some() || FILTER_PORTS.get(&r).is_some()
+    }
+}
+
+#[inline(always)]
+pub fn emit_conn(o: &KernelOffsets, s: &SockRef, st: &ConnState, op: u8, fd: i32) {
+    let id = bpf_get_current_pid_tgid();
+    let mut ev = ConnEvent {
+        kind: EVENT_CONN,
+        op,
+        role: st.role,
+        pid: (id >> 32) as u32,
+        tid: id as u32,
+        fd,
+        conn_id: st.conn_id,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ..ConnEvent::default()
+    };
+    fill_tuple(o, s, &mut ev);
+    if EVENTS.output::<ConnEvent>(&ev, 0).is_err() {
+        count(counter::DROPPED_EVENTS);
+    } else {
+        count(counter::CONN_EVENTS);
+    }
+}
+
+/// A new connection opened by connect (client) or accept (server): always a fresh id, so a
+/// reused fd or a reused `struct sock` address never inherits the old identity.
+#[inline(always)]
+pub fn open(o: &KernelOffsets, s: &SockRef, role: u8, op: u8, fd: i32) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let st = ConnState {
+        conn_id: next_conn_id(),
+        role,
+        selected: selected(o, s, tgid) as u8,
+        family: s.family,
+        _pad: 0,
+    };
+    let _ = CONNS.insert(&s.sk, &st, 0);
+    if st.selected != 0 {
+        emit_conn(o, s, &st, op, fd);
+    }
+}
+
+/// The state of a socket seen through data; connections we did not see open get an id now
+/// and a DISCOVERED event so userspace can recover their role.
+#[inline(always)]
+pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<ConnState> {
+    if let Some(st) = unsafe { CONNS.get(&s.sk) } {
+        return Some(*st);
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let st = ConnState {
+        conn_id: next_conn_id(),
+        role: ROLE_UNKNOWN,
+        selected: selected(o, s, tgid) as u8,
+        family: s.family,
+        _pad: 0,
+    };
+    CONNS.insert(&s.sk, &st, 0).ok()?;
+    if st.selected != 0 {
+        count(counter::UNKNOWN_CONNS);
+        emit_conn(o, s, &st, CONN_OP_DISCOVERED, fd);
+    }
+    Some(st)
+}

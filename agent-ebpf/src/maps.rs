@@ -1,0 +1,115 @@
+//! Maps and load-time globals shared by the programs.
+
+use agent_common::{
+    ActiveCall, CaptureConfig, ConnState, DataEvent, KernelOffsets, PendingConn, counter,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// Set by userspace at load time (EbpfLoader::set_global); read with `read_volatile` so the
+/// compiler cannot fold the zero initialisers.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_inode: 0,
+    file_private_data: 0,
+    inode_mode: 0,
+    inode_ino: 0,
+    socket_type: 0,
+    socket_sk: 0,
+    sk_daddr: 0,
+    sk_rcv_saddr: 0,
+    sk_dport: 0,
+    sk_num: 0,
+    sk_family: 0,
+    sk_v6_daddr: 0,
+    sk_v6_rcv_saddr: 0,
+    valid: 0,
+};
+
+#[unsafe(no_mangle)]
+pub static CONFIG: CaptureConfig = CaptureConfig {
+    capture_bytes: agent_common::DEFAULT_CAPTURE_BYTES,
+    filter_enabled: 0,
+    agent_pid: 0,
+    wakeup_bytes: agent_common::DEFAULT_WAKEUP_BYTES,
+};
+
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+#[inline(always)]
+pub fn config() -> CaptureConfig {
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
+
+/// `struct sock` address -> connection state.
+#[map]
+pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// pid_tgid -> data syscall in flight.
+#[map]
+pub static ACTIVE: HashMap<u64, ActiveCall> = HashMap::with_max_entries(16384, 0);
+
+/// pid_tgid -> connect/accept in flight.
+#[map]
+pub static PENDING_CONN: HashMap<u64, PendingConn> = HashMap::with_max_entries(16384, 0);
+
+/// One scratch event per CPU, indexed by CPU number: a plain array because a per-CPU map value
+/// cannot exceed 32 KiB. Tracepoint programs cannot migrate, so the slot is ours while we run.
+/// Userspace sizes it to the number of possible CPUs.
+#[map]
+pub static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn scratch() -> Option<*mut DataEvent> {
+    let cpu = unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() };
+    SCRATCH.get_ptr_mut(cpu)
+}
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Per-CPU sequence for connection ids.
+#[map]
+pub static IDGEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+#[map]
+pub static FILTER_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
+
+#[map]
+pub static FILTER_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(256, 0);
+
+#[inline(always)]
+pub fn count(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// A connection id unique for the agent's lifetime: per-CPU sequence in the high bits, CPU
+/// number in the low byte.
+#[inline(always)]
+pub fn next_conn_id() -> u64 {
+    let cpu = unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() } as u64;
+    match IDGEN.get_ptr_mut(0) {
+        Some(p) => unsafe {
+            *p += 1;
+            (*p << 8) | (cpu & 0xff)
+        },
+        None => 0,
+    }
+}

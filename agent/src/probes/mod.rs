@@ -1,0 +1,219 @@
+//! Loading and attaching the kernel programs: privileges, tracefs, BTF offsets as globals,
+//! hook availability, the process filter, and the counters the programs keep.
+
+pub mod btf;
+pub mod hooks;
+
+use std::path::Path;
+
+use agent_common::{CaptureConfig, KernelOffsets, MAX_PAYLOAD, counter};
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+
+pub use hooks::{HOOKS, Hook, HookStatus, hook_status};
+
+/// Which processes to trace; empty means all.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessFilter {
+    pub pids: Vec<u32>,
+    pub exes: Vec<String>,
+    pub ports: Vec<u16>,
+}
+
+impl ProcessFilter {
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty() && self.exes.is_empty() && self.ports.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub capture_bytes: u32,
+    pub filter: ProcessFilter,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_bytes: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            capture_bytes: agent_common::DEFAULT_CAPTURE_BYTES,
+            filter: ProcessFilter::default(),
+            ring_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// The loaded, attached programs. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub attached: Vec<&'static Hook>,
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct KernelCounters {
+    pub dropped_events: u64,
+    pub truncated: u64,
+    pub unknown_conns: u64,
+    pub data_events: u64,
+    pub conn_events: u64,
+    pub read_errors: u64,
+    pub filtered: u64,
+}
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// Errors a user can act on, before any program is loaded.
+pub fn preflight() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 && !has_cap_bpf() {
+        bail!(
+            "tracewire needs root or CAP_BPF+CAP_PERFMON+CAP_SYS_RESOURCE to load eBPF programs; run it with sudo or grant the capabilities"
+        );
+    }
+    hooks::ensure_tracefs()?;
+    if !Path::new(btf::VMLINUX_BTF).exists() {
+        bail!(
+            "{} is missing: the kernel was built without CONFIG_DEBUG_INFO_BTF, which tracewire needs to find socket structures",
+            btf::VMLINUX_BTF
+        );
+    }
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled") {
+        let _ = v; // only affects unprivileged users; root is checked above
+    }
+    Ok(())
+}
+
+fn has_cap_bpf() -> bool {
+    // CapEff bit 39 = CAP_BPF.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("CapEff:"))
+                .and_then(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 39) != 0)
+}
+
+impl Probes {
+    pub fn load(cfg: &ProbeConfig) -> Result<Self> {
+        preflight()?;
+        let offsets: KernelOffsets = btf::KernelBtf::load(Path::new(btf::VMLINUX_BTF))?
+            .kernel_offsets()
+            .context("reading kernel struct offsets from BTF")?;
+        if cfg.capture_bytes == 0 || cfg.capture_bytes as usize > MAX_PAYLOAD {
+            bail!(
+                "capture size {} is out of range 1..={MAX_PAYLOAD}",
+                cfg.capture_bytes
+            );
+        }
+        let ccfg = CaptureConfig {
+            capture_bytes: cfg.capture_bytes,
+            filter_enabled: u32::from(!cfg.filter.is_empty()),
+            agent_pid: std::process::id(),
+            ..CaptureConfig::default()
+        };
+        bump_memlock();
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("CONFIG", &ccfg, true)
+            .map_max_entries("EVENTS", cfg.ring_bytes)
+            .map_max_entries("SCRATCH", possible_cpus()?)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF programs into the kernel")?;
+        fill_filter(&mut ebpf, &cfg.filter)?;
+
+        let mut attached = Vec::new();
+        for hook in HOOKS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(hook.program)
+                .with_context(|| format!("program {} missing from the object", hook.program))?
+                .try_into()?;
+            if prog.fd().is_err() {
+                prog.load()
+                    .with_context(|| format!("verifier rejected {}", hook.program))?;
+            }
+            prog.attach(hook.category, hook.name)
+                .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
+            attached.push(hook);
+        }
+        Ok(Self { ebpf, attached })
+    }
+
+    /// The ring buffer events arrive on (taken once).
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("EVENTS map missing")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    pub fn counters(&self) -> Result<KernelCounters> {
+        let map = self.ebpf.map("COUNTERS").context("COUNTERS map missing")?;
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let get = |i: u32| -> u64 { arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        Ok(KernelCounters {
+            dropped_events: get(counter::DROPPED_EVENTS),
+            truncated: get(counter::TRUNCATED),
+            unknown_conns: get(counter::UNKNOWN_CONNS),
+            data_events: get(counter::DATA_EVENTS),
+            conn_events: get(counter::CONN_EVENTS),
+            read_errors: get(counter::READ_ERRORS),
+            filtered: get(counter::FILTERED),
+        })
+    }
+}
+
+fn fill_filter(ebpf: &mut Ebpf, f: &ProcessFilter) -> Result<()> {
+    {
+        let mut pids: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(ebpf.map_mut("FILTER_PIDS").context("FILTER_PIDS missing")?)?;
+        for p in &f.pids {
+            pids.insert(p, 1, 0)?;
+        }
+    }
+    {
+        let mut comms: BpfHashMap<_, [u8; 16], u8> = BpfHashMap::try_from(
+            ebpf.map_mut("FILTER_COMMS")
+                .context("FILTER_COMMS missing")?,
+        )?;
+        for e in &f.exes {
+            comms.insert(comm_key(e), 1, 0)?;
+        }
+    }
+    let mut ports: BpfHashMap<_, u16, u8> =
+        BpfHashMap::try_from(ebpf.map_mut("FILTER_PORTS").context("FILTER_PORTS missing")?)?;
+    for p in &f.ports {
+        ports.insert(p, 1, 0)?;
+    }
+    Ok(())
+}
+
+/// The kernel's task comm: at most 15 bytes, NUL-padded.
+pub fn comm_key(exe: &str) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    for (d, s) in k.iter_mut().zip(exe.bytes().take(15)) {
+        *d = s;
+    }
+    k
+}
+
+fn possible_cpus() -> Result<u32> {
+    let n = aya::util::nr_cpus().map_err(|(_, e)| e).context("reading possible CPUs")?;
+    Ok(n as u32)
+}
+
+fn bump_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // Kernels >= 5.11 account BPF memory to cgroups and ignore this; older ones need it.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
