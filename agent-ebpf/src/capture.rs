@@ -48,7 +48,7 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
         direction,
         _pad: [0; 6],
     };
-    let _ = ACTIVE.insert(&id, &call, 0);
+    let _ = ACTIVE.insert(id, call, 0);
 }
 
 /// recvmsg/sendmsg: the iovec array lives in the user `struct msghdr` (stable ABI: msg_iov at
@@ -60,17 +60,23 @@ pub fn enter_msg(fd: u64, msg: u64, syscall: u8, direction: u8) {
     if iov == 0 || iovlen == 0 {
         return;
     }
-    enter(fd, iov, iovlen.min(u32::MAX as u64) as u32, syscall, direction);
+    enter(
+        fd,
+        iov,
+        iovlen.min(u32::MAX as u64) as u32,
+        syscall,
+        direction,
+    );
 }
 
 #[inline(always)]
 pub fn exit(ret: i64) {
     let id = bpf_get_current_pid_tgid();
-    let call = match unsafe { ACTIVE.get(&id) } {
+    let call = match unsafe { ACTIVE.get(id) } {
         Some(c) => *c,
         None => return,
     };
-    let _ = ACTIVE.remove(&id);
+    let _ = ACTIVE.remove(id);
     if ret <= 0 {
         return;
     }
@@ -141,7 +147,8 @@ fn copy_flat(ev: &mut agent_common::DataEvent, src: u64, want: u64) -> usize {
     if n == 0 || n > MAX_PAYLOAD {
         return 0;
     }
-    let rc = unsafe { probe_read_user_raw(ev.payload.as_mut_ptr().cast(), n as u32, src as *const _) };
+    let rc =
+        unsafe { probe_read_user_raw(ev.payload.as_mut_ptr().cast(), n as u32, src as *const _) };
     if rc < 0 {
         count(counter::READ_ERRORS);
         return 0;
@@ -200,7 +207,11 @@ extern "C" fn iov_step(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // Offset below MAX_PAYLOAD and size at most MAX_PAYLOAD keep the copy inside the doubled
     // scratch buffer, which is what the verifier needs to see.
     let at = (w.off as usize) & (MAX_PAYLOAD - 1);
-    let n = if n > MAX_PAYLOAD as u64 { MAX_PAYLOAD } else { n as usize };
+    let n = if n > MAX_PAYLOAD as u64 {
+        MAX_PAYLOAD
+    } else {
+        n as usize
+    };
     let rc = unsafe {
         probe_read_user_raw(
             (*ev).payload.as_mut_ptr().add(at).cast(),

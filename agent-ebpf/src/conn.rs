@@ -18,16 +18,16 @@ fn selected(o: &KernelOffsets, s: &SockRef, tgid: u32) -> bool {
         return true;
     }
     unsafe {
-        if FILTER_PIDS.get(&tgid).is_some() {
+        if FILTER_PIDS.get(tgid).is_some() {
             return true;
         }
         if let Ok(comm) = bpf_get_current_comm()
-            && FILTER_COMMS.get(&comm).is_some()
+            && FILTER_COMMS.get(comm).is_some()
         {
             return true;
         }
         let (l, r) = ports(o, s);
-        FILTER_PORTS.get(&l).is_some() || FILTER_PORTS.get(&r).is_some()
+        FILTER_PORTS.get(l).is_some() || FILTER_PORTS.get(r).is_some()
     }
 }
 
@@ -65,7 +65,7 @@ pub fn open(o: &KernelOffsets, s: &SockRef, role: u8, op: u8, fd: i32) {
         family: s.family,
         _pad: 0,
     };
-    let _ = CONNS.insert(&s.sk, &st, 0);
+    let _ = CONNS.insert(s.sk, st, 0);
     if st.selected != 0 {
         emit_conn(o, s, &st, op, fd);
     }
@@ -75,7 +75,7 @@ pub fn open(o: &KernelOffsets, s: &SockRef, role: u8, op: u8, fd: i32) {
 /// and a DISCOVERED event so userspace can recover their role.
 #[inline(always)]
 pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<ConnState> {
-    if let Some(st) = unsafe { CONNS.get(&s.sk) } {
+    if let Some(st) = unsafe { CONNS.get(s.sk) } {
         return Some(*st);
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -86,7 +86,7 @@ pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<Con
         family: s.family,
         _pad: 0,
     };
-    CONNS.insert(&s.sk, &st, 0).ok()?;
+    CONNS.insert(s.sk, st, 0).ok()?;
     if st.selected != 0 {
         count(counter::UNKNOWN_CONNS);
         emit_conn(o, s, &st, CONN_OP_DISCOVERED, fd);

@@ -86,12 +86,6 @@ pub fn tw_enter_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn tw_enter_accept(_ctx: TracePointContext) -> u32 {
-    pending(-1, CONN_OP_ACCEPT);
-    0
-}
-
 #[inline(always)]
 fn pending(fd: i32, op: u8) {
     let id = bpf_get_current_pid_tgid();
@@ -103,35 +97,46 @@ fn pending(fd: i32, op: u8) {
         op,
         _pad: [0; 3],
     };
-    let _ = PENDING_CONN.insert(&id, &p, 0);
+    let _ = PENDING_CONN.insert(id, p, 0);
 }
 
-/// Exit of connect/accept/accept4: success (or a non-blocking connect in progress) opens a
-/// connection with a fresh identity and its role.
+/// Exit of connect: success (or a non-blocking connect in progress) opens a client connection
+/// with a fresh identity.
 #[tracepoint]
-pub fn tw_exit_conn(ctx: TracePointContext) -> u32 {
+pub fn tw_exit_connect(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    let p = match unsafe { PENDING_CONN.get(&id) } {
+    let p = match unsafe { PENDING_CONN.get(id) } {
         Some(p) => *p,
         None => return 0,
     };
-    let _ = PENDING_CONN.remove(&id);
+    let _ = PENDING_CONN.remove(id);
+    const EINPROGRESS: i64 = 115;
     let r = ret(&ctx);
-    let (fd, role) = if p.op == CONN_OP_CONNECT {
-        const EINPROGRESS: i64 = 115;
-        if r != 0 && r != -EINPROGRESS {
-            return 0;
-        }
-        (p.fd as u64, ROLE_CLIENT)
-    } else {
-        if r < 0 {
-            return 0;
-        }
-        (r as u64, ROLE_SERVER)
-    };
+    if r != 0 && r != -EINPROGRESS {
+        return 0;
+    }
     let o = offsets();
-    if let Some(s) = sock_of_fd(&o, fd) {
-        conn::open(&o, &s, role, p.op, fd as i32);
+    if let Some(s) = sock_of_fd(&o, p.fd as u64) {
+        conn::open(&o, &s, ROLE_CLIENT, CONN_OP_CONNECT, p.fd);
+    }
+    0
+}
+
+/// Exit of accept/accept4: the returned fd is a new server connection. No entry state is needed,
+/// so a server already blocked in accept() when the agent started is still seen.
+#[tracepoint]
+pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if (id >> 32) as u32 == maps::config().agent_pid {
+        return 0;
+    }
+    let r = ret(&ctx);
+    if r < 0 {
+        return 0;
+    }
+    let o = offsets();
+    if let Some(s) = sock_of_fd(&o, r as u64) {
+        conn::open(&o, &s, ROLE_SERVER, CONN_OP_ACCEPT, r as i32);
     }
     0
 }
@@ -143,12 +148,12 @@ pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
     let Some(s) = sock_of_fd(&o, fd) else {
         return 0;
     };
-    if let Some(st) = unsafe { CONNS.get(&s.sk) } {
+    if let Some(st) = unsafe { CONNS.get(s.sk) } {
         let st = *st;
         if st.selected != 0 {
             conn::emit_conn(&o, &s, &st, CONN_OP_CLOSE, fd as i32);
         }
-        let _ = CONNS.remove(&s.sk);
+        let _ = CONNS.remove(s.sk);
     }
     0
 }
@@ -161,7 +166,7 @@ pub fn tw_sock_state(ctx: TracePointContext) -> u32 {
     let newstate = unsafe { ctx.read_at::<i32>(20) }.unwrap_or(0);
     if newstate == TCP_CLOSE {
         let sk = unsafe { ctx.read_at::<u64>(8) }.unwrap_or(0);
-        let _ = CONNS.remove(&sk);
+        let _ = CONNS.remove(sk);
     }
     0
 }

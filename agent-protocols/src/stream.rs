@@ -39,7 +39,7 @@ pub fn detect(dir: Dir, head: &[u8]) -> Vec<(ProtocolKind, Confidence)> {
     .into_iter()
     .filter(|(_, c)| *c != Confidence::No)
     .collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|x| std::cmp::Reverse(x.1));
     v
 }
 

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
-    AF_INET, AF_INET6, AF_UNIX, CONN_OP_ACCEPT, CONN_OP_CLOSE, CONN_OP_CONNECT,
-    CONN_OP_DISCOVERED, ConnEvent, DIR_EGRESS, DataHeader, FLAG_TRUNCATED, ROLE_CLIENT,
-    ROLE_SERVER,
+    AF_INET, AF_INET6, AF_UNIX, CONN_OP_ACCEPT, CONN_OP_CLOSE, CONN_OP_CONNECT, CONN_OP_DISCOVERED,
+    ConnEvent, DIR_EGRESS, DataHeader, FLAG_TRUNCATED, ROLE_CLIENT, ROLE_SERVER,
 };
 use base64::Engine as _;
 use serde::Serialize;

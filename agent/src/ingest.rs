@@ -26,8 +26,8 @@ pub struct IngestStats {
 
 /// Decodes one ring buffer record; malformed records (never expected) are reported as None.
 pub fn decode(buf: &[u8]) -> Option<EventRef<'_>> {
-    match buf.first()? {
-        &EVENT_DATA => {
+    match *buf.first()? {
+        EVENT_DATA => {
             let hsz = size_of::<DataHeader>();
             if buf.len() < hsz {
                 return None;
@@ -38,12 +38,14 @@ pub fn decode(buf: &[u8]) -> Option<EventRef<'_>> {
             let payload = buf.get(hsz..end)?;
             Some(EventRef::Data(hdr, payload))
         }
-        &EVENT_CONN => {
+        EVENT_CONN => {
             if buf.len() < size_of::<ConnEvent>() {
                 return None;
             }
             // SAFETY: as above, a ConnEvent record.
-            Some(EventRef::Conn(unsafe { &*(buf.as_ptr() as *const ConnEvent) }))
+            Some(EventRef::Conn(unsafe {
+                &*(buf.as_ptr() as *const ConnEvent)
+            }))
         }
         _ => None,
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tracewire::capture_view::{ConnInfoCache, format_event};
-use tracewire::probes::{self, ProbeConfig, ProcessFilter, Probes};
+use tracewire::probes::{self, ProbeConfig, Probes, ProcessFilter};
 
 #[derive(Parser)]
 #[command(name = "tracewire", version, about = "eBPF zero-code tracing agent")]
@@ -107,7 +107,10 @@ fn check() -> Result<()> {
         let st = probes::hook_status(&root, h);
         match &st {
             probes::HookStatus::Available => {
-                println!("hook tracepoint/{}/{}: available ({})", h.category, h.name, h.purpose)
+                println!(
+                    "hook tracepoint/{}/{}: available ({})",
+                    h.category, h.name, h.purpose
+                )
             }
             probes::HookStatus::Missing(why) => {
                 println!("hook tracepoint/{}/{}: MISSING: {why}", h.category, h.name);

@@ -1,1 +1,6 @@
-//! End-to-end test support.
+//! End-to-end test support: the real agent, real servers and clients, each behind a guard that
+//! stops only the process it started when dropped.
+
+pub mod agent;
+pub mod env;
+pub mod servers;

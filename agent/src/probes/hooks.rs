@@ -41,12 +41,14 @@ pub static HOOKS: &[Hook] = &[
     sc!("tw_exit_data", "sys_exit_recvmsg", "recvmsg"),
     sc!("tw_enter_sendmsg", "sys_enter_sendmsg", "sendmsg"),
     sc!("tw_exit_data", "sys_exit_sendmsg", "sendmsg"),
-    sc!("tw_enter_connect", "sys_enter_connect", "client connections"),
-    sc!("tw_exit_conn", "sys_exit_connect", "client connections"),
-    sc!("tw_enter_accept", "sys_enter_accept", "server connections"),
-    sc!("tw_exit_conn", "sys_exit_accept", "server connections"),
-    sc!("tw_enter_accept", "sys_enter_accept4", "server connections"),
-    sc!("tw_exit_conn", "sys_exit_accept4", "server connections"),
+    sc!(
+        "tw_enter_connect",
+        "sys_enter_connect",
+        "client connections"
+    ),
+    sc!("tw_exit_connect", "sys_exit_connect", "client connections"),
+    sc!("tw_exit_accept", "sys_exit_accept", "server connections"),
+    sc!("tw_exit_accept", "sys_exit_accept4", "server connections"),
     sc!("tw_enter_close", "sys_enter_close", "connection close"),
     Hook {
         program: "tw_sock_state",

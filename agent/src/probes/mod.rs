@@ -147,10 +147,7 @@ impl Probes {
 
     /// The ring buffer events arrive on (taken once).
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .context("EVENTS map missing")?;
+        let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
         Ok(RingBuf::try_from(map)?)
     }
 
@@ -187,8 +184,10 @@ fn fill_filter(ebpf: &mut Ebpf, f: &ProcessFilter) -> Result<()> {
             comms.insert(comm_key(e), 1, 0)?;
         }
     }
-    let mut ports: BpfHashMap<_, u16, u8> =
-        BpfHashMap::try_from(ebpf.map_mut("FILTER_PORTS").context("FILTER_PORTS missing")?)?;
+    let mut ports: BpfHashMap<_, u16, u8> = BpfHashMap::try_from(
+        ebpf.map_mut("FILTER_PORTS")
+            .context("FILTER_PORTS missing")?,
+    )?;
     for p in &f.ports {
         ports.insert(p, 1, 0)?;
     }
@@ -205,7 +204,9 @@ pub fn comm_key(exe: &str) -> [u8; 16] {
 }
 
 fn possible_cpus() -> Result<u32> {
-    let n = aya::util::nr_cpus().map_err(|(_, e)| e).context("reading possible CPUs")?;
+    let n = aya::util::nr_cpus()
+        .map_err(|(_, e)| e)
+        .context("reading possible CPUs")?;
     Ok(n as u32)
 }
 

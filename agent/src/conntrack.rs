@@ -1,0 +1,313 @@
+//! Connection table: identity, role and tuple per connection, protocol detection on the first
+//! bytes, and the byte streams per direction fed to that protocol's parser. Emits finished
+//! request/response exchanges. Bounded: connections are capped and evicted when idle.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use agent_common::{
+    AF_UNIX, CONN_OP_CLOSE, ConnEvent, DIR_EGRESS, DataHeader, ROLE_CLIENT, ROLE_SERVER,
+};
+use agent_protocols::{Dir, ParserConfig, ProtocolKind, driver::DriverStats, stream};
+
+use crate::capture_view::addr_of;
+use crate::listening::ListeningPorts;
+use crate::model::{ConnMeta, Exchange, Role};
+
+/// Data events tried for detection before a connection is left alone.
+const DETECT_ATTEMPTS: u8 = 4;
+
+#[derive(Debug, Clone)]
+pub struct ConntrackConfig {
+    pub max_conns: usize,
+    /// Connections without traffic for this long are forgotten.
+    pub idle_timeout_ns: u64,
+    pub parser: ParserConfig,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        Self {
+            max_conns: 16384,
+            idle_timeout_ns: 300 * 1_000_000_000,
+            parser: ParserConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ConntrackStats {
+    pub conns_opened: u64,
+    pub conns_closed: u64,
+    pub conns_evicted: u64,
+    /// Connections whose first bytes matched no protocol (left alone).
+    pub unknown_protocol: u64,
+    pub records: u64,
+    pub parse_errors: u64,
+    pub bytes_lost: u64,
+    pub buffer_overflows: u64,
+}
+
+enum Proto {
+    Detecting { attempts: u8 },
+    Parsing(Box<stream::Stream>),
+    Ignored,
+}
+
+struct Conn {
+    meta: ConnMeta,
+    last_seen_ns: u64,
+    last_egress_tid: u32,
+    proto: Proto,
+}
+
+pub struct Conntrack {
+    cfg: ConntrackConfig,
+    conns: HashMap<u64, Conn>,
+    listening: ListeningPorts,
+    stats: ConntrackStats,
+    /// Parser counters of connections already gone.
+    closed_parser_stats: DriverStats,
+}
+
+fn socket_addr(family: u16, raw: &[u8; 16], port: u16) -> Option<SocketAddr> {
+    addr_of(family, raw).map(|ip| SocketAddr::new(ip, port))
+}
+
+impl Conntrack {
+    pub fn new(cfg: ConntrackConfig) -> Self {
+        Self {
+            cfg,
+            conns: HashMap::new(),
+            listening: ListeningPorts::default(),
+            stats: ConntrackStats::default(),
+            closed_parser_stats: DriverStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> ConntrackStats {
+        let mut s = self.stats;
+        let mut p = self.closed_parser_stats;
+        for c in self.conns.values() {
+            if let Proto::Parsing(st) = &c.proto {
+                p.add(&st.stats());
+            }
+        }
+        s.parse_errors = p.parse_errors;
+        s.bytes_lost = p.bytes_lost;
+        s.buffer_overflows = p.buffer_overflows;
+        s
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn on_conn(&mut self, ev: &ConnEvent, out: &mut Vec<Exchange>) {
+        if ev.op == CONN_OP_CLOSE {
+            if let Some(c) = self.conns.remove(&ev.conn_id) {
+                self.stats.conns_closed += 1;
+                self.finish(c, out);
+            }
+            return;
+        }
+        let role = match ev.role {
+            ROLE_CLIENT => Role::Client,
+            ROLE_SERVER => Role::Server,
+            _ if ev.family != AF_UNIX && ev.local_port != 0 => {
+                // Predates the agent: a listening local port means this side accepted it.
+                if self.listening.is_listening(ev.local_port) {
+                    Role::Server
+                } else {
+                    Role::Client
+                }
+            }
+            _ => Role::Unknown,
+        };
+        let meta = ConnMeta {
+            conn_id: ev.conn_id,
+            pid: ev.pid,
+            fd: ev.fd,
+            role,
+            local: socket_addr(ev.family, &ev.local_addr, ev.local_port),
+            remote: socket_addr(ev.family, &ev.remote_addr, ev.remote_port),
+            unix_path: None,
+        };
+        self.make_room(out);
+        self.stats.conns_opened += 1;
+        match self.conns.get_mut(&ev.conn_id) {
+            Some(c) => c.meta = meta,
+            None => {
+                self.conns.insert(
+                    ev.conn_id,
+                    Conn {
+                        meta,
+                        last_seen_ns: ev.ts_ns,
+                        last_egress_tid: ev.tid,
+                        proto: Proto::Detecting { attempts: 0 },
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn on_data(&mut self, h: &DataHeader, payload: &[u8], out: &mut Vec<Exchange>) {
+        if !self.conns.contains_key(&h.conn_id) {
+            // Its conn event was lost (ring buffer full): track it with what we know.
+            self.make_room(out);
+            self.conns.insert(
+                h.conn_id,
+                Conn {
+                    meta: ConnMeta {
+                        conn_id: h.conn_id,
+                        pid: h.pid,
+                        fd: h.fd,
+                        role: Role::Unknown,
+                        local: None,
+                        remote: None,
+                        unix_path: None,
+                    },
+                    last_seen_ns: h.ts_exit_ns,
+                    last_egress_tid: h.tid,
+                    proto: Proto::Detecting { attempts: 0 },
+                },
+            );
+        }
+        let Some(c) = self.conns.get_mut(&h.conn_id) else {
+            return;
+        };
+        c.last_seen_ns = h.ts_exit_ns;
+        let egress = h.direction == DIR_EGRESS;
+        if egress {
+            c.last_egress_tid = h.tid;
+        }
+
+        if let Proto::Detecting { attempts } = &mut c.proto {
+            match detect(&mut c.meta.role, egress, payload) {
+                Some(kind) => {
+                    c.proto = Proto::Parsing(Box::new(stream::Stream::new(kind, &self.cfg.parser)))
+                }
+                None => {
+                    *attempts += 1;
+                    if *attempts >= DETECT_ATTEMPTS {
+                        c.proto = Proto::Ignored;
+                        self.stats.unknown_protocol += 1;
+                    }
+                    return;
+                }
+            }
+        }
+        let Proto::Parsing(st) = &mut c.proto else {
+            return;
+        };
+        let dir = match (c.meta.role, egress) {
+            (Role::Client, true) | (Role::Server, false) => Dir::Request,
+            _ => Dir::Response,
+        };
+        // Requests read by a server are timed when the read returned (the data arrived); writes
+        // span the whole syscall.
+        let (start, end) = if egress {
+            (h.ts_enter_ns, h.ts_exit_ns)
+        } else {
+            (h.ts_exit_ns, h.ts_exit_ns)
+        };
+        let records = st.feed(dir, payload, h.bytes, start, end);
+        if records.is_empty() {
+            return;
+        }
+        self.stats.records += records.len() as u64;
+        let tid = if c.meta.role == Role::Client {
+            c.last_egress_tid
+        } else {
+            h.tid
+        };
+        for record in records {
+            out.push(Exchange {
+                conn: c.meta.clone(),
+                tid,
+                record,
+            });
+        }
+    }
+
+    /// Forgets connections idle for longer than the timeout (their parsers are flushed).
+    pub fn evict_idle(&mut self, now_ns: u64, out: &mut Vec<Exchange>) {
+        let timeout = self.cfg.idle_timeout_ns;
+        let idle: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now_ns.saturating_sub(c.last_seen_ns) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            if let Some(c) = self.conns.remove(&id) {
+                self.stats.conns_evicted += 1;
+                self.finish(c, out);
+            }
+        }
+    }
+
+    fn make_room(&mut self, out: &mut Vec<Exchange>) {
+        if self.conns.len() < self.cfg.max_conns {
+            return;
+        }
+        // Evict the least recently active tenth in one go, so this scan is rare.
+        let mut by_age: Vec<(u64, u64)> = self
+            .conns
+            .iter()
+            .map(|(id, c)| (c.last_seen_ns, *id))
+            .collect();
+        by_age.sort_unstable();
+        let n = (self.cfg.max_conns / 10).max(1);
+        for (_, id) in by_age.into_iter().take(n) {
+            if let Some(c) = self.conns.remove(&id) {
+                self.stats.conns_evicted += 1;
+                self.finish(c, out);
+            }
+        }
+    }
+
+    fn finish(&mut self, mut c: Conn, out: &mut Vec<Exchange>) {
+        if let Proto::Parsing(st) = &mut c.proto {
+            let tid = c.last_egress_tid;
+            for record in st.close() {
+                self.stats.records += 1;
+                out.push(Exchange {
+                    conn: c.meta.clone(),
+                    tid,
+                    record,
+                });
+            }
+            self.closed_parser_stats.add(&st.stats());
+        }
+    }
+}
+
+/// Picks the protocol from one chunk; when the role is unknown the chunk's direction decides it
+/// (a request seen on egress means this side is the client).
+fn detect(role: &mut Role, egress: bool, payload: &[u8]) -> Option<ProtocolKind> {
+    match *role {
+        Role::Client | Role::Server => {
+            let dir = match (*role, egress) {
+                (Role::Client, true) | (Role::Server, false) => Dir::Request,
+                _ => Dir::Response,
+            };
+            stream::choose(dir, payload)
+        }
+        Role::Unknown => {
+            if let Some(k) = stream::choose(Dir::Request, payload) {
+                *role = if egress { Role::Client } else { Role::Server };
+                Some(k)
+            } else if let Some(k) = stream::choose(Dir::Response, payload) {
+                *role = if egress { Role::Server } else { Role::Client };
+                Some(k)
+            } else {
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+"""Test peer for capture tests (no tracing code).
+
+server PORT CHUNK EXPECT: accept one connection, read EXPECT bytes in reads of CHUNK bytes, reply "ok".
+client PORT MODE SIZE [GO_FILE]: connect, optionally wait until GO_FILE exists (the agent started
+after the connection), then send SIZE bytes with MODE (writev: three iovecs via os.writev; sendall),
+then read the reply.
+"""
+import os
+import socket
+import sys
+import time
+
+
+def server(port, chunk, expect):
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port))
+    ls.listen(4)
+    print("listening", flush=True)
+    c, _ = ls.accept()
+    print("accepted", flush=True)
+    got = 0
+    while got < expect:
+        b = c.recv(chunk)
+        if not b:
+            break
+        got += len(b)
+    c.sendall(b"ok")
+    c.close()
+
+
+def client(port, mode, size, go_file=None):
+    s = socket.create_connection(("127.0.0.1", port))
+    print("connected %d" % s.getsockname()[1], flush=True)
+    if go_file:
+        while not os.path.exists(go_file):
+            time.sleep(0.02)
+    body = bytes((i % 26) + 65 for i in range(size))
+    if mode == "writev":
+        third = size // 3
+        parts = [body[:third], body[third:2 * third], body[2 * third:]]
+        n = os.writev(s.fileno(), parts)
+        if n < size:
+            s.sendall(body[n:])
+    else:
+        s.sendall(body)
+    s.recv(16)
+    s.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        server(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        client(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)

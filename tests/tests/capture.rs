@@ -1,0 +1,353 @@
+//! Issue 2: the kernel programs capture socket I/O of real programs, with the right tuples,
+//! roles, byte counts and payloads.
+
+use std::io::{BufRead, BufReader};
+use std::process::{ChildStdout, Command, Stdio};
+
+use base64::Engine as _;
+use serde_json::Value;
+use tracewire_e2e::agent::{Agent, json_lines};
+use tracewire_e2e::env::{PYTHON, fixture_dir, free_port, require_ebpf};
+use tracewire_e2e::servers::{Nginx, Proc, Redis};
+
+fn payload(ev: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(ev["payload_b64"].as_str().unwrap_or(""))
+        .expect("base64")
+}
+
+fn data_of<'a>(evs: &'a [Value], conn_id: u64, dir: &str) -> Vec<&'a Value> {
+    evs.iter()
+        .filter(|e| e["kind"] == "data" && e["conn_id"] == conn_id && e["direction"] == dir)
+        .collect()
+}
+
+fn concat(evs: &[&Value]) -> Vec<u8> {
+    evs.iter().flat_map(|e| payload(e)).collect()
+}
+
+fn capture(args: &[&str]) -> Agent {
+    let mut a = vec!["capture", "--json"];
+    a.extend_from_slice(args);
+    Agent::start(&a, &[], "capturing via")
+}
+
+fn conn_events<'a>(evs: &'a [Value], op: &str) -> Vec<&'a Value> {
+    evs.iter()
+        .filter(|e| e["kind"] == "conn" && e["op"] == op)
+        .collect()
+}
+
+#[test]
+fn curl_to_nginx_keepalive_both_sides() {
+    if !require_ebpf("curl_to_nginx_keepalive_both_sides") {
+        return;
+    }
+    let nginx = Nginx::start("");
+    let port = nginx.port.to_string();
+    let agent = capture(&["--port", &port]);
+    let url = |p: &str| format!("http://127.0.0.1:{}{p}", nginx.port);
+    let out = Command::new("curl")
+        .args(["-s", &url("/a"), &url("/b?x=1"), &url("/c")])
+        .output()
+        .expect("curl");
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"hello\nhello\nhello\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+
+    let connects = conn_events(&evs, "connect");
+    let accepts = conn_events(&evs, "accept");
+    assert_eq!(
+        connects.len(),
+        1,
+        "keep-alive: one connection: {connects:?}"
+    );
+    assert_eq!(accepts.len(), 1);
+    let (c, s) = (connects[0], accepts[0]);
+    assert_eq!(c["role"], "client");
+    assert_eq!(s["role"], "server");
+    assert_eq!(c["remote_port"], nginx.port);
+    assert_eq!(s["local_port"], nginx.port);
+    // The two ends see the same tuple, mirrored.
+    assert_eq!(c["local_port"], s["remote_port"]);
+    assert_eq!(c["local_addr"], s["remote_addr"]);
+    assert_eq!(c["remote_addr"], s["local_addr"]);
+    assert_ne!(c["conn_id"], s["conn_id"]);
+
+    let cid = c["conn_id"].as_u64().expect("conn id");
+    let sid = s["conn_id"].as_u64().expect("conn id");
+    let sent = concat(&data_of(&evs, cid, "egress"));
+    let recv_by_server = concat(&data_of(&evs, sid, "ingress"));
+    assert_eq!(
+        sent, recv_by_server,
+        "request bytes identical on both sides"
+    );
+    let text = String::from_utf8_lossy(&sent);
+    assert_eq!(text.matches("GET /").count(), 3);
+    assert!(text.starts_with("GET /a HTTP/1.1\r\n"), "{text}");
+    assert!(text.contains("GET /b?x=1 HTTP/1.1\r\n"));
+    let replies = concat(&data_of(&evs, sid, "egress"));
+    let got = concat(&data_of(&evs, cid, "ingress"));
+    assert_eq!(replies, got, "response bytes identical on both sides");
+    assert!(String::from_utf8_lossy(&replies).starts_with("HTTP/1.1 200 OK\r\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&replies)
+            .matches("HTTP/1.1 200 OK")
+            .count(),
+        3
+    );
+    // Byte counts are exact and equal the captured payloads here (small messages).
+    for e in data_of(&evs, cid, "egress") {
+        assert_eq!(e["bytes"], e["captured"]);
+        assert_eq!(e["truncated"], false);
+        assert_eq!(e["role"], "client");
+        assert!(e["ts_exit_ns"].as_u64() >= e["ts_enter_ns"].as_u64());
+    }
+}
+
+fn spawn_pair_server(port: u16, chunk: usize, expect: usize) -> (Proc, BufReader<ChildStdout>) {
+    let mut p = Proc::spawn(
+        "sock_pair server",
+        Command::new(PYTHON)
+            .arg(fixture_dir().join("sock_pair.py"))
+            .args([
+                "server",
+                &port.to_string(),
+                &chunk.to_string(),
+                &expect.to_string(),
+            ])
+            .stdout(Stdio::piped()),
+    );
+    let mut out = BufReader::new(p.child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("server ready");
+    assert_eq!(line.trim(), "listening");
+    (p, out)
+}
+
+fn run_client(port: u16, mode: &str, size: usize) {
+    let st = Command::new(PYTHON)
+        .arg(fixture_dir().join("sock_pair.py"))
+        .args(["client", &port.to_string(), mode, &size.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("client");
+    assert!(st.success());
+}
+
+#[test]
+fn writev_client_and_many_small_reads() {
+    if !require_ebpf("writev_client_and_many_small_reads") {
+        return;
+    }
+    let port = free_port();
+    let size = 3000;
+    let (server, _out) = spawn_pair_server(port, 7, size);
+    let agent = capture(&["--port", &port.to_string()]);
+    run_client(port, "writev", size);
+    drop(server);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    let c = conn_events(&evs, "connect")[0];
+    let s = conn_events(&evs, "accept")[0];
+    let cw = data_of(&evs, c["conn_id"].as_u64().expect("id"), "egress");
+    assert_eq!(cw.len(), 1, "one writev");
+    assert_eq!(cw[0]["syscall"], 8, "writev");
+    assert_eq!(cw[0]["bytes"], size);
+    let expected: Vec<u8> = (0..size).map(|i| (i % 26) as u8 + 65).collect();
+    assert_eq!(payload(cw[0]), expected, "iovecs walked in order");
+    let sr = data_of(&evs, s["conn_id"].as_u64().expect("id"), "ingress");
+    assert!(sr.len() >= size / 7, "many small reads: {}", sr.len());
+    assert!(sr.iter().all(|e| e["bytes"].as_u64() <= Some(7)));
+    assert_eq!(concat(&sr), expected);
+}
+
+#[test]
+fn one_mib_body_truncated_and_counted() {
+    if !require_ebpf("one_mib_body_truncated_and_counted") {
+        return;
+    }
+    let port = free_port();
+    let size = 1 << 20;
+    let (server, _out) = spawn_pair_server(port, 65536, size);
+    let agent = capture(&["--port", &port.to_string()]);
+    run_client(port, "sendall", size);
+    drop(server);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = agent.stop();
+    let evs = json_lines(&out);
+    let c = *conn_events(&evs, "connect")
+        .first()
+        .unwrap_or_else(|| panic!("no connect: {out}"));
+    let cw = data_of(&evs, c["conn_id"].as_u64().expect("id"), "egress");
+    let total: u64 = cw.iter().filter_map(|e| e["bytes"].as_u64()).sum();
+    assert_eq!(total, size as u64, "byte count exact despite truncation");
+    assert!(cw.iter().any(|e| e["truncated"] == true));
+    for e in &cw {
+        let cap = e["captured"].as_u64().expect("captured");
+        assert!(cap <= 4096);
+        assert_eq!(payload(e).len() as u64, cap);
+    }
+    let s = conn_events(&evs, "accept")[0];
+    let sr = data_of(&evs, s["conn_id"].as_u64().expect("id"), "ingress");
+    let total: u64 = sr.iter().filter_map(|e| e["bytes"].as_u64()).sum();
+    assert_eq!(total, size as u64);
+}
+
+#[test]
+fn ipv6_loopback() {
+    if !require_ebpf("ipv6_loopback") {
+        return;
+    }
+    let nginx = Nginx::start("");
+    let agent = capture(&["--port", &nginx.port.to_string()]);
+    let url = format!("http://[::1]:{}/six", nginx.port);
+    let out = Command::new("curl")
+        .args(["-s", "-g", &url])
+        .output()
+        .expect("curl");
+    assert_eq!(out.stdout, b"hello\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    let c = conn_events(&evs, "connect")[0];
+    assert_eq!(c["family"], "inet6");
+    assert_eq!(c["remote_addr"], "::1");
+    assert_eq!(c["remote_port"], nginx.port);
+    let s = conn_events(&evs, "accept")[0];
+    assert_eq!(s["family"], "inet6");
+    assert_eq!(s["remote_port"], c["local_port"]);
+    let req = concat(&data_of(&evs, c["conn_id"].as_u64().expect("id"), "egress"));
+    assert!(String::from_utf8_lossy(&req).starts_with("GET /six HTTP/1.1\r\n"));
+}
+
+#[test]
+fn unix_socket_client_to_redis() {
+    if !require_ebpf("unix_socket_client_to_redis") {
+        return;
+    }
+    let redis = Redis::start();
+    let agent = capture(&["--exe", "redis-cli"]);
+    let out = Command::new("redis-cli")
+        .arg("-s")
+        .arg(&redis.socket)
+        .args(["SET", "k", "v"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    let c = conn_events(&evs, "connect");
+    let unix: Vec<_> = c.iter().filter(|e| e["family"] == "unix").collect();
+    assert_eq!(unix.len(), 1, "{c:?}");
+    assert_eq!(unix[0]["role"], "client");
+    let id = unix[0]["conn_id"].as_u64().expect("id");
+    let req = concat(&data_of(&evs, id, "egress"));
+    let req = String::from_utf8_lossy(&req);
+    assert!(
+        req.contains("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
+        "{req}"
+    );
+    let resp = concat(&data_of(&evs, id, "ingress"));
+    assert!(String::from_utf8_lossy(&resp).contains("+OK\r\n"));
+}
+
+#[test]
+fn connection_opened_before_agent_is_attributed() {
+    if !require_ebpf("connection_opened_before_agent_is_attributed") {
+        return;
+    }
+    let port = free_port();
+    let size = 100;
+    let (server, mut server_out) = spawn_pair_server(port, 4096, size);
+    let dir = tempfile::tempdir().expect("tmp");
+    let go = dir.path().join("go");
+    let mut client = Proc::spawn(
+        "sock_pair client",
+        Command::new(PYTHON)
+            .arg(fixture_dir().join("sock_pair.py"))
+            .args(["client", &port.to_string(), "sendall", &size.to_string()])
+            .arg(&go)
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(client.child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("connected");
+    let client_port: u16 = line
+        .trim()
+        .strip_prefix("connected ")
+        .and_then(|p| p.parse().ok())
+        .expect("client port");
+    line.clear();
+    server_out.read_line(&mut line).expect("accepted");
+    assert_eq!(line.trim(), "accepted");
+    // The connection exists on both ends; only now does the agent start.
+    let agent = capture(&["--port", &port.to_string()]);
+    std::fs::write(&go, b"go").expect("go");
+    let _ = client.child.wait();
+    let server_pid = server.pid();
+    drop(server);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    let disc = conn_events(&evs, "discovered");
+    let c = disc
+        .iter()
+        .find(|e| e["pid"] == client.pid())
+        .expect("client side discovered");
+    assert_eq!(
+        c["role"], "client",
+        "role recovered: local port is not listening"
+    );
+    assert_eq!(c["local_port"], client_port);
+    assert_eq!(c["remote_port"], port);
+    assert_eq!(c["remote_addr"], "127.0.0.1");
+    let s = disc
+        .iter()
+        .find(|e| e["pid"] == server_pid)
+        .expect("server side discovered");
+    assert_eq!(
+        s["role"], "server",
+        "role recovered: local port is listening"
+    );
+    assert_eq!(s["local_port"], port);
+    assert_eq!(s["remote_port"], client_port);
+    let sent = data_of(&evs, c["conn_id"].as_u64().expect("id"), "egress");
+    assert_eq!(
+        sent.iter().filter_map(|e| e["bytes"].as_u64()).sum::<u64>(),
+        size as u64
+    );
+    assert_eq!(sent[0]["role"], "client");
+}
+
+#[test]
+fn process_filter_excludes_unselected_processes() {
+    if !require_ebpf("process_filter_excludes_unselected_processes") {
+        return;
+    }
+    let nginx = Nginx::start("");
+    // Select curl by executable name: nginx's side must produce no data events.
+    let agent = capture(&["--exe", "curl"]);
+    let url = format!("http://127.0.0.1:{}/f", nginx.port);
+    let out = Command::new("curl")
+        .args(["-s", &url])
+        .output()
+        .expect("curl");
+    assert_eq!(out.stdout, b"hello\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    let data: Vec<_> = evs.iter().filter(|e| e["kind"] == "data").collect();
+    assert!(!data.is_empty(), "curl's traffic captured");
+    let curl_pids: std::collections::HashSet<_> = conn_events(&evs, "connect")
+        .iter()
+        .map(|e| e["pid"].clone())
+        .collect();
+    for e in &data {
+        assert!(curl_pids.contains(&e["pid"]), "only curl's events: {e}");
+        assert_ne!(e["local_port"], nginx.port, "nginx side not captured");
+    }
+    assert!(
+        conn_events(&evs, "accept").is_empty(),
+        "nginx accept filtered"
+    );
+}
