@@ -1,7 +1,519 @@
-//! `cargo xtask bench` (see README): not yet implemented.
+//! `cargo xtask bench`: overhead of the agent on real servers under load, traced vs untraced,
+//! interleaved in one run (these machines are noisy), plus the agent's own CPU and memory and the
+//! offline pipeline throughput. Writes target/bench/results.{md,json}.
 
-use anyhow::{Result, bail};
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-pub fn run(_runs: u32, _seconds: u32) -> Result<()> {
-    bail!("cargo xtask bench is not implemented yet")
+use anyhow::{Context, Result, bail};
+
+use crate::{build_agent, root, run as sh};
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("port {port} never opened")
+}
+
+/// A child stopped by pid on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        unsafe { libc_kill(self.0.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One measured figure of one run.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    throughput: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    agent_cpu_s: Option<f64>,
+    agent_rss_kib: Option<u64>,
+    spans: Option<u64>,
+    drops: Option<u64>,
+    seconds: f64,
+}
+
+struct Agent {
+    guard: Guard,
+    stats_path: PathBuf,
+}
+
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+fn proc_hwm_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn start_agent(bin: &Path, sink_port: u16, ports: &[u16], dir: &Path) -> Result<Agent> {
+    let stats_path = dir.join("agent-stats.json");
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--exporter", "otlp", "--protocol", "grpc"])
+        .arg("--endpoint")
+        .arg(format!("http://127.0.0.1:{sink_port}"))
+        .arg("--stats-file")
+        .arg(&stats_path);
+    for p in ports {
+        cmd.args(["--port", &p.to_string()]);
+    }
+    let log = std::fs::File::create(dir.join("agent.log"))?;
+    cmd.stdout(Stdio::null()).stderr(Stdio::from(log));
+    let guard = Guard(cmd.spawn().context("starting tracewire")?);
+    // Ready when the log says so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+        if log.contains("tracing via") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("agent not ready: {log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(Agent { guard, stats_path })
+}
+
+/// Runs `load` untraced and traced `runs` times each, alternating which goes first.
+fn interleaved(
+    name: &str,
+    runs: u32,
+    bin: &Path,
+    sink_port: u16,
+    ports: &[u16],
+    dir: &Path,
+    mut load: impl FnMut() -> Result<Sample>,
+) -> Result<(Vec<Sample>, Vec<Sample>)> {
+    let mut untraced = Vec::new();
+    let mut traced = Vec::new();
+    for i in 0..runs {
+        for traced_first in [i % 2 == 1, i % 2 == 0] {
+            if traced_first {
+                let agent = start_agent(bin, sink_port, ports, dir)?;
+                let pid = agent.guard.0.id();
+                let cpu0 = proc_cpu_seconds(pid).unwrap_or(0.0);
+                let mut s = load()?;
+                s.agent_cpu_s = proc_cpu_seconds(pid).map(|c| c - cpu0);
+                s.agent_rss_kib = proc_hwm_kib(pid);
+                drop(agent.guard);
+                if let Ok(text) = std::fs::read_to_string(&agent.stats_path) {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    s.spans = v["spans_exported"].as_u64();
+                    s.drops = v["total_drops"].as_u64();
+                }
+                eprintln!("bench {name} traced run {i}: {:.0}/s", s.throughput);
+                traced.push(s);
+            } else {
+                let s = load()?;
+                eprintln!("bench {name} untraced run {i}: {:.0}/s", s.throughput);
+                untraced.push(s);
+            }
+        }
+    }
+    Ok((untraced, traced))
+}
+
+fn wrk(port: u16, seconds: u32) -> Result<Sample> {
+    let out = output(Command::new("wrk").args([
+        "-t1",
+        "-c32",
+        &format!("-d{seconds}s"),
+        "--latency",
+        &format!("http://127.0.0.1:{port}/"),
+    ]))?;
+    let mut s = Sample {
+        seconds: seconds as f64,
+        ..Sample::default()
+    };
+    for line in out.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            s.throughput = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("50%") {
+            s.p50_ms = parse_ms(v.trim());
+        } else if let Some(v) = l.strip_prefix("99%") {
+            s.p99_ms = parse_ms(v.trim());
+        }
+    }
+    if s.throughput == 0.0 {
+        bail!("wrk printed no throughput: {out}");
+    }
+    Ok(s)
+}
+
+fn parse_ms(v: &str) -> Option<f64> {
+    if let Some(x) = v.strip_suffix("us") {
+        x.parse::<f64>().ok().map(|x| x / 1000.0)
+    } else if let Some(x) = v.strip_suffix("ms") {
+        x.parse().ok()
+    } else if let Some(x) = v.strip_suffix('s') {
+        x.parse::<f64>().ok().map(|x| x * 1000.0)
+    } else {
+        None
+    }
+}
+
+fn redis_bench(port: u16, pipeline: u32, n: u32) -> Result<Sample> {
+    let t0 = Instant::now();
+    let out = output(Command::new("redis-benchmark").args([
+        "-p",
+        &port.to_string(),
+        "-t",
+        "get,set",
+        "-n",
+        &n.to_string(),
+        "-P",
+        &pipeline.to_string(),
+        "-c",
+        "32",
+        "--csv",
+    ]))?;
+    // "test","rps",...: average the GET and SET rates.
+    let rates: Vec<f64> = out
+        .lines()
+        .filter(|l| l.starts_with("\"SET\"") || l.starts_with("\"GET\""))
+        .filter_map(|l| l.split(',').nth(1))
+        .filter_map(|v| v.trim_matches('"').parse().ok())
+        .collect();
+    if rates.is_empty() {
+        bail!("redis-benchmark printed no rates: {out}");
+    }
+    Ok(Sample {
+        throughput: rates.iter().sum::<f64>() / rates.len() as f64,
+        seconds: t0.elapsed().as_secs_f64(),
+        ..Sample::default()
+    })
+}
+
+fn pgbench(port: u16, select_only: bool, seconds: u32) -> Result<Sample> {
+    let mut cmd = Command::new("pgbench");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-c", "4", "-j", "2", "-T", &seconds.to_string()]);
+    if select_only {
+        cmd.arg("-S");
+    }
+    cmd.arg("bench");
+    let out = output(&mut cmd)?;
+    let tps = out
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l[6..].split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("pgbench printed no tps")?;
+    Ok(Sample {
+        throughput: tps,
+        seconds: seconds as f64,
+        ..Sample::default()
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn spread(v: &[f64]) -> f64 {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let m = median(v.to_vec());
+    if m > 0.0 { (hi - lo) / m } else { f64::NAN }
+}
+
+struct Row {
+    scenario: String,
+    untraced: Vec<Sample>,
+    traced: Vec<Sample>,
+}
+
+impl Row {
+    fn json(&self) -> serde_json::Value {
+        let u: Vec<f64> = self.untraced.iter().map(|s| s.throughput).collect();
+        let t: Vec<f64> = self.traced.iter().map(|s| s.throughput).collect();
+        let p99u: Vec<f64> = self.untraced.iter().filter_map(|s| s.p99_ms).collect();
+        let p99t: Vec<f64> = self.traced.iter().filter_map(|s| s.p99_ms).collect();
+        let cpu: Vec<f64> = self
+            .traced
+            .iter()
+            .filter_map(|s| s.agent_cpu_s.map(|c| c / s.seconds.max(0.001)))
+            .collect();
+        let spans_per_s: Vec<f64> = self
+            .traced
+            .iter()
+            .filter_map(|s| s.spans.map(|n| n as f64 / s.seconds.max(0.001)))
+            .collect();
+        let rss = self
+            .traced
+            .iter()
+            .filter_map(|s| s.agent_rss_kib)
+            .max()
+            .unwrap_or(0);
+        let cpu_m = median(cpu.clone());
+        let sps = median(spans_per_s.clone());
+        serde_json::json!({
+            "scenario": self.scenario,
+            "untraced_median": median(u.clone()),
+            "traced_median": median(t.clone()),
+            "ratio": median(t.clone()) / median(u.clone()),
+            "untraced_spread": spread(&u),
+            "traced_spread": spread(&t),
+            "p99_untraced_ms": median(p99u.clone()),
+            "p99_traced_ms": median(p99t.clone()),
+            "p99_ratio": median(p99t) / median(p99u),
+            "agent_cpu_cores": cpu_m,
+            "spans_per_s": sps,
+            "agent_cpu_pct_per_10k_spans": if sps > 0.0 { cpu_m * 100.0 / (sps / 10_000.0) } else { f64::NAN },
+            "agent_peak_rss_mib": rss as f64 / 1024.0,
+            "drops": self.traced.iter().filter_map(|s| s.drops).sum::<u64>(),
+            "untraced": u,
+            "traced": t,
+        })
+    }
+}
+
+pub fn run(runs: u32, seconds: u32) -> Result<()> {
+    let bin = build_agent(true)?;
+    let sink = sink_bin()?;
+    let out_dir = root().join("target").join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let dir = tempfile_dir(&out_dir)?;
+    let sink_port = free_port()?;
+    let _sink = Guard(
+        Command::new(&sink)
+            .arg(sink_port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the OTLP sink")?,
+    );
+    wait_port(sink_port)?;
+
+    let mut rows = Vec::new();
+    {
+        let (port, _nginx) = start_nginx(&dir)?;
+        let (u, t) = interleaved("nginx+wrk", runs, &bin, sink_port, &[port], &dir, || {
+            wrk(port, seconds)
+        })?;
+        rows.push(Row {
+            scenario: "http nginx+wrk -t1 -c32".into(),
+            untraced: u,
+            traced: t,
+        });
+    }
+    {
+        let (port, _redis) = start_redis(&dir)?;
+        for (p, name) in [(1, "redis GET/SET no pipelining"), (16, "redis GET/SET -P 16")] {
+            let n = if p == 1 { 100_000 } else { 1_000_000 };
+            let (u, t) = interleaved(name, runs, &bin, sink_port, &[port], &dir, || {
+                redis_bench(port, p, n)
+            })?;
+            rows.push(Row {
+                scenario: name.into(),
+                untraced: u,
+                traced: t,
+            });
+        }
+    }
+    {
+        let (port, _pg) = start_postgres(&dir)?;
+        for (sel, name) in [(true, "pgbench select-only"), (false, "pgbench tpc-b")] {
+            let (u, t) = interleaved(name, runs, &bin, sink_port, &[port], &dir, || {
+                pgbench(port, sel, seconds)
+            })?;
+            rows.push(Row {
+                scenario: name.into(),
+                untraced: u,
+                traced: t,
+            });
+        }
+    }
+    let pipeline = pipeline_bench(&bin)?;
+    write_results(&out_dir, &rows, &pipeline)
+}
+
+fn tempfile_dir(base: &Path) -> Result<PathBuf> {
+    let d = base.join(format!("work-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn sink_bin() -> Result<PathBuf> {
+    sh(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--release", "-p", "tracewire-e2e", "--bin", "otlp-sink"]))?;
+    Ok(root().join("target/release/otlp-sink"))
+}
+
+fn start_nginx(dir: &Path) -> Result<(u16, Guard)> {
+    let port = free_port()?;
+    let d = dir.join("nginx");
+    std::fs::create_dir_all(&d)?;
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello\\n\"; }} }} }}\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("nginx.conf"), conf)?;
+    let g = Guard(
+        Command::new("nginx")
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .arg("-p")
+            .arg(&d)
+            .spawn()?,
+    );
+    wait_port(port)?;
+    Ok((port, g))
+}
+
+fn start_redis(dir: &Path) -> Result<(u16, Guard)> {
+    let port = free_port()?;
+    let g = Guard(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    wait_port(port)?;
+    Ok((port, g))
+}
+
+fn start_postgres(dir: &Path) -> Result<(u16, Guard)> {
+    use std::os::unix::process::CommandExt;
+    let port = free_port()?;
+    let pg = std::fs::read_dir("/usr/lib/postgresql")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .max()
+        .context("postgresql not installed")?
+        .join("bin");
+    let data = dir.join("pgdata");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    let ids = output(Command::new("id").args(["-u", "postgres"]))?;
+    let uid: u32 = ids.trim().parse()?;
+    let gid: u32 = output(Command::new("id").args(["-g", "postgres"]))?.trim().parse()?;
+    sh(Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir))?;
+    sh(Command::new(pg.join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data)
+        .uid(uid)
+        .gid(gid)
+        .stdout(Stdio::null()))?;
+    let g = Guard(
+        Command::new(pg.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-k"])
+            .arg(dir)
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .uid(uid)
+            .gid(gid)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_port(port)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let psql = |sql: &str| {
+        output(
+            Command::new("psql")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-c", sql]),
+        )
+    };
+    psql("CREATE DATABASE bench")?;
+    sh(Command::new("pgbench")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-i", "-s", "2", "-q", "bench"])
+        .stderr(Stdio::null()))?;
+    Ok((port, g))
+}
+
+/// The offline pipeline benchmark: `tracewire bench-pipeline` replays recorded events through
+/// conntrack, parsers, span building and OTLP encoding on one core.
+fn pipeline_bench(bin: &Path) -> Result<serde_json::Value> {
+    let out = output(Command::new(bin).args(["bench-pipeline", "--json"]))?;
+    Ok(serde_json::from_str(out.trim()).context("bench-pipeline output")?)
+}
+
+fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Result<()> {
+    let rows_json: Vec<serde_json::Value> = rows.iter().map(Row::json).collect();
+    let json = serde_json::json!({ "scenarios": rows_json, "pipeline": pipeline });
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    let mut md = String::from(
+        "| scenario | untraced (median) | traced (median) | ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &rows_json {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} |",
+            r["scenario"].as_str().unwrap_or(""),
+            f("untraced_median"),
+            f("traced_median"),
+            f("ratio"),
+            f("p99_ratio"),
+            f("untraced_spread") * 100.0,
+            f("traced_spread") * 100.0,
+            f("agent_cpu_cores"),
+            f("spans_per_s"),
+            f("agent_cpu_pct_per_10k_spans"),
+            f("agent_peak_rss_mib"),
+            r["drops"]
+        );
+    }
+    let _ = writeln!(md, "\nPipeline (offline, one core): {pipeline}");
+    std::fs::write(dir.join("results.md"), &md)?;
+    println!("{md}");
+    Ok(())
 }
