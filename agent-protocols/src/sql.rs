@@ -702,6 +702,35 @@ pub fn statement_count(sql: &str, dialect: Dialect) -> u32 {
     count
 }
 
+/// One statement text analysed once (at parse time) and shared by every record that uses it,
+/// e.g. every execution of a prepared statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analyzed {
+    /// The text as sent, cut a little past [`MAX_SQL`] (so the sanitized form still says it was
+    /// cut).
+    pub raw: Box<str>,
+    pub sanitized: String,
+    pub operation: Option<String>,
+    pub collection: Option<String>,
+    /// Top-level statements in the text.
+    pub statements: u32,
+}
+
+impl Analyzed {
+    /// Analyses raw bytes from the wire (decoded lossily as UTF-8, bounded).
+    pub fn new(bytes: &[u8], dialect: Dialect) -> Self {
+        let cut = bytes.get(..MAX_SQL + 4).unwrap_or(bytes);
+        let raw = String::from_utf8_lossy(cut);
+        Self {
+            sanitized: sanitize(&raw, dialect),
+            operation: operation(&raw, dialect),
+            collection: collection(&raw, dialect),
+            statements: statement_count(&raw, dialect),
+            raw: raw.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,131 @@
+//! Fixture loading and replay helpers for the SQL parser tests and benches.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use agent_protocols::driver::{Driver, DriverStats};
+use agent_protocols::{Dir, ParserConfig, Protocol, Record};
+use base64::Engine;
+
+/// One captured chunk of one connection.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub conn_id: u64,
+    pub dir: Dir,
+    pub data: Vec<u8>,
+    /// Bytes the application transferred (`data` is the captured prefix).
+    pub bytes: u64,
+    pub ts_enter_ns: u64,
+    pub ts_exit_ns: u64,
+}
+
+/// Loads `tests/fixtures/<protocol>/<name>.jsonl`.
+pub fn load(protocol: &str, name: &str) -> Vec<Chunk> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(protocol)
+        .join(format!("{name}.jsonl"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("fixture line is JSON");
+            let role = v["role"].as_str().expect("role");
+            let egress = v["direction"].as_str().expect("direction") == "egress";
+            let dir = match (role == "client", egress) {
+                (true, true) | (false, false) => Dir::Request,
+                _ => Dir::Response,
+            };
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(v["payload_b64"].as_str().expect("payload_b64"))
+                .expect("base64 payload");
+            Chunk {
+                conn_id: v["conn_id"].as_u64().expect("conn_id"),
+                dir,
+                bytes: v["bytes"].as_u64().expect("bytes"),
+                data,
+                ts_enter_ns: v["ts_enter_ns"].as_u64().expect("ts_enter_ns"),
+                ts_exit_ns: v["ts_exit_ns"].as_u64().expect("ts_exit_ns"),
+            }
+        })
+        .collect()
+}
+
+/// Replays chunks through one driver per connection; records in arrival order, then what
+/// `close` flushes per connection.
+pub fn replay<P: Protocol>(chunks: &[Chunk], cfg: &ParserConfig) -> (Vec<Record>, DriverStats) {
+    let mut drivers: BTreeMap<u64, Driver<P>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for c in chunks {
+        let d = drivers.entry(c.conn_id).or_insert_with(|| Driver::new(cfg));
+        out.extend(d.feed(c.dir, &c.data, c.bytes, c.ts_enter_ns, c.ts_exit_ns));
+    }
+    let mut stats = DriverStats::default();
+    for d in drivers.values_mut() {
+        out.extend(d.close());
+        stats.add(d.stats());
+    }
+    (out, stats)
+}
+
+/// Re-chunks every chunk: each piece keeps the original timestamps. `cut(i, len)` gives the
+/// piece sizes for chunk `i`.
+pub fn rechunk(chunks: &[Chunk], mut cut: impl FnMut(usize, usize) -> Vec<usize>) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let mut at = 0;
+        for n in cut(i, c.data.len()) {
+            let end = (at + n).min(c.data.len());
+            if end > at {
+                out.push(Chunk {
+                    data: c.data[at..end].to_vec(),
+                    bytes: (end - at) as u64,
+                    ..c.clone()
+                });
+            }
+            at = end;
+        }
+        if at < c.data.len() {
+            out.push(Chunk {
+                data: c.data[at..].to_vec(),
+                bytes: (c.data.len() - at) as u64,
+                ..c.clone()
+            });
+        }
+    }
+    out
+}
+
+/// Every chunk split into single bytes.
+pub fn bytewise(chunks: &[Chunk]) -> Vec<Chunk> {
+    rechunk(chunks, |_, len| vec![1; len])
+}
+
+/// All chunks of one direction of one connection joined into one chunk per direction run.
+pub fn coalesce(chunks: &[Chunk]) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = Vec::new();
+    for c in chunks {
+        match out.last_mut() {
+            Some(l) if l.conn_id == c.conn_id && l.dir == c.dir => {
+                l.data.extend_from_slice(&c.data);
+                l.bytes += c.bytes;
+                l.ts_exit_ns = c.ts_exit_ns;
+            }
+            _ => out.push(c.clone()),
+        }
+    }
+    out
+}
+
+/// Compact one-line description of a record's timing-free content, for comparisons.
+pub fn timing_free(r: &Record) -> Record {
+    Record {
+        start_ns: 0,
+        end_ns: 0,
+        request_end_ns: 0,
+        response_start_ns: 0,
+        ..r.clone()
+    }
+}
