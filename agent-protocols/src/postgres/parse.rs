@@ -12,7 +12,8 @@ use crate::{Dir, ParseError, Parsed};
 pub const MAX_MSG: usize = 64 * 1024 * 1024;
 /// Largest length find_boundary/detect consider plausible.
 pub const SANE_MSG: usize = 1024 * 1024;
-/// Bytes of a message needed to parse it; longer messages are parsed from this prefix and their
+/// Bytes of a message needed to parse it (DataRow and CopyData: only their header, the body is
+/// skipped unread); longer messages are parsed from this prefix and their
 /// tail is skipped (via `consumed` > buffer length).
 pub const HEAD_CAP: usize = 16 * 1024;
 
@@ -66,7 +67,7 @@ enum Head<'a> {
     },
 }
 
-fn typed<'a>(buf: &'a [u8], types: &[u8]) -> Result<Head<'a>, ParseError> {
+fn typed<'a>(buf: &'a [u8], types: &[u8], header_only: &[u8]) -> Result<Head<'a>, ParseError> {
     let Some(&ty) = buf.first() else {
         return Ok(Head::Partial);
     };
@@ -87,7 +88,12 @@ fn typed<'a>(buf: &'a [u8], types: &[u8]) -> Result<Head<'a>, ParseError> {
         });
     }
     let total = len + 1;
-    if buf.len() < total.min(HEAD_CAP) {
+    let need = if header_only.contains(&ty) {
+        5
+    } else {
+        total.min(HEAD_CAP)
+    };
+    if buf.len() < need {
         return Ok(Head::Partial);
     }
     let end = total.min(buf.len());
@@ -118,7 +124,7 @@ fn parse_request(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseError
         Some(0) => return parse_untyped(buf, st),
         _ => {}
     }
-    let (ty, body, total) = match typed(buf, REQUEST_TYPES)? {
+    let (ty, body, total) = match typed(buf, REQUEST_TYPES, b"d")? {
         Head::Partial => return Ok(Parsed::Partial),
         Head::Msg { ty, body, total } => (ty, body, total),
     };
@@ -307,7 +313,7 @@ fn parse_response(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseErro
         }
         _ => {}
     }
-    let (ty, body, total) = match typed(buf, RESPONSE_TYPES)? {
+    let (ty, body, total) = match typed(buf, RESPONSE_TYPES, b"Dd")? {
         Head::Partial => return Ok(Parsed::Partial),
         Head::Msg { ty, body, total } => (ty, body, total),
     };
