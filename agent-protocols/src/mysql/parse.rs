@@ -61,12 +61,18 @@ pub struct Packet<'a> {
     pub total: usize,
 }
 
-/// The packet at the start of `buf`; None when not enough is buffered yet.
-pub fn packet(buf: &[u8]) -> Option<Packet<'_>> {
+/// The packet at the start of `buf`; None when not enough is buffered yet. With `skipping`
+/// (rows, definitions, continuations) only the header and first payload byte are needed unless
+/// that byte announces EOF/OK/ERR.
+pub fn packet(buf: &[u8], skipping: bool) -> Option<Packet<'_>> {
     let h = buf.get(..4)?;
     let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
     let total = len + 4;
-    if buf.len() < total.min(HEAD_CAP) {
+    let need = match buf.get(4) {
+        Some(b) if skipping && len > 0 && *b != 0xfe && *b != 0xff => 5,
+        _ => total.min(HEAD_CAP),
+    };
+    if buf.len() < need {
         return None;
     }
     Some(Packet {
@@ -144,7 +150,26 @@ pub fn parse(dir: Dir, buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, Pars
             consumed: buf.len(),
         });
     }
-    let Some(p) = packet(buf) else {
+    // Reject a command header early, before waiting for a (possibly bogus, huge) length.
+    if dir == Dir::Request && st.phase == Phase::Command && !st.req_continues {
+        if buf.get(3).is_some_and(|&seq| seq != 0) {
+            return Err(ParseError::Invalid("command packet with sequence id not 0"));
+        }
+        if buf.get(4).is_some_and(|c| !COMMANDS.contains(c)) {
+            return Err(ParseError::Invalid("unknown command"));
+        }
+    }
+    let skipping = match dir {
+        Dir::Request => st.req_continues,
+        Dir::Response => {
+            st.resp_continues
+                || matches!(
+                    st.resp,
+                    RespPhase::Rows { .. } | RespPhase::Defs { .. } | RespPhase::UntilEof
+                )
+        }
+    };
+    let Some(p) = packet(buf, skipping) else {
         return Ok(Parsed::Partial);
     };
     match dir {
