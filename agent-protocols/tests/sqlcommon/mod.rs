@@ -129,3 +129,115 @@ pub fn timing_free(r: &Record) -> Record {
         ..r.clone()
     }
 }
+
+/// Expected record: operation, collection, rows, error code, statement, batch size, and the
+/// first 40 chars of the sanitized query.
+pub type Exp = (
+    &'static str,
+    Option<&'static str>,
+    Option<u64>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<u32>,
+    Option<&'static str>,
+);
+
+/// Connection facts every record of a fixture carries.
+pub struct Conn {
+    pub system: agent_protocols::DbSystem,
+    /// Database expected on record `i` (it changes with USE / COM_INIT_DB).
+    pub database: fn(usize) -> Option<&'static str>,
+    pub user: Option<&'static str>,
+    pub application_name: Option<&'static str>,
+}
+
+fn sql_of(r: &Record) -> &agent_protocols::SqlInfo {
+    match &r.detail {
+        agent_protocols::Detail::Sql(s) => s,
+        other => panic!("not SQL: {other:?}"),
+    }
+}
+
+/// Replays a fixture and checks every record against `expected`, then checks that re-chunking
+/// (byte by byte, coalesced) gives the same records.
+pub fn check_fixture<P: Protocol>(
+    proto: &str,
+    name: &str,
+    expected: &[Exp],
+    conn: &Conn,
+) -> Vec<Record> {
+    let chunks = load(proto, name);
+    let cfg = ParserConfig::default();
+    let (recs, stats) = replay::<P>(&chunks, &cfg);
+    assert_eq!(stats.parse_errors, 0, "{name}: {stats:?}");
+    assert_eq!(stats.bytes_lost, 0, "{name}: {stats:?}");
+    assert_eq!(stats.queue_overflows, 0, "{name}: {stats:?}");
+    assert_eq!(recs.len(), expected.len(), "{name}: {recs:#?}");
+    for (i, (r, e)) in recs.iter().zip(expected).enumerate() {
+        let s = sql_of(r);
+        assert_eq!(
+            s.operation.as_deref().unwrap_or(""),
+            e.0,
+            "{name}[{i}] operation"
+        );
+        assert_eq!(s.collection.as_deref(), e.1, "{name}[{i}] collection");
+        assert_eq!(s.rows, e.2, "{name}[{i}] rows");
+        assert_eq!(s.error_code.as_deref(), e.3, "{name}[{i}] error_code");
+        assert_eq!(
+            s.error_code.is_some(),
+            s.error_message.is_some(),
+            "{name}[{i}] error_message"
+        );
+        assert_eq!(s.statement.as_deref(), e.4, "{name}[{i}] statement");
+        assert_eq!(s.batch_size, e.5, "{name}[{i}] batch_size");
+        let q = s.query_sanitized.as_deref().map(|q| &q[..q.len().min(40)]);
+        assert_eq!(q, e.6, "{name}[{i}] query_sanitized");
+        assert_eq!(s.query_raw, None, "{name}[{i}] query_raw off by default");
+        assert_eq!(s.system, conn.system, "{name}[{i}] system");
+        assert_eq!(
+            s.database.as_deref(),
+            (conn.database)(i),
+            "{name}[{i}] database"
+        );
+        assert_eq!(s.user.as_deref(), conn.user, "{name}[{i}] user");
+        assert_eq!(
+            s.application_name.as_deref(),
+            conn.application_name,
+            "{name}[{i}] app"
+        );
+        assert!(r.start_ns > 0, "{name}[{i}] start");
+        assert!(r.start_ns <= r.request_end_ns, "{name}[{i}] request timing");
+        assert!(
+            r.request_end_ns <= r.response_start_ns,
+            "{name}[{i}] response after request"
+        );
+        assert!(
+            r.response_start_ns <= r.end_ns,
+            "{name}[{i}] response timing"
+        );
+        assert!(
+            r.request_bytes > 0 && r.response_bytes > 0,
+            "{name}[{i}] sizes"
+        );
+    }
+    // Same records whatever the chunking.
+    let (bw, _) = replay::<P>(&bytewise(&chunks), &cfg);
+    assert_eq!(bw, recs, "{name}: byte-by-byte replay");
+    let (co, _) = replay::<P>(&coalesce(&chunks), &cfg);
+    let strip = |v: &[Record]| v.iter().map(timing_free).collect::<Vec<_>>();
+    assert_eq!(strip(&co), strip(&recs), "{name}: coalesced replay");
+    recs
+}
+
+/// Replay with every chunk captured only up to `cap` bytes: must not panic; returns records
+/// and stats.
+pub fn replay_truncated<P: Protocol>(chunks: &[Chunk], cap: usize) -> (Vec<Record>, DriverStats) {
+    let cut: Vec<Chunk> = chunks
+        .iter()
+        .map(|c| Chunk {
+            data: c.data[..c.data.len().min(cap)].to_vec(),
+            ..c.clone()
+        })
+        .collect();
+    replay::<P>(&cut, &ParserConfig::default())
+}
