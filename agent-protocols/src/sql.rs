@@ -218,7 +218,7 @@ impl<'a> Lexer<'a> {
             // E'..', B'..', X'..', N'..' string prefixes.
             b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N' if next == Some(b'\'') => {
                 self.pos += 1;
-                let bs = pg && matches!(b, b'e' | b'E') || !pg;
+                let bs = !pg || matches!(b, b'e' | b'E');
                 self.skip_quoted(b'\'', bs);
                 Kind::Literal
             }
@@ -391,9 +391,8 @@ fn is_keyword_before_value(w: &str) -> bool {
 
 fn push_token(out: &mut String, space_before: bool, tok: &str) {
     let glue = out.ends_with(['(', '.']) || tok == ")" || tok == "," || tok == "." || tok == ";";
-    if space_before && !out.is_empty() && !glue {
-        out.push(' ');
-    } else if !out.is_empty() && out.ends_with(',') && tok != ")" {
+    let after_comma = out.ends_with(',') && tok != ")";
+    if !out.is_empty() && (space_before && !glue || after_comma) {
         out.push(' ');
     }
     out.push_str(tok);

@@ -189,11 +189,12 @@ impl State {
     }
 
     pub fn remember(&mut self, id: u32, sql: Arc<Analyzed>) {
-        if self.statements.len() >= MAX_STATEMENTS && !self.statements.contains_key(&id) {
-            if let Some(k) = self.statements.keys().next().copied() {
-                self.statements.remove(&k);
-                self.evictions += 1;
-            }
+        if self.statements.len() >= MAX_STATEMENTS
+            && !self.statements.contains_key(&id)
+            && let Some(k) = self.statements.keys().next().copied()
+        {
+            self.statements.remove(&k);
+            self.evictions += 1;
         }
         self.statements.insert(id, sql);
     }

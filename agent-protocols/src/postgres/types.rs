@@ -142,11 +142,12 @@ pub struct State {
 
 /// Inserts into a bounded map, evicting an arbitrary entry when full.
 pub fn bounded_insert<V>(map: &mut HashMap<String, V>, key: String, v: V, evictions: &mut u64) {
-    if map.len() >= MAX_NAMED && !map.contains_key(&key) {
-        if let Some(k) = map.keys().next().cloned() {
-            map.remove(&k);
-            *evictions += 1;
-        }
+    if map.len() >= MAX_NAMED
+        && !map.contains_key(&key)
+        && let Some(k) = map.keys().next().cloned()
+    {
+        map.remove(&k);
+        *evictions += 1;
     }
     map.insert(key, v);
 }
