@@ -948,4 +948,23 @@ mod tests {
             3
         );
     }
+
+    #[test]
+    fn analyzed() {
+        let a = Analyzed::new(b"UPDATE t SET a = 5 WHERE id = 'x'", PG);
+        assert_eq!(&*a.raw, "UPDATE t SET a = 5 WHERE id = 'x'");
+        assert_eq!(a.sanitized, "UPDATE t SET a = ? WHERE id = ?");
+        assert_eq!(a.operation.as_deref(), Some("UPDATE"));
+        assert_eq!(a.collection.as_deref(), Some("t"));
+        assert_eq!(a.statements, 1);
+        let a = Analyzed::new(b"SELECT '\\xff\\xfe'", MY);
+        assert_eq!(a.sanitized, "SELECT ?");
+        let a = Analyzed::new(&[b'S', 0xff, b' ', b'1'], PG);
+        assert_eq!(a.sanitized, "S\u{fffd} ?");
+        // Long input: raw is cut just past MAX_SQL, sanitized says it was cut.
+        let long = format!("SELECT {}", "1, ".repeat(5000));
+        let a = Analyzed::new(long.as_bytes(), PG);
+        assert!(a.raw.len() <= MAX_SQL + 4);
+        assert!(a.sanitized.ends_with(TRUNCATION_MARK));
+    }
 }

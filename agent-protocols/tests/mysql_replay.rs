@@ -198,6 +198,26 @@ fn fixtures_replay_to_expected_records() {
 }
 
 #[test]
+fn corrupted_query_is_dropped_and_the_rest_resyncs() {
+    let mut tried = 0;
+    for (name, _) in FIXTURES {
+        tried += check_corrupted_queries_resync::<Mysql>(
+            "mysql",
+            name,
+            |d| {
+                d.len() > 5
+                    && d[3] == 0
+                    && d[4] == 3
+                    && (usize::from(d[0]) | usize::from(d[1]) << 8 | usize::from(d[2]) << 16) + 4
+                        == d.len()
+            },
+            4,
+        );
+    }
+    assert!(tried >= 10, "only {tried} chunks tried");
+}
+
+#[test]
 fn keep_raw_query_fills_query_raw() {
     let chunks = load("mysql", FIXTURES[0].0);
     let cfg = ParserConfig {

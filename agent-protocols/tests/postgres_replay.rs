@@ -762,6 +762,24 @@ fn fixtures_replay_to_expected_records() {
 }
 
 #[test]
+fn corrupted_query_is_dropped_and_the_rest_resyncs() {
+    let mut tried = 0;
+    for (name, _) in FIXTURES {
+        tried += check_corrupted_queries_resync::<Postgres>(
+            "postgres",
+            name,
+            |d| {
+                d.len() > 5
+                    && d[0] == b'Q'
+                    && u32::from_be_bytes([d[1], d[2], d[3], d[4]]) as usize + 1 == d.len()
+            },
+            0,
+        );
+    }
+    assert!(tried >= 10, "only {tried} chunks tried");
+}
+
+#[test]
 fn keep_raw_query_fills_query_raw() {
     let chunks = load("postgres", FIXTURES[0].0);
     let cfg = ParserConfig {

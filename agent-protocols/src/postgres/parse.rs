@@ -198,6 +198,7 @@ fn parse_request(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseError
             )
         }
         b'S' => frame(Msg::Req(Request::Sync), total, sk),
+        b'F' => frame(Msg::Req(Request::FunctionCall), total, sk),
         b'C' => {
             // Close statement/portal: forget it (CloseComplete is skipped too).
             let name = body.get(1..).and_then(|b| cstr(b, &mut 0)).map(lossy);

@@ -18,7 +18,10 @@ fn is_ready(f: &Frame) -> bool {
 }
 
 fn ends_group(f: &Frame) -> bool {
-    matches!(f.msg, Msg::Req(Request::Query { .. } | Request::Sync))
+    matches!(
+        f.msg,
+        Msg::Req(Request::Query { .. } | Request::Sync | Request::FunctionCall)
+    )
 }
 
 pub fn stitch(
@@ -209,7 +212,7 @@ fn resolve(group: Vec<Frame>, answers: Vec<Frame>, st: &State, out: &mut Vec<Rec
                 ));
                 acc = Acc::default();
             }
-            Request::Sync => {}
+            Request::Sync | Request::FunctionCall => {}
         }
     }
 }

@@ -694,3 +694,21 @@ fn stitcher_on_synthetic_frames() {
 fn sql_of(r: &Record) -> &SqlInfo {
     sql(r)
 }
+
+#[test]
+fn function_call_consumes_its_ready_for_query() {
+    let mut f = 0x0000_1234u32.to_be_bytes().to_vec();
+    f.extend_from_slice(&[0, 0, 0, 0, 0, 1]);
+    let (recs, _) = run(
+        &[
+            (Rq, msg(b'F', &f)),
+            (Rs, cat(&[msg(b'V', &[0, 0, 0, 1, b'1']), ready()])),
+            (Rq, query("SELECT 2")),
+            (Rs, cat(&[complete("SELECT 1"), ready()])),
+        ],
+        &ParserConfig::default(),
+    );
+    assert_eq!(recs.len(), 1);
+    assert_eq!(sql(&recs[0]).rows, Some(1));
+    assert_eq!((recs[0].start_ns, recs[0].end_ns), (200, 310));
+}

@@ -31,6 +31,9 @@ pub enum Request {
     },
     /// `S`: ends an extended-protocol group; answered by ReadyForQuery.
     Sync,
+    /// `F` (fast-path function call): answered by FunctionCallResponse + ReadyForQuery; ends a
+    /// group, reported by no record.
+    FunctionCall,
 }
 
 /// Back-end (server) messages that take part in pairing.

@@ -241,3 +241,36 @@ pub fn replay_truncated<P: Protocol>(chunks: &[Chunk], cap: usize) -> (Vec<Recor
         .collect();
     replay::<P>(&cut, &ParserConfig::default())
 }
+
+/// Corrupts the first byte that `at` picks in each request chunk `is_query` accepts, one chunk
+/// at a time, and checks that exactly that chunk's record disappears: the parser errors,
+/// resynchronises, drops the orphaned response and reports everything else unchanged.
+pub fn check_corrupted_queries_resync<P: Protocol>(
+    proto: &str,
+    name: &str,
+    is_query: fn(&[u8]) -> bool,
+    at: usize,
+) -> usize {
+    let chunks = load(proto, name);
+    let cfg = ParserConfig::default();
+    let (want, _) = replay::<P>(&chunks, &cfg);
+    let mut tried = 0;
+    for (i, c) in chunks.iter().enumerate() {
+        if c.dir != Dir::Request || !is_query(&c.data) {
+            continue;
+        }
+        let mut bad = chunks.clone();
+        bad[i].data[at] = 0xee;
+        let (got, stats) = replay::<P>(&bad, &cfg);
+        assert!(stats.parse_errors >= 1, "{name} chunk {i}: {stats:?}");
+        let expected: Vec<Record> = want
+            .iter()
+            .filter(|r| r.request_end_ns != c.ts_exit_ns)
+            .cloned()
+            .collect();
+        assert_eq!(got.len(), want.len() - 1, "{name} chunk {i}");
+        assert_eq!(got, expected, "{name} chunk {i}");
+        tried += 1;
+    }
+    tried
+}
