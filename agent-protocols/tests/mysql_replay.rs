@@ -218,6 +218,20 @@ fn corrupted_query_is_dropped_and_the_rest_resyncs() {
 }
 
 #[test]
+fn connections_are_detected_from_their_first_bytes() {
+    for (name, _) in FIXTURES {
+        check_detection::<Mysql>("mysql", name);
+    }
+}
+
+#[test]
+fn capture_starting_mid_connection() {
+    for skip in 2..6 {
+        check_mid_connection::<Mysql>("mysql", "mariadb_client", skip);
+    }
+}
+
+#[test]
 fn keep_raw_query_fills_query_raw() {
     let chunks = load("mysql", FIXTURES[0].0);
     let cfg = ParserConfig {

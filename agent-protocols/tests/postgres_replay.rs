@@ -780,6 +780,20 @@ fn corrupted_query_is_dropped_and_the_rest_resyncs() {
 }
 
 #[test]
+fn connections_are_detected_from_their_first_bytes() {
+    for (name, _) in FIXTURES {
+        check_detection::<Postgres>("postgres", name);
+    }
+}
+
+#[test]
+fn capture_starting_mid_connection() {
+    for skip in 2..6 {
+        check_mid_connection::<Postgres>("postgres", "psql_simple", skip);
+    }
+}
+
+#[test]
 fn keep_raw_query_fills_query_raw() {
     let chunks = load("postgres", FIXTURES[0].0);
     let cfg = ParserConfig {

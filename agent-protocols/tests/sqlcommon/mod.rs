@@ -274,3 +274,51 @@ pub fn check_corrupted_queries_resync<P: Protocol>(
     }
     tried
 }
+
+/// The first chunk of every connection is recognised with certainty (startup / greeting).
+pub fn check_detection<P: Protocol>(proto: &str, name: &str) {
+    let chunks = load(proto, name);
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &chunks {
+        if seen.insert(c.conn_id) {
+            assert_eq!(
+                P::detect(c.dir, &c.data),
+                agent_protocols::Confidence::Certain,
+                "{name} conn {}",
+                c.conn_id
+            );
+        }
+    }
+}
+
+/// Capture starting mid-connection, at the `skip`-th request chunk: the queries after it are
+/// still reported with the same operation, table, rows and error (connection facts unknown).
+pub fn check_mid_connection<P: Protocol>(proto: &str, name: &str, skip: usize) {
+    let chunks = load(proto, name);
+    let cfg = ParserConfig::default();
+    let (want, _) = replay::<P>(&chunks, &cfg);
+    let start = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.dir == Dir::Request)
+        .nth(skip)
+        .map(|(i, _)| i)
+        .expect("enough request chunks");
+    let cut_ns = chunks[start].ts_enter_ns;
+    let (got, stats) = replay::<P>(&chunks[start..], &cfg);
+    assert_eq!(stats.parse_errors, 0, "{name}: {stats:?}");
+    let tail: Vec<&Record> = want.iter().filter(|r| r.start_ns >= cut_ns).collect();
+    assert_eq!(got.len(), tail.len(), "{name}: {got:#?}");
+    for (g, w) in got.iter().zip(tail) {
+        let (gs, ws) = (sql_of(g), sql_of(w));
+        assert_eq!(gs.operation, ws.operation);
+        assert_eq!(gs.collection, ws.collection);
+        assert_eq!(gs.query_sanitized, ws.query_sanitized);
+        assert_eq!(gs.rows, ws.rows);
+        assert_eq!(gs.error_code, ws.error_code);
+        assert_eq!((g.start_ns, g.end_ns), (w.start_ns, w.end_ns));
+        // Unknown unless a USE / COM_INIT_DB was seen after the capture started.
+        assert!(gs.database.is_none() || gs.database == ws.database);
+        assert_eq!(gs.user, None);
+    }
+}
