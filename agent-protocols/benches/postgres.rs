@@ -1,0 +1,50 @@
+//! Throughput of the Postgres parser + stitcher on the recorded fixtures: MB/s (bytes group) and
+//! records/s (records group), replaying all chunks through fresh drivers each iteration.
+
+#[path = "../tests/sqlcommon/mod.rs"]
+mod sqlcommon;
+
+use agent_protocols::ParserConfig;
+use agent_protocols::postgres::Postgres;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+
+const FIXTURES: &[&str] = &[
+    "psql_simple",
+    "pgbench_simple",
+    "pgbench_prepared",
+    "pgbench_pipeline",
+];
+
+fn bench(c: &mut Criterion) {
+    let cfg = ParserConfig::default();
+    let sets: Vec<_> = FIXTURES
+        .iter()
+        .map(|n| (*n, sqlcommon::load("postgres", n)))
+        .collect();
+    let mut g = c.benchmark_group("postgres/bytes");
+    for (name, chunks) in &sets {
+        let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+        g.throughput(Throughput::Bytes(bytes as u64));
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(sqlcommon::replay::<Postgres>(chunks, &cfg)))
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("postgres/records");
+    for (name, chunks) in &sets {
+        let n = sqlcommon::replay::<Postgres>(chunks, &cfg).0.len();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(sqlcommon::replay::<Postgres>(chunks, &cfg)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1)).sample_size(20);
+    targets = bench
+}
+criterion_main!(benches);
