@@ -176,6 +176,7 @@ impl<P: Protocol> Driver<P> {
             if lost > 0 {
                 // Bytes vanished in the middle of whatever was buffered: it can't be completed.
                 self.stats.bytes_lost += lost;
+                P::on_gap(dir, &mut self.state);
                 ds.clear();
                 ds.pending = None;
                 ds.desynced = true;
@@ -235,7 +236,10 @@ fn parse_loop<P: Protocol>(
             }
         }
         match P::parse(dir, &ds.buf, state) {
-            Ok(Parsed::Frame { mut frame, consumed }) => {
+            Ok(Parsed::Frame {
+                mut frame,
+                consumed,
+            }) => {
                 let start = ds.start_ns();
                 if consumed <= ds.buf.len() {
                     frame.set_timing(start, ds.end_ns_at(consumed));
@@ -260,6 +264,7 @@ fn parse_loop<P: Protocol>(
             Ok(Parsed::Partial) => {
                 if ds.buf.len() > max_buffer {
                     stats.buffer_overflows += 1;
+                    P::on_gap(dir, state);
                     ds.clear();
                     ds.desynced = true;
                 }

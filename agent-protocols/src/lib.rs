@@ -77,7 +77,8 @@ pub trait Protocol: 'static {
     fn detect(dir: Dir, head: &[u8]) -> Confidence;
     /// First offset at or after `from` where a frame plausibly starts (resync after lost bytes).
     fn find_boundary(dir: Dir, buf: &[u8], from: usize) -> Option<usize>;
-    fn parse(dir: Dir, buf: &[u8], st: &mut Self::State) -> Result<Parsed<Self::Frame>, ParseError>;
+    fn parse(dir: Dir, buf: &[u8], st: &mut Self::State)
+    -> Result<Parsed<Self::Frame>, ParseError>;
     /// Pairs frames in order; leaves unmatched frames queued; returns finished records.
     fn stitch(
         reqs: &mut VecDeque<Self::Frame>,
@@ -87,6 +88,10 @@ pub trait Protocol: 'static {
 
     /// Applies configuration to a new connection's state.
     fn configure(_st: &mut Self::State, _cfg: &ParserConfig) {}
+
+    /// Bytes of `dir` were lost (not captured, dropped over the buffer cap, or resynced past):
+    /// state that depends on seeing every byte (e.g. HPACK tables) must not be trusted as is.
+    fn on_gap(_dir: Dir, _st: &mut Self::State) {}
 
     /// The connection ended; report what is still worth reporting (e.g. unanswered requests).
     fn on_close(
