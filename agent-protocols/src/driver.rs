@@ -236,10 +236,7 @@ fn parse_loop<P: Protocol>(
             }
         }
         match P::parse(dir, &ds.buf, state) {
-            Ok(Parsed::Frame {
-                mut frame,
-                consumed,
-            }) => {
+            Ok(Parsed::Frame { mut frame, consumed }) => {
                 let start = ds.start_ns();
                 if consumed <= ds.buf.len() {
                     frame.set_timing(start, ds.end_ns_at(consumed));

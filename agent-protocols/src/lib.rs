@@ -77,8 +77,7 @@ pub trait Protocol: 'static {
     fn detect(dir: Dir, head: &[u8]) -> Confidence;
     /// First offset at or after `from` where a frame plausibly starts (resync after lost bytes).
     fn find_boundary(dir: Dir, buf: &[u8], from: usize) -> Option<usize>;
-    fn parse(dir: Dir, buf: &[u8], st: &mut Self::State)
-    -> Result<Parsed<Self::Frame>, ParseError>;
+    fn parse(dir: Dir, buf: &[u8], st: &mut Self::State) -> Result<Parsed<Self::Frame>, ParseError>;
     /// Pairs frames in order; leaves unmatched frames queued; returns finished records.
     fn stitch(
         reqs: &mut VecDeque<Self::Frame>,

@@ -36,11 +36,7 @@ impl Protocol for Http1 {
     fn parse(_dir: Dir, _buf: &[u8], _st: &mut ()) -> Result<Parsed<Frame>, ParseError> {
         Err(ParseError::Invalid("not implemented"))
     }
-    fn stitch(
-        _reqs: &mut VecDeque<Frame>,
-        _resps: &mut VecDeque<Frame>,
-        _st: &mut (),
-    ) -> Vec<Record> {
+    fn stitch(_reqs: &mut VecDeque<Frame>, _resps: &mut VecDeque<Frame>, _st: &mut ()) -> Vec<Record> {
         Vec::new()
     }
 }
