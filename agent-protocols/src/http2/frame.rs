@@ -50,7 +50,7 @@ impl FrameHeader {
             TYPE_RST_STREAM => sid != 0 && self.len == 4 && self.flags == 0,
             TYPE_SETTINGS => {
                 sid == 0
-                    && ((self.flags == 0 && self.len % 6 == 0)
+                    && ((self.flags == 0 && self.len.is_multiple_of(6))
                         || (self.flags == FLAG_ACK && self.len == 0))
             }
             TYPE_PUSH_PROMISE => dir == Dir::Response && client_stream && self.len >= 4,

@@ -240,7 +240,7 @@ fn rst_stream(buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
 }
 
 fn settings(dir: Dir, buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
-    if h.stream_id != 0 || h.len % 6 != 0 || (h.flags & FLAG_ACK != 0 && h.len != 0) {
+    if h.stream_id != 0 || !h.len.is_multiple_of(6) || (h.flags & FLAG_ACK != 0 && h.len != 0) {
         return Err(ParseError::Invalid("malformed SETTINGS"));
     }
     if h.len > DEFAULT_MAX_FRAME_SIZE {

@@ -46,8 +46,9 @@ pub struct Http2Stats {
 
 #[derive(Debug, Default)]
 pub struct State {
-    pub req: DirState,
-    pub resp: DirState,
+    /// Boxed: keeps `Stream`'s variants close in size.
+    pub req: Box<DirState>,
+    pub resp: Box<DirState>,
     pub streams: BTreeMap<u32, StreamAsm>,
     pub stats: Http2Stats,
 }

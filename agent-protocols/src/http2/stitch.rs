@@ -94,7 +94,7 @@ fn on_frame(is_req: bool, f: Frame, st: &mut State, out: &mut Vec<Record>) {
         return;
     }
     // Server-pushed (even) streams are not traced.
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         return;
     }
     if !st.streams.contains_key(&id) {
