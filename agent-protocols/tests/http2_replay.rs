@@ -219,7 +219,7 @@ fn sane_or_incomplete(r: &Record) {
 }
 
 /// A capture that kept only part of a chunk (captured < bytes): no panic, the lost bytes are
-/// counted, records never name a method that was not called, and the calls that ended before
+/// skipped inside a body or counted, records never name a method that was not called, and the calls that ended before
 /// the loss still come out exactly.
 #[test]
 fn truncated_captures() {
@@ -234,7 +234,11 @@ fn truncated_captures() {
                 }
                 t[i].data.truncate(keep);
                 let (got, stats) = replay(&t);
-                assert!(stats.bytes_lost > 0, "{name} chunk {i} keep {keep}");
+                // Lost inside a message body, the bytes are skipped and nothing changes.
+                assert!(
+                    stats.bytes_lost > 0 || got == want,
+                    "{name} chunk {i} keep {keep}"
+                );
                 for r in &got {
                     if let Some(m) = &g(r).method {
                         assert!(m == "SayHello" || m == "SayHelloStream", "{r:?}");

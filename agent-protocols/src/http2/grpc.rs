@@ -57,6 +57,11 @@ impl MessageCounter {
         }
     }
 
+    /// Would skipping `n` bytes keep the count exact (they lie inside the current body)?
+    pub fn skips_losslessly(&self, n: u64) -> bool {
+        !self.lost && self.have == 0 && self.remaining >= n
+    }
+
     pub fn lost(&self) -> bool {
         self.lost
     }

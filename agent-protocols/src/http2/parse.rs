@@ -67,11 +67,6 @@ fn data(dir: Dir, buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
     if h.stream_id == 0 {
         return Err(ParseError::Invalid("DATA on stream 0"));
     }
-    // Frames up to the default maximum are waited for; larger ones are counted from what
-    // arrives with their header and the rest is skipped by the driver.
-    if buf.len() < h.total() && h.len <= DEFAULT_MAX_FRAME_SIZE {
-        return Ok(Parsed::Partial);
-    }
     let seen = payload(buf, h);
     let (start, end) = if h.flags & FLAG_PADDED != 0 {
         let Some(&pad) = seen.first() else {
@@ -91,6 +86,17 @@ fn data(dir: Dir, buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
     let end_stream = h.flags & FLAG_END_STREAM != 0;
 
     let d = st.dir_mut(dir);
+    // An incomplete frame is handed over now (its tail skipped by the driver as it arrives, or
+    // lost to a truncated capture) when the unseen bytes lie inside a message body, so nothing
+    // is lost by not looking at them; frames over the default maximum size are handed over
+    // regardless. Otherwise wait for the rest.
+    if buf.len() < h.total() && h.len <= DEFAULT_MAX_FRAME_SIZE {
+        let mut probe = d.counters.get(&h.stream_id).copied().unwrap_or_default();
+        probe.feed(visible);
+        if !probe.skips_losslessly(unseen) {
+            return Ok(Parsed::Partial);
+        }
+    }
     let room = d.counters.len() < MAX_OPEN_STREAMS;
     let counter = if room || d.counters.contains_key(&h.stream_id) {
         Some(d.counters.entry(h.stream_id).or_default())

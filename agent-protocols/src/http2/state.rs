@@ -50,6 +50,8 @@ pub struct State {
     pub req: Box<DirState>,
     pub resp: Box<DirState>,
     pub streams: BTreeMap<u32, StreamAsm>,
+    /// The first stream the capture saw the client open: streams below it began earlier.
+    pub first_request_stream: Option<u32>,
     pub stats: Http2Stats,
 }
 

@@ -103,6 +103,13 @@ fn on_frame(is_req: bool, f: Frame, st: &mut State, out: &mut Vec<Record>) {
         if !matches!(f.kind, FrameKind::Headers { .. }) {
             return;
         }
+        // A response may open an entry only for a stream the client opened before the capture
+        // began; otherwise it belongs to a stream already reported (reset, evicted).
+        if is_req {
+            st.first_request_stream.get_or_insert(id);
+        } else if st.first_request_stream.is_some_and(|first| id >= first) {
+            return;
+        }
         if st.streams.len() >= MAX_OPEN_STREAMS {
             st.streams.pop_first();
             st.stats.streams_dropped += 1;

@@ -272,7 +272,7 @@ fn continuation_padding_and_priority() {
     dp.extend(grpc_msg(2));
     dp.extend_from_slice(&[0; 4]);
     let d = frame(TYPE_DATA, FLAG_PADDED | FLAG_END_STREAM, 1, &dp);
-    assert_prefixes_partial::<Http2>(Dir::Request, &d, State::default);
+    assert_data_prefixes(&d, 1);
     match Http2::parse(Dir::Request, &d, &mut st) {
         Ok(Parsed::Frame { frame, .. }) => assert_eq!(
             frame.kind,
@@ -743,4 +743,104 @@ fn stream_table_is_bounded() {
     assert_eq!(c.d.state().stats.streams_dropped, 5);
     assert_eq!(c.d.state().streams.keys().next(), Some(&11));
     let _ = VecDeque::<Frame>::new();
+}
+
+#[test]
+fn response_after_reset_is_not_a_second_record() {
+    let (mut qe, mut se) = (Encoder::new(), Encoder::new());
+    let mut c = Conn::new();
+    c.feed(
+        Dir::Request,
+        &frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            1,
+            &req_headers(&mut qe, "/s.S/Cancel"),
+        ),
+    );
+    c.feed(
+        Dir::Request,
+        &frame(TYPE_RST_STREAM, 0, 1, &8u32.to_be_bytes()),
+    );
+    assert_eq!(c.out.len(), 1);
+    // The server answered before it saw the cancellation.
+    c.feed(
+        Dir::Response,
+        &frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            1,
+            &block(&mut se, &[(":status", "200"), ("grpc-status", "1")]),
+        ),
+    );
+    assert_eq!(c.out.len(), 1);
+    assert!(c.d.state().streams.is_empty());
+}
+
+/// Before any request is seen (capture started late), a response opens its stream's entry.
+#[test]
+fn response_only_stream_from_before_the_capture() {
+    let mut se = Encoder::new();
+    let mut c = Conn::new();
+    c.feed(
+        Dir::Response,
+        &frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            5,
+            &block(&mut se, &[(":status", "200"), ("grpc-status", "0")]),
+        ),
+    );
+    assert_eq!(c.out.len(), 1);
+    let g = grpc(&c.out[0]);
+    assert_eq!(g.stream_id, 5);
+    assert_eq!(g.grpc_status, Some(0));
+    assert!(g.headers_unknown);
+    assert!(!g.plain_http2);
+    assert_eq!(c.out[0].request_bytes, 0);
+    assert_eq!(c.out[0].start_ns, c.out[0].response_start_ns);
+}
+
+/// Every strict prefix of a DATA frame is Partial, or (once the unseen rest lies inside a
+/// message body) the same frame with the whole frame consumed.
+fn assert_data_prefixes(f: &[u8], messages: u32) {
+    for cut in 0..f.len() {
+        match Http2::parse(Dir::Request, &f[..cut], &mut State::default()) {
+            Ok(Parsed::Partial) => {}
+            Ok(Parsed::Frame { frame, consumed }) => {
+                assert_eq!(consumed, f.len(), "cut {cut}");
+                assert!(
+                    matches!(frame.kind, FrameKind::Data { messages: m, .. } if m == messages),
+                    "cut {cut}: {frame:?}"
+                );
+            }
+            other => panic!("cut {cut}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn data_frame_handed_over_once_the_rest_is_body() {
+    let mut two = grpc_msg(3);
+    two.extend(grpc_msg(40));
+    let f = frame(TYPE_DATA, 0, 1, &two);
+    assert_data_prefixes(&f, 2);
+    // Handed over as soon as the second prefix is in: 9 + 8 + 5 bytes.
+    let mut st = State::default();
+    assert!(matches!(
+        Http2::parse(Dir::Request, &f[..21], &mut st),
+        Ok(Parsed::Partial)
+    ));
+    assert!(matches!(
+        Http2::parse(Dir::Request, &f[..22], &mut st),
+        Ok(Parsed::Frame { consumed, .. }) if consumed == f.len()
+    ));
+    // The skipped tail finished the 40-byte body: the next frame starts a new message.
+    let g = frame(TYPE_DATA, 0, 1, &grpc_msg(1));
+    match Http2::parse(Dir::Request, &g, &mut st) {
+        Ok(Parsed::Frame { frame, .. }) => {
+            assert!(matches!(frame.kind, FrameKind::Data { messages: 1, .. }))
+        }
+        other => panic!("{other:?}"),
+    }
 }
