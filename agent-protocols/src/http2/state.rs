@@ -52,6 +52,8 @@ pub struct State {
     pub streams: BTreeMap<u32, StreamAsm>,
     /// The first stream the capture saw the client open: streams below it began earlier.
     pub first_request_stream: Option<u32>,
+    /// A stream of this connection was gRPC (by its content type or status).
+    pub grpc_seen: bool,
     pub stats: Http2Stats,
 }
 

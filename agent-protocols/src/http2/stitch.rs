@@ -90,7 +90,11 @@ fn on_frame(is_req: bool, f: Frame, st: &mut State, out: &mut Vec<Record>) {
     if let FrameKind::GoAway { last_stream_id, .. } = f.kind {
         // Streams above last_stream_id were not (and will not be) processed.
         let gone = st.streams.split_off(&last_stream_id.saturating_add(1));
-        out.extend(gone.into_iter().map(|(id, s)| record(id, s, true)));
+        let grpc_conn = st.grpc_seen;
+        out.extend(
+            gone.into_iter()
+                .map(|(id, s)| record(id, s, true, grpc_conn)),
+        );
         return;
     }
     // Server-pushed (even) streams are not traced.
@@ -115,6 +119,12 @@ fn on_frame(is_req: bool, f: Frame, st: &mut State, out: &mut Vec<Record>) {
             st.stats.streams_dropped += 1;
         }
     }
+    if let FrameKind::Headers {
+        fields: Some(h), ..
+    } = &f.kind
+    {
+        st.grpc_seen |= is_grpc_type(h.content_type.as_deref());
+    }
     let s = st.streams.entry(id).or_default();
     let reset = matches!(f.kind, FrameKind::RstStream { .. });
     if is_req {
@@ -125,16 +135,17 @@ fn on_frame(is_req: bool, f: Frame, st: &mut State, out: &mut Vec<Record>) {
     if (reset || s.resp.done)
         && let Some(s) = st.streams.remove(&id)
     {
-        out.push(record(id, s, reset));
+        out.push(record(id, s, reset, st.grpc_seen));
     }
 }
 
 /// The connection ended: streams still open are reported with what was seen.
 pub fn close(st: &mut State) -> Vec<Record> {
+    let grpc_conn = st.grpc_seen;
     std::mem::take(&mut st.streams)
         .into_iter()
         .filter(|(_, s)| s.req.started)
-        .map(|(id, s)| record(id, s, false))
+        .map(|(id, s)| record(id, s, false, grpc_conn))
         .collect()
 }
 
@@ -142,7 +153,9 @@ fn is_grpc_type(ct: Option<&str>) -> bool {
     ct.is_some_and(|c| c.starts_with("application/grpc"))
 }
 
-fn record(stream_id: u32, s: StreamAsm, reset: bool) -> Record {
+/// `grpc_conn`: an earlier stream of this connection was gRPC (decides for streams whose
+/// content type could not be decoded).
+fn record(stream_id: u32, s: StreamAsm, reset: bool, grpc_conn: bool) -> Record {
     let StreamAsm { req, resp } = s;
     let rq = req.headers.as_deref();
     let rs = resp.headers.as_deref();
@@ -156,7 +169,7 @@ fn record(stream_id: u32, s: StreamAsm, reset: bool) -> Record {
     let grpc = match ct_known {
         Some(ct) => is_grpc_type(Some(ct)),
         // Content type not decoded: gRPC's own markers decide.
-        None => grpc_status.is_some() || rq.is_some_and(|h| h.te_trailers),
+        None => grpc_conn || grpc_status.is_some() || rq.is_some_and(|h| h.te_trailers),
     };
     let raw_path = rq.and_then(|h| h.path.clone());
     let (path, service, method) = match raw_path {
