@@ -1,5 +1,6 @@
-//! Replays of real gRPC traffic: a python grpcio client and server (tests/fixtures/http2/apps)
-//! talking h2c on loopback, recorded through fixtures-tools/record_h2.py.
+//! Replays of real traffic recorded through fixtures-tools/record_h2.py on loopback: a python
+//! grpcio client and server (tests/fixtures/http2/apps), and nginx (h2c, prior knowledge,
+//! apps/nginx_h2c.conf) with curl and nghttp as clients.
 
 mod h2common;
 
@@ -8,9 +9,22 @@ use h2common::*;
 use proptest::prelude::*;
 
 /// Small fixtures, replayed split at every byte.
-const FIXTURES: [&str; 3] = ["grpc_unary", "grpc_stream", "grpc_concurrent"];
+const FIXTURES: [&str; 5] = [
+    "grpc_unary",
+    "grpc_stream",
+    "grpc_concurrent",
+    "h2c_nginx",
+    "h2c_nginx_nghttp",
+];
 /// All fixtures (grpc_big: 20 000-byte request, 34 000-byte reply in single large DATA frames).
-const ALL: [&str; 4] = ["grpc_unary", "grpc_stream", "grpc_concurrent", "grpc_big"];
+const ALL: [&str; 6] = [
+    "grpc_unary",
+    "grpc_stream",
+    "grpc_concurrent",
+    "h2c_nginx",
+    "h2c_nginx_nghttp",
+    "grpc_big",
+];
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn g(r: &Record) -> &GrpcInfo {
@@ -188,7 +202,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn random_chunkings(which in 0..4usize, cuts in proptest::collection::vec(1..200usize, 0..200)) {
+    fn random_chunkings(which in 0..6usize, cuts in proptest::collection::vec(1..200usize, 0..200)) {
         let name = ALL[which];
         let (got, stats) = replay(&rechunk(&load(name), &cuts));
         prop_assert_eq!(got, expected(name));
@@ -197,7 +211,7 @@ proptest! {
 
     /// Corrupted bytes: no panic, and every record still names a real method or none.
     #[test]
-    fn corruption_never_panics(which in 0..4usize, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+    fn corruption_never_panics(which in 0..6usize, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
         let name = ALL[which];
         let mut chunks = load(name);
         let total = total_bytes(&chunks);
@@ -245,6 +259,11 @@ fn truncated_captures() {
                 for r in &got {
                     if let Some(m) = &g(r).method {
                         assert!(m == "SayHello" || m == "SayHelloStream", "{r:?}");
+                    }
+                    if let Some(p) = &g(r).path {
+                        assert!(
+                            p.starts_with("helloworld.Greeter/") || p == "/" || p == "/missing"
+                        );
                     }
                     sane_or_incomplete(r);
                 }
@@ -307,4 +326,42 @@ fn large_messages_with_4k_capture() {
     assert_eq!(g(&recs[1]), &first);
     assert_eq!(recs[1].request_bytes, 226 + 20014);
     assert_eq!(recs[1].response_bytes, 87 + 34014);
+}
+
+fn nginx(stream_id: u32, path: &str, status: u16) -> GrpcInfo {
+    GrpcInfo {
+        path: Some(path.into()),
+        authority: Some("127.0.0.1:50682".into()),
+        stream_id,
+        http_status: Some(status),
+        plain_http2: true,
+        http_method: Some("GET".into()),
+        ..GrpcInfo::default()
+    }
+}
+
+#[test]
+fn plain_http2_curl_to_nginx() {
+    let (recs, stats) = replay(&load("h2c_nginx"));
+    assert_eq!(stats.parse_errors, 0);
+    assert_eq!(recs.len(), 1);
+    let mut want = nginx(1, "/", 200);
+    want.traceparent = Some(TRACEPARENT.into());
+    assert_eq!(g(&recs[0]), &want);
+    // HEADERS only (END_STREAM on HEADERS) / HEADERS + 17-byte body.
+    assert_eq!(recs[0].request_bytes, 90);
+    assert_eq!(recs[0].response_bytes, 85);
+    sane(&recs[0]);
+}
+
+/// nghttp opens idle streams with PRIORITY frames first, then two requests in one write.
+#[test]
+fn plain_http2_nghttp_two_streams() {
+    let (recs, stats) = replay(&load("h2c_nginx_nghttp"));
+    assert_eq!(stats.parse_errors, 0);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(g(&recs[0]), &nginx(13, "/", 200));
+    assert_eq!(g(&recs[1]), &nginx(15, "/missing", 404));
+    assert_eq!(recs[0].start_ns, recs[1].start_ns);
+    recs.iter().for_each(sane);
 }
