@@ -844,3 +844,61 @@ fn data_frame_handed_over_once_the_rest_is_body() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn settings_header_table_size_limits_the_peer_encoder() {
+    let mut st = State::default();
+    // The client allows the server's encoder a 100-byte table.
+    let set = settings(&[(1, 100)]);
+    assert!(matches!(Http2::parse(Dir::Request, &set, &mut st), Ok(Parsed::Skip { .. })));
+    // A response block resizing to 50 is fine; to 4096 is over the limit: not decodable.
+    let ok = frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0x20 | 31, 50 - 31, 0x88]);
+    match Http2::parse(Dir::Response, &ok, &mut st) {
+        Ok(Parsed::Frame { frame, .. }) => match frame.kind {
+            FrameKind::Headers { fields: Some(f), .. } => assert_eq!(f.status, Some(200)),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    let over = frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &[0x3f, 0xe1, 0x1f, 0x88]);
+    match Http2::parse(Dir::Response, &over, &mut st) {
+        Ok(Parsed::Frame { frame, .. }) => {
+            assert!(matches!(frame.kind, FrameKind::Headers { fields: None, .. }))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(st.stats.header_blocks_corrupt, 1);
+    // The request direction is unaffected.
+    let req = frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0x3f, 0xe1, 0x1f, 0x82]);
+    match Http2::parse(Dir::Request, &req, &mut st) {
+        Ok(Parsed::Frame { frame, .. }) => match frame.kind {
+            FrameKind::Headers { fields: Some(f), .. } => assert_eq!(f.method.as_deref(), Some("GET")),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn oversized_header_block_is_skipped_and_restarts_hpack() {
+    let mut st = State::default();
+    let big = vec![0u8; MAX_HEADER_BLOCK + 1];
+    let f = frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &big);
+    // Handed over from its header alone; the driver skips the block as it arrives.
+    match Http2::parse(Dir::Request, &f[..9], &mut st) {
+        Ok(Parsed::Frame { frame, consumed }) => {
+            assert_eq!(consumed, f.len());
+            assert_eq!(frame.wire_len, f.len() as u64);
+            assert_eq!(
+                frame.kind,
+                FrameKind::Headers {
+                    fields: None,
+                    end_stream: true
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(st.stats.header_blocks_skipped, 1);
+    assert_eq!(st.req.hpack.restarts, 1);
+}

@@ -18,7 +18,7 @@ pub const MAX_HEADER_BLOCK: usize = 32 * 1024;
 /// from which fields are kept; decoding goes on past it so the HPACK table stays in sync.
 pub const MAX_HEADER_LIST: usize = 64 * 1024;
 /// Longest header value kept (longer values are cut at a character boundary).
-pub const MAX_VALUE_LEN: usize = 2048;
+pub const MAX_VALUE_LEN: usize = 1024;
 /// Largest HPACK dynamic table a decoder accepts (memory bound per direction).
 pub const MAX_HPACK_TABLE: usize = 64 * 1024;
 /// Open streams assembled per connection; the oldest is dropped beyond it.
