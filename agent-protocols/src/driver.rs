@@ -176,6 +176,7 @@ impl<P: Protocol> Driver<P> {
             if lost > 0 {
                 // Bytes vanished in the middle of whatever was buffered: it can't be completed.
                 self.stats.bytes_lost += lost;
+                P::on_gap(dir, &mut self.state);
                 ds.clear();
                 ds.pending = None;
                 ds.desynced = true;
@@ -263,6 +264,7 @@ fn parse_loop<P: Protocol>(
             Ok(Parsed::Partial) => {
                 if ds.buf.len() > max_buffer {
                     stats.buffer_overflows += 1;
+                    P::on_gap(dir, state);
                     ds.clear();
                     ds.desynced = true;
                 }

@@ -89,6 +89,10 @@ pub trait Protocol: 'static {
     /// Applies configuration to a new connection's state.
     fn configure(_st: &mut Self::State, _cfg: &ParserConfig) {}
 
+    /// Bytes of `dir` were lost (not captured, dropped over the buffer cap, or resynced past):
+    /// state that depends on seeing every byte (e.g. HPACK tables) must not be trusted as is.
+    fn on_gap(_dir: Dir, _st: &mut Self::State) {}
+
     /// The connection ended; report what is still worth reporting (e.g. unanswered requests).
     fn on_close(
         _reqs: &mut VecDeque<Self::Frame>,
