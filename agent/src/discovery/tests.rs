@@ -71,7 +71,8 @@ fn live_child_process_is_read_from_proc() {
     // Wait for the exec to complete (until then /proc shows the test binary).
     for _ in 0..200 {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        if exe.to_string_lossy().ends_with("/sleep") {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if exe.to_string_lossy().ends_with("/sleep") && cmd.starts_with(b"sleep") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
