@@ -116,13 +116,28 @@ impl ExportConfig {
         args: &ExportArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ExportCfgError> {
-        let get = |k: &'static str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &'static str| {
+            env(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         // Protocol.
-        let (pvar, pval) = pick(&args.protocol, "--otlp-protocol", &get, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
+        let (pvar, pval) = pick(
+            &args.protocol,
+            "--otlp-protocol",
+            &get,
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        );
         let protocol = match pval.as_deref() {
             None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
             Some("grpc") => OtlpProtocol::Grpc,
-            Some(other) => return Err(ExportCfgError::Protocol { var: pvar, value: other.to_string() }),
+            Some(other) => {
+                return Err(ExportCfgError::Protocol {
+                    var: pvar,
+                    value: other.to_string(),
+                });
+            }
         };
         // Endpoint: the signal-specific one is used as-is; the generic one gets /v1/traces for HTTP.
         let endpoint = if let Some(e) = &args.endpoint {
@@ -146,8 +161,14 @@ impl ExportConfig {
         // Headers: generic first, then the signal-specific ones, then CLI (later wins per key).
         let mut headers: Vec<(String, String)> = Vec::new();
         for (var, val) in [
-            ("OTEL_EXPORTER_OTLP_HEADERS", get("OTEL_EXPORTER_OTLP_HEADERS")),
-            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                get("OTEL_EXPORTER_OTLP_HEADERS"),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                get("OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+            ),
             ("--otlp-headers", args.headers.clone()),
         ] {
             if let Some(v) = val {
@@ -161,7 +182,13 @@ impl ExportConfig {
         let timeout = match args.timeout_ms {
             Some(ms) => Duration::from_millis(ms),
             None => {
-                let (tvar, tval) = pick(&None, "", &get, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
+                let (tvar, tval) = pick(
+                    &None,
+                    "",
+                    &get,
+                    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                    "OTEL_EXPORTER_OTLP_TIMEOUT",
+                );
                 match tval {
                     Some(v) => Duration::from_millis(parse_u64(tvar, &v)?),
                     None => DEFAULT_TIMEOUT,
@@ -171,21 +198,35 @@ impl ExportConfig {
         if timeout.is_zero() {
             return Err(ExportCfgError::Zero("OTLP timeout"));
         }
-        let (cvar, cval) = pick(&args.compression, "--otlp-compression", &get, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION");
+        let (cvar, cval) = pick(
+            &args.compression,
+            "--otlp-compression",
+            &get,
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        );
         let compression = match cval.as_deref() {
             None | Some("none") => Compression::None,
             Some("gzip") => Compression::Gzip,
-            Some(other) => return Err(ExportCfgError::Compression { var: cvar, value: other.to_string() }),
+            Some(other) => {
+                return Err(ExportCfgError::Compression {
+                    var: cvar,
+                    value: other.to_string(),
+                });
+            }
         };
         // Batching (OTEL_BSP_* as the SDKs name them).
         let mut batch = BatchConfig::default();
         batch.max_batch = match args.max_batch {
             Some(v) => v,
-            None => opt_u64("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", &get)?.map_or(batch.max_batch, to_usize),
+            None => {
+                opt_u64("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", &get)?.map_or(batch.max_batch, to_usize)
+            }
         };
         batch.max_delay = match args.max_delay_ms {
             Some(v) => Duration::from_millis(v),
-            None => opt_u64("OTEL_BSP_SCHEDULE_DELAY", &get)?.map_or(batch.max_delay, Duration::from_millis),
+            None => opt_u64("OTEL_BSP_SCHEDULE_DELAY", &get)?
+                .map_or(batch.max_delay, Duration::from_millis),
         };
         batch.max_queue = match args.max_queue {
             Some(v) => v,
@@ -220,7 +261,13 @@ impl ExportConfig {
         }
         Ok(ExportConfig {
             exporters,
-            otlp: OtlpConfig { protocol, endpoint, headers, timeout, compression },
+            otlp: OtlpConfig {
+                protocol,
+                endpoint,
+                headers,
+                timeout,
+                compression,
+            },
             batch,
             jsonl_path: args.jsonl_path.clone(),
         })
@@ -248,17 +295,30 @@ fn pick(
     (generic, get(generic))
 }
 
-fn opt_u64(var: &'static str, get: &impl Fn(&'static str) -> Option<String>) -> Result<Option<u64>, ExportCfgError> {
+fn opt_u64(
+    var: &'static str,
+    get: &impl Fn(&'static str) -> Option<String>,
+) -> Result<Option<u64>, ExportCfgError> {
     get(var).map(|v| parse_u64(var, &v)).transpose()
 }
 
 fn parse_u64(var: &'static str, v: &str) -> Result<u64, ExportCfgError> {
-    v.trim().parse().map_err(|_| ExportCfgError::Number { var, value: v.to_string() })
+    v.trim().parse().map_err(|_| ExportCfgError::Number {
+        var,
+        value: v.to_string(),
+    })
 }
 
 fn check_url(var: &'static str, v: &str) -> Result<(), ExportCfgError> {
     let ok = (v.starts_with("http://") || v.starts_with("https://")) && v.len() > "https://".len();
-    if ok { Ok(()) } else { Err(ExportCfgError::Endpoint { var, value: v.to_string() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ExportCfgError::Endpoint {
+            var,
+            value: v.to_string(),
+        })
+    }
 }
 
 /// Decode `%XX` escapes (W3C baggage-style values in OTEL_EXPORTER_OTLP_HEADERS).
@@ -268,7 +328,10 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         if c == b'%' {
-            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(v) = hex {
                 out.push(v);
                 i += 3;
@@ -286,13 +349,22 @@ pub fn parse_headers(var: &'static str, s: &str) -> Result<Vec<(String, String)>
     let mut out = Vec::new();
     for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let Some((k, v)) = entry.split_once('=') else {
-            return Err(ExportCfgError::Header { var, entry: entry.to_string() });
+            return Err(ExportCfgError::Header {
+                var,
+                entry: entry.to_string(),
+            });
         };
         let k = k.trim();
         if k.is_empty() {
-            return Err(ExportCfgError::Header { var, entry: entry.to_string() });
+            return Err(ExportCfgError::Header {
+                var,
+                entry: entry.to_string(),
+            });
         }
-        out.push((percent_decode(k).to_ascii_lowercase(), percent_decode(v.trim())));
+        out.push((
+            percent_decode(k).to_ascii_lowercase(),
+            percent_decode(v.trim()),
+        ));
     }
     Ok(out)
 }
@@ -303,7 +375,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(args: &ExportArgs, vars: &[(&str, &str)]) -> Result<ExportConfig, ExportCfgError> {
-        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         ExportConfig::from_lookup(args, |k| m.get(k).cloned())
     }
 
@@ -332,7 +407,10 @@ mod tests {
         let vars = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Basic%20abc,x-a=1"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Basic%20abc,x-a=1",
+            ),
             ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-a=2"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
             ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
@@ -344,19 +422,33 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(c.otlp.endpoint, "http://collector:4318/v1/traces");
-        assert_eq!(c.otlp.headers, vec![("authorization".to_string(), "Basic abc".to_string()), ("x-a".to_string(), "2".to_string())]);
+        assert_eq!(
+            c.otlp.headers,
+            vec![
+                ("authorization".to_string(), "Basic abc".to_string()),
+                ("x-a".to_string(), "2".to_string())
+            ]
+        );
         assert_eq!(c.otlp.timeout, Duration::from_millis(2500));
         assert_eq!(c.otlp.compression, Compression::Gzip);
         assert_eq!(c.batch.max_batch, 64);
         assert_eq!(c.exporters, vec![ExporterKind::Otlp, ExporterKind::Console]);
         // Signal-specific endpoint is used verbatim; gRPC keeps the base endpoint.
-        let c = cfg(&ExportArgs::default(), &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317"),
-            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ]).map(|c| (c.otlp.protocol, c.otlp.endpoint));
+        let c = cfg(
+            &ExportArgs::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ],
+        )
+        .map(|c| (c.otlp.protocol, c.otlp.endpoint));
         assert_eq!(c, Ok((OtlpProtocol::Grpc, "http://a:4317".to_string())));
-        let c = cfg(&ExportArgs::default(), &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://x/custom")]).map(|c| c.otlp.endpoint);
+        let c = cfg(
+            &ExportArgs::default(),
+            &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://x/custom")],
+        )
+        .map(|c| c.otlp.endpoint);
         assert_eq!(c, Ok("https://x/custom".to_string()));
     }
 
@@ -374,38 +466,82 @@ mod tests {
             max_delay_ms: Some(7),
             max_queue: Some(9),
         };
-        let c = match cfg(&args, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"), ("OTEL_EXPORTER_OTLP_HEADERS", "a=env")]) {
+        let c = match cfg(
+            &args,
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=env"),
+            ],
+        ) {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(c.exporters, vec![ExporterKind::Jsonl, ExporterKind::Console]);
-        assert_eq!(c.otlp, OtlpConfig {
-            protocol: OtlpProtocol::Grpc,
-            endpoint: "http://cli:4317".into(),
-            headers: vec![("a".into(), "b".into())],
-            timeout: Duration::from_millis(100),
-            compression: Compression::None,
-        });
-        assert_eq!((c.batch.max_batch, c.batch.max_delay, c.batch.max_queue), (3, Duration::from_millis(7), 9));
+        assert_eq!(
+            c.exporters,
+            vec![ExporterKind::Jsonl, ExporterKind::Console]
+        );
+        assert_eq!(
+            c.otlp,
+            OtlpConfig {
+                protocol: OtlpProtocol::Grpc,
+                endpoint: "http://cli:4317".into(),
+                headers: vec![("a".into(), "b".into())],
+                timeout: Duration::from_millis(100),
+                compression: Compression::None,
+            }
+        );
+        assert_eq!(
+            (c.batch.max_batch, c.batch.max_delay, c.batch.max_queue),
+            (3, Duration::from_millis(7), 9)
+        );
         assert_eq!(c.jsonl_path, Some(PathBuf::from("/tmp/x.jsonl")));
     }
 
     #[test]
     fn clear_errors() {
-        let e = |vars: &[(&str, &str)]| cfg(&ExportArgs::default(), vars).err().map(|e| e.to_string());
-        assert_eq!(e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).as_deref(),
-            Some("OTEL_EXPORTER_OTLP_PROTOCOL: unknown OTLP protocol \"http/json\" (expected grpc or http/protobuf)"));
-        assert_eq!(e(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]).as_deref(),
-            Some("OTEL_EXPORTER_OTLP_TIMEOUT: \"10s\" is not a number of milliseconds"));
-        assert_eq!(e(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]).as_deref(),
-            Some("OTEL_EXPORTER_OTLP_ENDPOINT: endpoint \"collector:4317\" must start with http:// or https://"));
-        assert_eq!(e(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]).as_deref(),
-            Some("OTEL_EXPORTER_OTLP_HEADERS: header entry \"novalue\" is not key=value"));
-        assert_eq!(e(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]).as_deref(),
-            Some("OTEL_EXPORTER_OTLP_COMPRESSION: unknown compression \"zstd\" (expected gzip or none)"));
-        assert_eq!(e(&[("OTEL_TRACES_EXPORTER", "zipkin")]).as_deref(),
-            Some("unknown exporter \"zipkin\" (expected otlp, console, jsonl or none)"));
-        assert_eq!(e(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "0")]).as_deref(), Some("OTLP timeout must be greater than zero"));
-        assert_eq!(cfg(&ExportArgs::default(), &[("OTEL_TRACES_EXPORTER", "none")]).map(|c| c.exporters), Ok(vec![]));
+        let e = |vars: &[(&str, &str)]| {
+            cfg(&ExportArgs::default(), vars)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(
+            e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).as_deref(),
+            Some(
+                "OTEL_EXPORTER_OTLP_PROTOCOL: unknown OTLP protocol \"http/json\" (expected grpc or http/protobuf)"
+            )
+        );
+        assert_eq!(
+            e(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]).as_deref(),
+            Some("OTEL_EXPORTER_OTLP_TIMEOUT: \"10s\" is not a number of milliseconds")
+        );
+        assert_eq!(
+            e(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]).as_deref(),
+            Some(
+                "OTEL_EXPORTER_OTLP_ENDPOINT: endpoint \"collector:4317\" must start with http:// or https://"
+            )
+        );
+        assert_eq!(
+            e(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]).as_deref(),
+            Some("OTEL_EXPORTER_OTLP_HEADERS: header entry \"novalue\" is not key=value")
+        );
+        assert_eq!(
+            e(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]).as_deref(),
+            Some(
+                "OTEL_EXPORTER_OTLP_COMPRESSION: unknown compression \"zstd\" (expected gzip or none)"
+            )
+        );
+        assert_eq!(
+            e(&[("OTEL_TRACES_EXPORTER", "zipkin")]).as_deref(),
+            Some("unknown exporter \"zipkin\" (expected otlp, console, jsonl or none)")
+        );
+        assert_eq!(
+            e(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "0")]).as_deref(),
+            Some("OTLP timeout must be greater than zero")
+        );
+        assert_eq!(
+            cfg(&ExportArgs::default(), &[("OTEL_TRACES_EXPORTER", "none")]).map(|c| c.exporters),
+            Ok(vec![])
+        );
     }
 }

@@ -47,7 +47,10 @@ pub fn value_str(v: &AnyValue) -> Option<String> {
 }
 
 pub fn attr(kvs: &[KeyValue], key: &str) -> Option<String> {
-    kvs.iter().find(|k| k.key == key).and_then(|k| k.value.as_ref()).and_then(value_str)
+    kvs.iter()
+        .find(|k| k.key == key)
+        .and_then(|k| k.value.as_ref())
+        .and_then(value_str)
 }
 
 impl ReceivedSpan {
@@ -78,7 +81,12 @@ impl State {
             for ss in rs.scope_spans {
                 let scope_name = ss.scope.map(|s| s.name).unwrap_or_default();
                 for span in ss.spans {
-                    out.push(ReceivedSpan { resource: resource.clone(), scope_name: scope_name.clone(), span, via });
+                    out.push(ReceivedSpan {
+                        resource: resource.clone(),
+                        scope_name: scope_name.clone(),
+                        span,
+                        via,
+                    });
                 }
             }
         }
@@ -107,7 +115,9 @@ impl TraceService for Grpc {
             }
         }
         self.0.store(request.into_inner(), "grpc");
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -121,17 +131,27 @@ async fn http_export(
         return (StatusCode::SERVICE_UNAVAILABLE, "refusing (test)").into_response();
     }
     if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/x-protobuf") {
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "want application/x-protobuf").into_response();
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "want application/x-protobuf",
+        )
+            .into_response();
     }
     if let Ok(mut h) = st.headers.lock() {
         for (k, v) in headers.iter() {
             h.push((k.to_string(), v.to_str().unwrap_or("").to_string()));
         }
     }
-    let gz = headers.get("content-encoding").and_then(|v| v.to_str().ok()) == Some("gzip");
+    let gz = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        == Some("gzip");
     let raw = if gz {
         let mut out = Vec::new();
-        if flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).is_err() {
+        if flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .is_err()
+        {
             return (StatusCode::BAD_REQUEST, "bad gzip").into_response();
         }
         out
@@ -141,8 +161,16 @@ async fn http_export(
     match ExportTraceServiceRequest::decode(&raw[..]) {
         Ok(req) => {
             st.store(req, "http");
-            let resp = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
-            (StatusCode::OK, [("content-type", "application/x-protobuf")], resp).into_response()
+            let resp = ExportTraceServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec();
+            (
+                StatusCode::OK,
+                [("content-type", "application/x-protobuf")],
+                resp,
+            )
+                .into_response()
         }
         Err(_) => (StatusCode::BAD_REQUEST, "bad protobuf").into_response(),
     }
@@ -183,9 +211,12 @@ impl OtlpReceiver {
         let gjoin = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(g), async {
-                    let _ = gr.await;
-                })
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(g),
+                    async {
+                        let _ = gr.await;
+                    },
+                )
                 .await;
         });
         let (hs, hr) = oneshot::channel::<()>();
@@ -200,8 +231,14 @@ impl OtlpReceiver {
                 .await;
         });
         if let Ok(mut r) = self.running.lock() {
-            r.push(Running { stop: gs, join: gjoin });
-            r.push(Running { stop: hs, join: hjoin });
+            r.push(Running {
+                stop: gs,
+                join: gjoin,
+            });
+            r.push(Running {
+                stop: hs,
+                join: hjoin,
+            });
         }
     }
 
@@ -222,11 +259,18 @@ impl OtlpReceiver {
 
     /// Stop listening (clients get connection refused). Open connections are closed.
     pub async fn stop(&self) {
-        let running: Vec<Running> = self.running.lock().map(|mut r| r.drain(..).collect()).unwrap_or_default();
+        let running: Vec<Running> = self
+            .running
+            .lock()
+            .map(|mut r| r.drain(..).collect())
+            .unwrap_or_default();
         for r in running {
             let _ = r.stop.send(());
             let mut join = r.join;
-            if tokio::time::timeout(Duration::from_secs(2), &mut join).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut join)
+                .await
+                .is_err()
+            {
                 join.abort();
             }
         }
@@ -241,7 +285,11 @@ impl OtlpReceiver {
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.state.spans.lock().map(|v| v.clone()).unwrap_or_default()
+        self.state
+            .spans
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     pub fn span_count(&self) -> usize {
@@ -260,7 +308,11 @@ impl OtlpReceiver {
 
     /// Request headers / gRPC metadata seen (lower-case names).
     pub fn headers(&self) -> Vec<(String, String)> {
-        self.state.headers.lock().map(|v| v.clone()).unwrap_or_default()
+        self.state
+            .headers
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     pub fn clear(&self) {

@@ -8,7 +8,9 @@ use agent_protocols::{Detail, HttpInfo, ProtocolKind, Record, RedisInfo};
 use tokio::sync::mpsc;
 use tracewire::correlate::CorrelatorConfig;
 use tracewire::export::{PipelineConfig, PipelineHandle, spawn_span_pipeline};
-use tracewire::exportcfg::{BatchConfig, Compression, ExportConfig, ExporterKind, OtlpConfig, OtlpProtocol};
+use tracewire::exportcfg::{
+    BatchConfig, Compression, ExportConfig, ExporterKind, OtlpConfig, OtlpProtocol,
+};
 use tracewire::model::{ConnMeta, Exchange, Role};
 use tracewire::spans::ClockOffset;
 use tracewire_e2e::otlp_receiver::{OtlpReceiver, ReceivedSpan};
@@ -20,9 +22,27 @@ fn addr(s: &str) -> SocketAddr {
     }
 }
 
-fn http_ex(pid: u32, tid: u32, conn_id: u64, role: Role, local: &str, remote: &str, path: &str, t: [u64; 4]) -> Exchange {
+#[allow(clippy::too_many_arguments)]
+fn http_ex(
+    pid: u32,
+    tid: u32,
+    conn_id: u64,
+    role: Role,
+    local: &str,
+    remote: &str,
+    path: &str,
+    t: [u64; 4],
+) -> Exchange {
     Exchange {
-        conn: ConnMeta { conn_id, pid, fd: 5, role, local: Some(addr(local)), remote: Some(addr(remote)), unix_path: None },
+        conn: ConnMeta {
+            conn_id,
+            pid,
+            fd: 5,
+            role,
+            local: Some(addr(local)),
+            remote: Some(addr(remote)),
+            unix_path: None,
+        },
         tid,
         record: Record {
             protocol: ProtocolKind::Http1,
@@ -45,7 +65,15 @@ fn http_ex(pid: u32, tid: u32, conn_id: u64, role: Role, local: &str, remote: &s
 
 fn redis_ex(pid: u32, tid: u32, t: [u64; 4]) -> Exchange {
     Exchange {
-        conn: ConnMeta { conn_id: 99, pid, fd: 7, role: Role::Client, local: Some(addr("127.0.0.1:45000")), remote: Some(addr("127.0.0.1:6379")), unix_path: None },
+        conn: ConnMeta {
+            conn_id: 99,
+            pid,
+            fd: 7,
+            role: Role::Client,
+            local: Some(addr("127.0.0.1:45000")),
+            remote: Some(addr("127.0.0.1:6379")),
+            unix_path: None,
+        },
         tid,
         record: Record {
             protocol: ProtocolKind::Redis,
@@ -55,7 +83,11 @@ fn redis_ex(pid: u32, tid: u32, t: [u64; 4]) -> Exchange {
             end_ns: t[3],
             request_bytes: 20,
             response_bytes: 5,
-            detail: Detail::Redis(RedisInfo { command: "GET".into(), key: Some("k".into()), ..Default::default() }),
+            detail: Detail::Redis(RedisInfo {
+                command: "GET".into(),
+                key: Some("k".into()),
+                ..Default::default()
+            }),
         },
     }
 }
@@ -102,13 +134,20 @@ fn config(protocol: OtlpProtocol, endpoint: String, batch: BatchConfig) -> Pipel
         batch,
         jsonl_path: None,
     });
-    cfg.correlate = CorrelatorConfig { hold: Duration::from_millis(150), ..CorrelatorConfig::default() };
+    cfg.correlate = CorrelatorConfig {
+        hold: Duration::from_millis(150),
+        ..CorrelatorConfig::default()
+    };
     cfg.tick = Duration::from_millis(20);
     cfg
 }
 
 fn fast_batch() -> BatchConfig {
-    BatchConfig { max_batch: 64, max_delay: Duration::from_millis(50), ..BatchConfig::default() }
+    BatchConfig {
+        max_batch: 64,
+        max_delay: Duration::from_millis(50),
+        ..BatchConfig::default()
+    }
 }
 
 /// frontend (this test process) SERVER -> frontend CLIENT -> backend (child) SERVER -> redis.
@@ -116,14 +155,45 @@ fn chain(front: u32, back: u32, base: u64) -> Vec<Exchange> {
     let t = |a: u64, b: u64, c: u64, d: u64| [base + a, base + b, base + c, base + d];
     vec![
         redis_ex(back, 21, t(4_000, 4_100, 4_500, 4_600)),
-        http_ex(back, 21, 3, Role::Server, "127.0.0.1:9090", "127.0.0.1:40001", "/api", t(2_200, 2_300, 7_800, 7_900)),
-        http_ex(front, 11, 2, Role::Client, "127.0.0.1:40001", "127.0.0.1:9090", "/api", t(2_000, 2_100, 8_000, 8_100)),
-        http_ex(front, 11, 1, Role::Server, "127.0.0.1:8080", "127.0.0.1:50000", "/", t(1_000, 1_100, 9_000, 9_100)),
+        http_ex(
+            back,
+            21,
+            3,
+            Role::Server,
+            "127.0.0.1:9090",
+            "127.0.0.1:40001",
+            "/api",
+            t(2_200, 2_300, 7_800, 7_900),
+        ),
+        http_ex(
+            front,
+            11,
+            2,
+            Role::Client,
+            "127.0.0.1:40001",
+            "127.0.0.1:9090",
+            "/api",
+            t(2_000, 2_100, 8_000, 8_100),
+        ),
+        http_ex(
+            front,
+            11,
+            1,
+            Role::Server,
+            "127.0.0.1:8080",
+            "127.0.0.1:50000",
+            "/",
+            t(1_000, 1_100, 9_000, 9_100),
+        ),
     ]
 }
 
 fn by<'a>(spans: &'a [ReceivedSpan], service: &str, kind: i32, name: &str) -> &'a ReceivedSpan {
-    match spans.iter().find(|s| s.resource_attr("service.name").as_deref() == Some(service) && s.span.kind == kind && s.span.name == name) {
+    match spans.iter().find(|s| {
+        s.resource_attr("service.name").as_deref() == Some(service)
+            && s.span.kind == kind
+            && s.span.name == name
+    }) {
         Some(s) => s,
         None => panic!("no {service} {kind} {name} in {spans:#?}"),
     }
@@ -138,25 +208,37 @@ async fn roundtrip(protocol: OtlpProtocol) {
     let backend = backend_process();
     let front = std::process::id();
     let back = backend.0.id();
-    let front_exe = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string())).unwrap_or_default();
+    let front_exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        .unwrap_or_default();
     let (tx, erx) = mpsc::channel(64);
     let handle = match spawn_span_pipeline(config(protocol, endpoint, fast_batch()), erx) {
         Ok(h) => h,
         Err(e) => panic!("pipeline: {e}"),
     };
     let base = ClockOffset::now_mono_ns();
-    let wall_before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let wall_before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     for ex in chain(front, back, base) {
         assert!(tx.send(ex).await.is_ok());
     }
     let got = rx.wait_for_spans(4, Duration::from_secs(10)).await;
-    let Some(spans) = got else { panic!("only {} spans arrived", rx.span_count()) };
+    let Some(spans) = got else {
+        panic!("only {} spans arrived", rx.span_count())
+    };
     assert_eq!(spans.len(), 4);
     let via = match protocol {
         OtlpProtocol::Grpc => "grpc",
         OtlpProtocol::HttpProtobuf => "http",
     };
-    assert!(spans.iter().all(|s| s.via == via && s.scope_name == "tracewire"));
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.via == via && s.scope_name == "tracewire")
+    );
     // Resources come from /proc: this process and the child with OTEL_SERVICE_NAME.
     let fe_srv = by(&spans, &front_exe, 2, "GET");
     let fe_cli = by(&spans, &front_exe, 3, "GET");
@@ -164,33 +246,59 @@ async fn roundtrip(protocol: OtlpProtocol) {
     let be_redis = by(&spans, "backend-svc", 3, "GET");
     assert_eq!(fe_srv.resource_attr("process.pid"), Some(front.to_string()));
     assert_eq!(be_srv.resource_attr("process.pid"), Some(back.to_string()));
-    assert_eq!(be_srv.resource_attr("process.executable.name").as_deref(), Some("sleep"));
+    assert_eq!(
+        be_srv.resource_attr("process.executable.name").as_deref(),
+        Some("sleep")
+    );
     for s in [fe_srv, fe_cli, be_srv, be_redis] {
-        assert_eq!(s.resource_attr("telemetry.distro.name").as_deref(), Some("tracewire"));
+        assert_eq!(
+            s.resource_attr("telemetry.distro.name").as_deref(),
+            Some("tracewire")
+        );
         assert_eq!(s.resource_attr("os.type").as_deref(), Some("linux"));
         assert!(s.resource_attr("host.name").is_some());
         assert_eq!(s.span.trace_id, fe_srv.span.trace_id);
         assert_eq!(s.span.trace_id.len(), 16);
         assert_eq!(s.span.span_id.len(), 8);
         // Monotonic -> epoch conversion lands on the wall clock.
-        assert!(s.span.start_time_unix_nano + 1_000_000_000 > wall_before, "start {} vs {wall_before}", s.span.start_time_unix_nano);
+        assert!(
+            s.span.start_time_unix_nano + 1_000_000_000 > wall_before,
+            "start {} vs {wall_before}",
+            s.span.start_time_unix_nano
+        );
         assert!(s.span.start_time_unix_nano < wall_before + 10_000_000_000);
     }
-    assert_eq!(fe_srv.span.end_time_unix_nano - fe_srv.span.start_time_unix_nano, 8_100);
+    assert_eq!(
+        fe_srv.span.end_time_unix_nano - fe_srv.span.start_time_unix_nano,
+        8_100
+    );
     assert!(fe_srv.span.parent_span_id.is_empty());
     assert_eq!(fe_cli.span.parent_span_id, fe_srv.span.span_id);
     assert_eq!(be_srv.span.parent_span_id, fe_cli.span.span_id);
     assert_eq!(be_redis.span.parent_span_id, be_srv.span.span_id);
-    assert_eq!(fe_cli.attr("tracewire.link.rule").as_deref(), Some("thread"));
-    assert_eq!(be_srv.attr("tracewire.link.rule").as_deref(), Some("connection"));
+    assert_eq!(
+        fe_cli.attr("tracewire.link.rule").as_deref(),
+        Some("thread")
+    );
+    assert_eq!(
+        be_srv.attr("tracewire.link.rule").as_deref(),
+        Some("connection")
+    );
     assert_eq!(be_redis.attr("db.system.name").as_deref(), Some("redis"));
     assert_eq!(fe_srv.attr("url.path").as_deref(), Some("/"));
     // One ResourceSpans per process: the receiver saw 2 distinct resources.
-    let mut pids: Vec<String> = spans.iter().filter_map(|s| s.resource_attr("process.pid")).collect();
+    let mut pids: Vec<String> = spans
+        .iter()
+        .filter_map(|s| s.resource_attr("process.pid"))
+        .collect();
     pids.sort();
     pids.dedup();
     assert_eq!(pids.len(), 2);
-    assert!(rx.headers().iter().any(|(k, v)| k == "x-tenant" && v == "t1"));
+    assert!(
+        rx.headers()
+            .iter()
+            .any(|(k, v)| k == "x-tenant" && v == "t1")
+    );
     drop(tx);
     let st = handle.shutdown(Duration::from_secs(5)).await;
     assert_eq!(st.exchanges_received, 4);
@@ -213,7 +321,11 @@ async fn http_protobuf_roundtrip() {
     roundtrip(OtlpProtocol::HttpProtobuf).await;
 }
 
-async fn wait_stats(h: &PipelineHandle, what: &str, f: impl Fn(&tracewire::export::PipelineStats) -> bool) {
+async fn wait_stats(
+    h: &PipelineHandle,
+    what: &str,
+    f: impl Fn(&tracewire::export::PipelineStats) -> bool,
+) {
     for _ in 0..200 {
         if f(&h.stats()) {
             return;
@@ -247,11 +359,23 @@ async fn collector_down(protocol: OtlpProtocol) {
     let base = ClockOffset::now_mono_ns();
     for i in 0..200u64 {
         let t = base + i * 10_000;
-        let ex = http_ex(me, 1, 1000 + i, Role::Server, "127.0.0.1:8080", "127.0.0.1:50000", "/down", [t, t + 1, t + 2, t + 3]);
+        let ex = http_ex(
+            me,
+            1,
+            1000 + i,
+            Role::Server,
+            "127.0.0.1:8080",
+            "127.0.0.1:50000",
+            "/down",
+            [t, t + 1, t + 2, t + 3],
+        );
         assert!(tx.send(ex).await.is_ok());
     }
     // The queue (20) overflows while the collector is down; attempts fail and are counted.
-    wait_stats(&handle, "drops and errors", |s| s.spans_emitted == 200 && s.otlp_dropped_queue_full > 0 && s.otlp_export_errors > 0).await;
+    wait_stats(&handle, "drops and errors", |s| {
+        s.spans_emitted == 200 && s.otlp_dropped_queue_full > 0 && s.otlp_export_errors > 0
+    })
+    .await;
     let st = handle.stats();
     assert_eq!(st.exchanges_received, 200);
     assert!(st.otlp_dropped_queue_full >= 200 - 20 - 5 * 2, "{st:?}");
@@ -263,16 +387,33 @@ async fn collector_down(protocol: OtlpProtocol) {
     let base = ClockOffset::now_mono_ns();
     for i in 0..10u64 {
         let t = base + i * 10_000;
-        let ex = http_ex(me, 1, 5000 + i, Role::Server, "127.0.0.1:8080", "127.0.0.1:50000", "/after", [t, t + 1, t + 2, t + 3]);
+        let ex = http_ex(
+            me,
+            1,
+            5000 + i,
+            Role::Server,
+            "127.0.0.1:8080",
+            "127.0.0.1:50000",
+            "/after",
+            [t, t + 1, t + 2, t + 3],
+        );
         assert!(tx.send(ex).await.is_ok());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let after = rx.spans().iter().filter(|s| s.attr("url.path").as_deref() == Some("/after")).count();
+        let after = rx
+            .spans()
+            .iter()
+            .filter(|s| s.attr("url.path").as_deref() == Some("/after"))
+            .count();
         if after == 10 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "only {after} /after spans arrived; stats {:?}", handle.stats());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {after} /after spans arrived; stats {:?}",
+            handle.stats()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let st = handle.shutdown(Duration::from_secs(5)).await;
@@ -306,12 +447,24 @@ async fn refusing_collector_is_retried_then_accepts() {
         ..BatchConfig::default()
     };
     let (tx, erx) = mpsc::channel(64);
-    let handle = match spawn_span_pipeline(config(OtlpProtocol::HttpProtobuf, rx.http_endpoint(), batch), erx) {
+    let handle = match spawn_span_pipeline(
+        config(OtlpProtocol::HttpProtobuf, rx.http_endpoint(), batch),
+        erx,
+    ) {
         Ok(h) => h,
         Err(e) => panic!("pipeline: {e}"),
     };
     let base = ClockOffset::now_mono_ns();
-    let ex = http_ex(std::process::id(), 1, 1, Role::Server, "127.0.0.1:8080", "127.0.0.1:50000", "/retry", [base, base + 1, base + 2, base + 3]);
+    let ex = http_ex(
+        std::process::id(),
+        1,
+        1,
+        Role::Server,
+        "127.0.0.1:8080",
+        "127.0.0.1:50000",
+        "/retry",
+        [base, base + 1, base + 2, base + 3],
+    );
     assert!(tx.send(ex).await.is_ok());
     wait_stats(&handle, "refusals", |s| s.otlp_export_errors >= 2).await;
     assert!(rx.refused() >= 2);

@@ -66,7 +66,11 @@ pub struct CorrelatorConfig {
 
 impl Default for CorrelatorConfig {
     fn default() -> Self {
-        CorrelatorConfig { hold: Duration::from_millis(1500), max_held: 65_536, max_conns: 65_536 }
+        CorrelatorConfig {
+            hold: Duration::from_millis(1500),
+            max_held: 65_536,
+            max_conns: 65_536,
+        }
     }
 }
 
@@ -91,9 +95,16 @@ type ConnKey = (SocketAddr, SocketAddr, u64);
 #[derive(Debug, Clone, Copy)]
 enum ParentRef {
     /// From a header: trace id and parent span id are given.
-    Remote { trace_id: [u8; 16], span_id: [u8; 8] },
+    Remote {
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+    },
     /// Another held span.
-    Local { id: u64, rule: LinkRule, parent_start: u64 },
+    Local {
+        id: u64,
+        rule: LinkRule,
+        parent_start: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -135,7 +146,11 @@ fn random_nonzero<const N: usize>() -> [u8; N] {
 fn contains(server: &SpanData, client: &SpanData) -> bool {
     let s = &server.link.timing;
     let c = client.link.timing.start_ns;
-    let open_until = if s.response_start_ns == 0 { s.end_ns } else { s.response_start_ns };
+    let open_until = if s.response_start_ns == 0 {
+        s.end_ns
+    } else {
+        s.response_start_ns
+    };
     s.start_ns <= c && s.request_end_ns <= c && c <= open_until
 }
 
@@ -223,31 +238,45 @@ impl Correlator {
 
     fn link_server(&mut self, id: u64, entry: &mut Entry) {
         // Rule a: traceparent.
-        if let Some(tp) = entry.span.link.traceparent.as_deref().and_then(parse_traceparent) {
-            entry.parent = Some(ParentRef::Remote { trace_id: tp.trace_id, span_id: tp.parent_id });
+        if let Some(tp) = entry
+            .span
+            .link
+            .traceparent
+            .as_deref()
+            .and_then(parse_traceparent)
+        {
+            entry.parent = Some(ParentRef::Remote {
+                trace_id: tp.trace_id,
+                span_id: tp.parent_id,
+            });
             entry.trace_id = Some(tp.trace_id);
             entry.span.trace_state = entry.span.link.tracestate.clone();
         }
         if let Some(key) = entry.key {
             // Rule b: the client end of this connection is already here.
-            if entry.parent.is_none() {
-                if let Some(cid) = self.clients_by_key.get(&key).copied() {
-                    if let Some(c) = self.entries.get(&cid) {
-                        entry.parent = Some(ParentRef::Local {
-                            id: cid,
-                            rule: LinkRule::Connection,
-                            parent_start: c.span.link.timing.start_ns,
-                        });
-                    }
-                }
+            if entry.parent.is_none()
+                && let Some(cid) = self.clients_by_key.get(&key).copied()
+                && let Some(c) = self.entries.get(&cid)
+            {
+                entry.parent = Some(ParentRef::Local {
+                    id: cid,
+                    rule: LinkRule::Connection,
+                    parent_start: c.span.link.timing.start_ns,
+                });
             }
             self.servers_by_key.insert(key, id);
         }
         // Rule c: undecided clients of this thread that this request contains.
         let start = entry.span.link.timing.start_ns;
-        let ids = self.by_thread.get(&entry.thread).cloned().unwrap_or_default();
+        let ids = self
+            .by_thread
+            .get(&entry.thread)
+            .cloned()
+            .unwrap_or_default();
         for cid in ids {
-            let Some(c) = self.entries.get_mut(&cid) else { continue };
+            let Some(c) = self.entries.get_mut(&cid) else {
+                continue;
+            };
             if c.span.kind != SpanKind::Client || !contains(&entry.span, &c.span) {
                 continue;
             }
@@ -257,13 +286,19 @@ impl Correlator {
             }
             let replace = match c.parent {
                 None => true,
-                Some(ParentRef::Local { rule: LinkRule::Thread | LinkRule::ThreadGuess, parent_start, .. }) => {
-                    start > parent_start
-                }
+                Some(ParentRef::Local {
+                    rule: LinkRule::Thread | LinkRule::ThreadGuess,
+                    parent_start,
+                    ..
+                }) => start > parent_start,
                 Some(_) => false,
             };
             if replace {
-                c.parent = Some(ParentRef::Local { id, rule: LinkRule::Thread, parent_start: start });
+                c.parent = Some(ParentRef::Local {
+                    id,
+                    rule: LinkRule::Thread,
+                    parent_start: start,
+                });
             }
         }
     }
@@ -273,10 +308,15 @@ impl Correlator {
             // Rule b: the server end already arrived (it usually finishes first).
             if let Some(sid) = self.servers_by_key.get(&key).copied() {
                 let start = entry.span.link.timing.start_ns;
-                if let Some(s) = self.entries.get_mut(&sid) {
-                    if !s.released && s.parent.is_none() {
-                        s.parent = Some(ParentRef::Local { id, rule: LinkRule::Connection, parent_start: start });
-                    }
+                if let Some(s) = self.entries.get_mut(&sid)
+                    && !s.released
+                    && s.parent.is_none()
+                {
+                    s.parent = Some(ParentRef::Local {
+                        id,
+                        rule: LinkRule::Connection,
+                        parent_start: start,
+                    });
                 }
             }
             self.clients_by_key.insert(key, id);
@@ -284,8 +324,15 @@ impl Correlator {
         // Rule c: an inbound request of this thread that contains this call.
         let mut best: Option<(u64, u64)> = None;
         let mut candidates = 0u32;
-        for sid in self.by_thread.get(&entry.thread).map(Vec::as_slice).unwrap_or(&[]) {
-            let Some(s) = self.entries.get(sid) else { continue };
+        for sid in self
+            .by_thread
+            .get(&entry.thread)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            let Some(s) = self.entries.get(sid) else {
+                continue;
+            };
             if s.span.kind != SpanKind::Server || !contains(&s.span, &entry.span) {
                 continue;
             }
@@ -297,25 +344,33 @@ impl Correlator {
         }
         entry.thread_candidates = candidates;
         if let Some((sid, st)) = best {
-            entry.parent = Some(ParentRef::Local { id: sid, rule: LinkRule::Thread, parent_start: st });
+            entry.parent = Some(ParentRef::Local {
+                id: sid,
+                rule: LinkRule::Thread,
+                parent_start: st,
+            });
         }
     }
 
     /// Release the oldest entry early (buffer full). Returns false when empty.
     fn evict_oldest(&mut self) -> bool {
-        let Some(id) = self.order.pop_front() else { return false };
-        if let Some(e) = self.entries.get(&id) {
-            if !e.released {
-                self.stats.forced_releases += 1;
-                self.release(id, true);
-            }
+        let Some(id) = self.order.pop_front() else {
+            return false;
+        };
+        if let Some(e) = self.entries.get(&id)
+            && !e.released
+        {
+            self.stats.forced_releases += 1;
+            self.release(id, true);
         }
         self.remove(id);
         true
     }
 
     fn remove(&mut self, id: u64) {
-        let Some(e) = self.entries.remove(&id) else { return };
+        let Some(e) = self.entries.remove(&id) else {
+            return;
+        };
         if let Some(k) = e.key {
             let map = match e.span.kind {
                 SpanKind::Client => &mut self.clients_by_key,
@@ -343,7 +398,9 @@ impl Correlator {
 
     /// Decide and emit one entry. `force`: do not wait for an undecided parent.
     fn release(&mut self, id: u64, force: bool) -> bool {
-        let Some(e) = self.entries.get(&id) else { return false };
+        let Some(e) = self.entries.get(&id) else {
+            return false;
+        };
         if e.released {
             return false;
         }
@@ -356,9 +413,17 @@ impl Correlator {
                     link = Some(match p {
                         ParentRef::Remote { span_id, .. } => (LinkRule::Traceparent, span_id, None),
                         ParentRef::Local { id: pid, rule, .. } => {
-                            let sid = self.entries.get(&pid).map(|x| x.span.span_id).unwrap_or([0; 8]);
+                            let sid = self
+                                .entries
+                                .get(&pid)
+                                .map(|x| x.span.span_id)
+                                .unwrap_or([0; 8]);
                             if matches!(rule, LinkRule::Thread) && e.thread_candidates > 1 {
-                                (LinkRule::ThreadGuess, sid, Some(1.0 / f64::from(e.thread_candidates)))
+                                (
+                                    LinkRule::ThreadGuess,
+                                    sid,
+                                    Some(1.0 / f64::from(e.thread_candidates)),
+                                )
                             } else {
                                 (rule, sid, None)
                             }
@@ -373,7 +438,9 @@ impl Correlator {
                 }
             },
         };
-        let Some(e) = self.entries.get_mut(&id) else { return false };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return false;
+        };
         let tid = trace_id.unwrap_or_else(random_nonzero);
         e.trace_id = Some(tid);
         e.released = true;
@@ -384,7 +451,8 @@ impl Correlator {
                 span.parent_span_id = Some(parent_span);
                 span.attributes.set("tracewire.link.rule", rule.as_str());
                 if let Some(c) = conf {
-                    span.attributes.set("tracewire.link.confidence", AttrValue::F64(c));
+                    span.attributes
+                        .set("tracewire.link.confidence", AttrValue::F64(c));
                 }
                 match rule {
                     LinkRule::Traceparent => self.stats.linked_traceparent += 1,
@@ -411,7 +479,9 @@ impl Correlator {
             let mut progress = false;
             let ids: Vec<u64> = self.order.iter().copied().collect();
             for id in ids {
-                let Some(e) = self.entries.get(&id) else { continue };
+                let Some(e) = self.entries.get(&id) else {
+                    continue;
+                };
                 if e.released {
                     continue;
                 }

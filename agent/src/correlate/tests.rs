@@ -10,11 +10,20 @@ use crate::spans::{ClockOffset, SpanConfig, build_span};
 const HOLD: u64 = 1_000_000_000;
 
 fn cfg() -> CorrelatorConfig {
-    CorrelatorConfig { hold: Duration::from_nanos(HOLD), max_held: 10_000, max_conns: 10_000 }
+    CorrelatorConfig {
+        hold: Duration::from_nanos(HOLD),
+        max_held: 10_000,
+        max_conns: 10_000,
+    }
 }
 
 fn span(ex: &Exchange) -> SpanData {
-    match build_span(ex, resource(ex.conn.pid), &ClockOffset::fixed(0), &SpanConfig::default()) {
+    match build_span(
+        ex,
+        resource(ex.conn.pid),
+        &ClockOffset::fixed(0),
+        &SpanConfig::default(),
+    ) {
         Ok(s) => s,
         Err(e) => panic!("skipped {e:?}"),
     }
@@ -36,21 +45,75 @@ fn chain(i: u32, t0: u64) -> Vec<Exchange> {
     let be_out_redis = format!("127.0.0.1:{}", p(42000));
     let c = u64::from(i) * 10;
     let t = |a: u64, b: u64, x: u64, d: u64| (t0 + a, t0 + b, t0 + x, t0 + d);
-    let pg_ex = exchange(c + 4, bpid, btid, Role::Client, &be_out_pg, "127.0.0.1:5432",
-        record(ProtocolKind::Postgres, t(3000, 3100, 3500, 3600), pg("SELECT", "orders")));
-    let redis_ex = exchange(c + 5, bpid, btid, Role::Client, &be_out_redis, "127.0.0.1:6379",
-        record(ProtocolKind::Redis, t(4000, 4100, 4500, 4600), redis("GET")));
-    let be_srv = exchange(c + 3, bpid, btid, Role::Server, &be, &fe_out,
-        record(ProtocolKind::Http1, t(2200, 2300, 7800, 7900), http_detail("GET", "/api", Some(200))));
-    let fe_cli = exchange(c + 2, fpid, ftid, Role::Client, &fe_out, &be,
-        record(ProtocolKind::Http1, t(2000, 2100, 8000, 8100), http_detail("GET", "/api", Some(200))));
-    let fe_srv = exchange(c + 1, fpid, ftid, Role::Server, &fe_local, &curl,
-        record(ProtocolKind::Http1, t(1000, 1100, 9000, 9100), http_detail("GET", "/", Some(200))));
+    let pg_ex = exchange(
+        c + 4,
+        bpid,
+        btid,
+        Role::Client,
+        &be_out_pg,
+        "127.0.0.1:5432",
+        record(
+            ProtocolKind::Postgres,
+            t(3000, 3100, 3500, 3600),
+            pg("SELECT", "orders"),
+        ),
+    );
+    let redis_ex = exchange(
+        c + 5,
+        bpid,
+        btid,
+        Role::Client,
+        &be_out_redis,
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, t(4000, 4100, 4500, 4600), redis("GET")),
+    );
+    let be_srv = exchange(
+        c + 3,
+        bpid,
+        btid,
+        Role::Server,
+        &be,
+        &fe_out,
+        record(
+            ProtocolKind::Http1,
+            t(2200, 2300, 7800, 7900),
+            http_detail("GET", "/api", Some(200)),
+        ),
+    );
+    let fe_cli = exchange(
+        c + 2,
+        fpid,
+        ftid,
+        Role::Client,
+        &fe_out,
+        &be,
+        record(
+            ProtocolKind::Http1,
+            t(2000, 2100, 8000, 8100),
+            http_detail("GET", "/api", Some(200)),
+        ),
+    );
+    let fe_srv = exchange(
+        c + 1,
+        fpid,
+        ftid,
+        Role::Server,
+        &fe_local,
+        &curl,
+        record(
+            ProtocolKind::Http1,
+            t(1000, 1100, 9000, 9100),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
     vec![pg_ex, redis_ex, be_srv, fe_cli, fe_srv]
 }
 
 fn find<'a>(spans: &'a [SpanData], pid: u32, tid: u32, name: &str, kind: SpanKind) -> &'a SpanData {
-    match spans.iter().find(|s| s.pid == pid && s.link.tid == tid && s.name == name && s.kind == kind) {
+    match spans
+        .iter()
+        .find(|s| s.pid == pid && s.link.tid == tid && s.name == name && s.kind == kind)
+    {
         Some(s) => s,
         None => panic!("no span {pid}/{tid} {name} {kind:?}"),
     }
@@ -143,10 +206,24 @@ fn traceparent_join_keeps_tracestate_and_children_follow() {
     let mut h = http("GET", "/", Some(200));
     h.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     h.tracestate = Some("vendor=x".into());
-    let srv = exchange(1, 5, 6, Role::Server, "127.0.0.1:80", "127.0.0.1:3000",
-        record(ProtocolKind::Http1, (100, 110, 900, 1000), Detail::Http(h)));
-    let cli = exchange(2, 5, 6, Role::Client, "127.0.0.1:4000", "127.0.0.1:6379",
-        record(ProtocolKind::Redis, (200, 210, 300, 310), redis("SET")));
+    let srv = exchange(
+        1,
+        5,
+        6,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3000",
+        record(ProtocolKind::Http1, (100, 110, 900, 1000), Detail::Http(h)),
+    );
+    let cli = exchange(
+        2,
+        5,
+        6,
+        Role::Client,
+        "127.0.0.1:4000",
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, (200, 210, 300, 310), redis("SET")),
+    );
     let mut c = Correlator::new(cfg());
     c.push(span(&cli), 0);
     c.push(span(&srv), 10);
@@ -154,9 +231,15 @@ fn traceparent_join_keeps_tracestate_and_children_follow() {
     assert_eq!(out.len(), 2);
     let s = find(&out, 5, 6, "GET", SpanKind::Server);
     let r = find(&out, 5, 6, "SET", SpanKind::Client);
-    let want_trace = [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36];
+    let want_trace = [
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
+        0x36,
+    ];
     assert_eq!(s.trace_id, want_trace);
-    assert_eq!(s.parent_span_id, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+    assert_eq!(
+        s.parent_span_id,
+        Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+    );
     assert_eq!(s.trace_state.as_deref(), Some("vendor=x"));
     assert_eq!(rule(s), Some("traceparent"));
     assert_eq!(r.trace_id, want_trace);
@@ -167,15 +250,55 @@ fn traceparent_join_keeps_tracestate_and_children_follow() {
 #[test]
 fn overlapping_requests_on_one_thread_are_a_guess() {
     // An event loop: two inbound requests open on thread 7, one outbound call inside both.
-    let a = exchange(1, 5, 7, Role::Server, "127.0.0.1:80", "127.0.0.1:3000",
-        record(ProtocolKind::Http1, (100, 110, 900, 1000), http_detail("GET", "/a", Some(200))));
-    let b = exchange(2, 5, 7, Role::Server, "127.0.0.1:80", "127.0.0.1:3001",
-        record(ProtocolKind::Http1, (150, 160, 800, 850), http_detail("POST", "/b", Some(200))));
-    let call = exchange(3, 5, 7, Role::Client, "127.0.0.1:4000", "127.0.0.1:6379",
-        record(ProtocolKind::Redis, (200, 210, 300, 310), redis("GET")));
+    let a = exchange(
+        1,
+        5,
+        7,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3000",
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 900, 1000),
+            http_detail("GET", "/a", Some(200)),
+        ),
+    );
+    let b = exchange(
+        2,
+        5,
+        7,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3001",
+        record(
+            ProtocolKind::Http1,
+            (150, 160, 800, 850),
+            http_detail("POST", "/b", Some(200)),
+        ),
+    );
+    let call = exchange(
+        3,
+        5,
+        7,
+        Role::Client,
+        "127.0.0.1:4000",
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, (200, 210, 300, 310), redis("GET")),
+    );
     // Another process's request on the same tid number must never be chosen.
-    let other = exchange(4, 6, 7, Role::Server, "127.0.0.1:81", "127.0.0.1:3002",
-        record(ProtocolKind::Http1, (190, 195, 900, 1000), http_detail("PUT", "/c", Some(200))));
+    let other = exchange(
+        4,
+        6,
+        7,
+        Role::Server,
+        "127.0.0.1:81",
+        "127.0.0.1:3002",
+        record(
+            ProtocolKind::Http1,
+            (190, 195, 900, 1000),
+            http_detail("PUT", "/c", Some(200)),
+        ),
+    );
     let mut c = Correlator::new(cfg());
     c.push(span(&call), 0);
     c.push(span(&other), 1);
@@ -188,7 +311,10 @@ fn overlapping_requests_on_one_thread_are_a_guess() {
     assert_eq!(call.parent_span_id, Some(b.span_id));
     assert_eq!(call.trace_id, b.trace_id);
     assert_eq!(rule(call), Some("thread_guess"));
-    assert_eq!(call.attributes.get("tracewire.link.confidence"), Some(&AttrValue::F64(0.5)));
+    assert_eq!(
+        call.attributes.get("tracewire.link.confidence"),
+        Some(&AttrValue::F64(0.5))
+    );
     assert_eq!(c.stats().linked_thread_guess, 1);
     assert_eq!(c.stats().roots, 3);
 }
@@ -196,25 +322,53 @@ fn overlapping_requests_on_one_thread_are_a_guess() {
 #[test]
 fn a_call_outside_the_open_window_is_not_linked() {
     // The call starts after the server wrote its response: not a child.
-    let srv = exchange(1, 5, 7, Role::Server, "127.0.0.1:80", "127.0.0.1:3000",
-        record(ProtocolKind::Http1, (100, 110, 200, 210), http_detail("GET", "/", Some(200))));
-    let call = exchange(2, 5, 7, Role::Client, "127.0.0.1:4000", "127.0.0.1:6379",
-        record(ProtocolKind::Redis, (300, 310, 320, 330), redis("GET")));
+    let srv = exchange(
+        1,
+        5,
+        7,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3000",
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 200, 210),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    let call = exchange(
+        2,
+        5,
+        7,
+        Role::Client,
+        "127.0.0.1:4000",
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, (300, 310, 320, 330), redis("GET")),
+    );
     let mut c = Correlator::new(cfg());
     c.push(span(&srv), 0);
     c.push(span(&call), 1);
     let out = c.poll(HOLD + 10);
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|s| s.parent_span_id.is_none()));
-    assert_ne!(out.first().map(|s| s.trace_id), out.get(1).map(|s| s.trace_id));
+    assert_ne!(
+        out.first().map(|s| s.trace_id),
+        out.get(1).map(|s| s.trace_id)
+    );
 }
 
 #[test]
 fn second_request_on_a_connection_matches_second_request() {
     // Keep-alive: two requests on one connection, seen from both ends.
     let mk = |role, l: &str, r: &str, conn, t: T4, path: &str| {
-        exchange(conn, if role == Role::Client { 1 } else { 2 }, 9, role, l, r,
-            record(ProtocolKind::Http1, t, http_detail("GET", path, Some(200))))
+        exchange(
+            conn,
+            if role == Role::Client { 1 } else { 2 },
+            9,
+            role,
+            l,
+            r,
+            record(ProtocolKind::Http1, t, http_detail("GET", path, Some(200))),
+        )
     };
     let (cl, sv) = ("127.0.0.1:40000", "127.0.0.1:8080");
     let c1 = mk(Role::Client, cl, sv, 1, (100, 110, 190, 200), "/1");
@@ -230,7 +384,9 @@ fn second_request_on_a_connection_matches_second_request() {
     let by = |pid: u32, path: &str| match out.iter().find(|s| {
         s.pid == pid
             && (s.attributes.get_str("url.path") == Some(path)
-                || s.attributes.get_str("url.full").is_some_and(|u| u.ends_with(path)))
+                || s.attributes
+                    .get_str("url.full")
+                    .is_some_and(|u| u.ends_with(path)))
     }) {
         Some(s) => s.clone(),
         None => panic!("missing {pid} {path}"),
@@ -242,10 +398,24 @@ fn second_request_on_a_connection_matches_second_request() {
 
 #[test]
 fn full_buffer_releases_early_and_counts() {
-    let mut c = Correlator::new(CorrelatorConfig { max_held: 3, ..cfg() });
+    let mut c = Correlator::new(CorrelatorConfig {
+        max_held: 3,
+        ..cfg()
+    });
     for k in 0..5u64 {
-        let ex = exchange(k, 1, 1, Role::Client, "127.0.0.1:4000", "127.0.0.1:6379",
-            record(ProtocolKind::Redis, (k * 10, k * 10 + 1, k * 10 + 2, k * 10 + 3), redis("GET")));
+        let ex = exchange(
+            k,
+            1,
+            1,
+            Role::Client,
+            "127.0.0.1:4000",
+            "127.0.0.1:6379",
+            record(
+                ProtocolKind::Redis,
+                (k * 10, k * 10 + 1, k * 10 + 2, k * 10 + 3),
+                redis("GET"),
+            ),
+        );
         c.push(span(&ex), k);
     }
     assert_eq!(c.held(), 3);
@@ -262,10 +432,32 @@ fn full_buffer_releases_early_and_counts() {
 fn waiting_for_a_parent_is_bounded() {
     // A client links (by connection) to a server... which links back to the client: a cycle
     // synthetic data can create. The wait ends at 4 windows with orphans counted.
-    let cl = exchange(1, 1, 1, Role::Client, "127.0.0.1:40000", "127.0.0.1:8080",
-        record(ProtocolKind::Http1, (100, 110, 190, 200), http_detail("GET", "/", Some(200))));
-    let sv = exchange(2, 1, 1, Role::Server, "127.0.0.1:8080", "127.0.0.1:40000",
-        record(ProtocolKind::Http1, (90, 95, 300, 310), http_detail("GET", "/", Some(200))));
+    let cl = exchange(
+        1,
+        1,
+        1,
+        Role::Client,
+        "127.0.0.1:40000",
+        "127.0.0.1:8080",
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 190, 200),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    let sv = exchange(
+        2,
+        1,
+        1,
+        Role::Server,
+        "127.0.0.1:8080",
+        "127.0.0.1:40000",
+        record(
+            ProtocolKind::Http1,
+            (90, 95, 300, 310),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
     let mut c = Correlator::new(cfg());
     c.push(span(&sv), 0);
     c.push(span(&cl), 1);

@@ -48,7 +48,11 @@ pub fn parse_traceparent(s: &str) -> Option<TraceParent> {
     if trace_id == [0; 16] || parent_id == [0; 8] {
         return None;
     }
-    Some(TraceParent { trace_id, parent_id, flags: f[0] })
+    Some(TraceParent {
+        trace_id,
+        parent_id,
+        flags: f[0],
+    })
 }
 
 #[cfg(test)]
@@ -61,7 +65,10 @@ mod tests {
         assert_eq!(
             tp,
             Some(TraceParent {
-                trace_id: [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36],
+                trace_id: [
+                    0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e,
+                    0x0e, 0x47, 0x36
+                ],
                 parent_id: [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7],
                 flags: 1,
             })
@@ -79,6 +86,9 @@ mod tests {
             assert_eq!(parse_traceparent(bad), None, "{bad}");
         }
         // A future version may append fields.
-        assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some());
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz")
+                .is_some()
+        );
     }
 }

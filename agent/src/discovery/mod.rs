@@ -79,7 +79,11 @@ impl ProcessCache {
 
     pub fn with_host(cfg: DiscoveryConfig, host: HostInfo) -> Self {
         let cap = NonZeroUsize::new(cfg.max_processes).unwrap_or(NonZeroUsize::MIN);
-        ProcessCache { cfg, host, map: LruCache::new(cap) }
+        ProcessCache {
+            cfg,
+            host,
+            map: LruCache::new(cap),
+        }
     }
 
     pub fn host(&self) -> &HostInfo {
@@ -89,10 +93,10 @@ impl ProcessCache {
     /// The resource for `pid`, read from procfs on first use or after the TTL. A process that
     /// is gone still gets a resource (named `pid-<n>`), so its spans are not lost.
     pub fn resource(&mut self, pid: u32) -> Arc<Resource> {
-        if let Some((res, at)) = self.map.get(&pid) {
-            if at.elapsed() < self.cfg.ttl {
-                return Arc::clone(res);
-            }
+        if let Some((res, at)) = self.map.get(&pid)
+            && at.elapsed() < self.cfg.ttl
+        {
+            return Arc::clone(res);
         }
         let info = read_process(&self.cfg.proc_root, pid, self.cfg.capture_cmdline);
         let res = Arc::new(Resource::for_process(&info, &self.host));

@@ -29,9 +29,11 @@ fn read_bounded(path: &Path) -> Option<Vec<u8>> {
 
 pub fn read_process(proc_root: &Path, pid: u32, capture_cmdline: bool) -> ProcessInfo {
     let dir = proc_root.join(pid.to_string());
-    let exe_path = std::fs::read_link(dir.join("exe"))
-        .ok()
-        .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string());
+    let exe_path = std::fs::read_link(dir.join("exe")).ok().map(|p| {
+        p.to_string_lossy()
+            .trim_end_matches(" (deleted)")
+            .to_string()
+    });
     let exe_name = exe_path
         .as_deref()
         .and_then(|p| Path::new(p).file_name())
@@ -52,11 +54,20 @@ pub fn read_process(proc_root: &Path, pid: u32, capture_cmdline: bool) -> Proces
     } else {
         None
     };
-    let env_service_name = read_bounded(&dir.join("environ")).and_then(|e| parse_environ_service_name(&e));
+    let env_service_name =
+        read_bounded(&dir.join("environ")).and_then(|e| parse_environ_service_name(&e));
     let cgroup = read_bounded(&dir.join("cgroup")).map(|c| String::from_utf8_lossy(&c).to_string());
     let container_id = cgroup.as_deref().and_then(container_id_from_cgroup);
     let k8s_pod_uid = cgroup.as_deref().and_then(pod_uid_from_cgroup);
-    ProcessInfo { pid, exe_name, exe_path, command_line, env_service_name, container_id, k8s_pod_uid }
+    ProcessInfo {
+        pid,
+        exe_name,
+        exe_path,
+        command_line,
+        env_service_name,
+        container_id,
+        k8s_pod_uid,
+    }
 }
 
 /// `OTEL_SERVICE_NAME`, else `service.name` inside `OTEL_RESOURCE_ATTRIBUTES`, from a
@@ -73,7 +84,8 @@ pub fn parse_environ_service_name(environ: &[u8]) -> Option<String> {
             let v = String::from_utf8_lossy(v);
             from_attrs = v.split(',').find_map(|kv| {
                 let (k, val) = kv.split_once('=')?;
-                (k.trim() == "service.name" && !val.trim().is_empty()).then(|| val.trim().to_string())
+                (k.trim() == "service.name" && !val.trim().is_empty())
+                    .then(|| val.trim().to_string())
             });
         }
     }
@@ -143,7 +155,10 @@ mod tests {
     #[test]
     fn container_ids() {
         let id = "a".repeat(64);
-        assert_eq!(container_id_from_cgroup(&format!("0::/docker/{id}\n")), Some(id.clone()));
+        assert_eq!(
+            container_id_from_cgroup(&format!("0::/docker/{id}\n")),
+            Some(id.clone())
+        );
         assert_eq!(
             container_id_from_cgroup(&format!(
                 "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{id}.scope\n"
@@ -154,7 +169,10 @@ mod tests {
             container_id_from_cgroup(&format!("0::/system.slice/docker-{id}.scope")),
             Some(id.clone())
         );
-        assert_eq!(container_id_from_cgroup("0::/user.slice/user-1000.slice/session-2.scope"), None);
+        assert_eq!(
+            container_id_from_cgroup("0::/user.slice/user-1000.slice/session-2.scope"),
+            None
+        );
         assert_eq!(container_id_from_cgroup(""), None);
     }
 

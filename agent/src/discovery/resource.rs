@@ -1,7 +1,7 @@
 //! The resource attribute set of one traced process.
 
-use super::procfs::ProcessInfo;
 use super::HostInfo;
+use super::procfs::ProcessInfo;
 use crate::spans::{AttrValue, Attributes};
 
 pub const DISTRO_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -50,7 +50,10 @@ impl Resource {
         a.set("telemetry.sdk.version", DISTRO_VERSION);
         a.set("telemetry.distro.name", "tracewire");
         a.set("telemetry.distro.version", DISTRO_VERSION);
-        Resource { pid: p.pid, attributes: a }
+        Resource {
+            pid: p.pid,
+            attributes: a,
+        }
     }
 
     pub fn service_name(&self) -> &str {

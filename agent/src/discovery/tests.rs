@@ -2,7 +2,10 @@ use super::*;
 use crate::spans::AttrValue;
 
 fn host() -> HostInfo {
-    HostInfo { name: "node1".into(), id: Some("mid".into()) }
+    HostInfo {
+        name: "node1".into(),
+        id: Some("mid".into()),
+    }
 }
 
 #[test]
@@ -51,8 +54,14 @@ fn env_service_name_wins_and_missing_process_is_named_by_pid() {
         env_service_name: Some("checkout".into()),
         ..Default::default()
     };
-    assert_eq!(Resource::for_process(&info, &host()).service_name(), "checkout");
-    let gone = ProcessInfo { pid: 9, ..Default::default() };
+    assert_eq!(
+        Resource::for_process(&info, &host()).service_name(),
+        "checkout"
+    );
+    let gone = ProcessInfo {
+        pid: 9,
+        ..Default::default()
+    };
     let r = Resource::for_process(&gone, &host());
     assert_eq!(r.service_name(), "pid-9");
     assert_eq!(r.attributes.get("process.executable.name"), None);
@@ -78,16 +87,29 @@ fn live_child_process_is_read_from_proc() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let mut cache = ProcessCache::with_host(
-        DiscoveryConfig { capture_cmdline: true, ..Default::default() },
+        DiscoveryConfig {
+            capture_cmdline: true,
+            ..Default::default()
+        },
         host(),
     );
     let r = cache.resource(pid);
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(r.service_name(), "sleepy");
-    assert_eq!(r.attributes.get_str("process.executable.name"), Some("sleep"));
-    assert!(r.attributes.get_str("process.executable.path").is_some_and(|p| p.ends_with("/sleep")));
-    assert_eq!(r.attributes.get_str("process.command_line"), Some("sleep 5"));
+    assert_eq!(
+        r.attributes.get_str("process.executable.name"),
+        Some("sleep")
+    );
+    assert!(
+        r.attributes
+            .get_str("process.executable.path")
+            .is_some_and(|p| p.ends_with("/sleep"))
+    );
+    assert_eq!(
+        r.attributes.get_str("process.command_line"),
+        Some("sleep 5")
+    );
     assert_eq!(r.attributes.get_int("process.pid"), Some(i64::from(pid)));
     // Cached: same Arc on the next call.
     let again = cache.resource(pid);
@@ -98,7 +120,10 @@ fn live_child_process_is_read_from_proc() {
 #[test]
 fn cache_is_bounded_and_cmdline_off_by_default() {
     let mut cache = ProcessCache::with_host(
-        DiscoveryConfig { max_processes: 2, ..Default::default() },
+        DiscoveryConfig {
+            max_processes: 2,
+            ..Default::default()
+        },
         host(),
     );
     let me = std::process::id();

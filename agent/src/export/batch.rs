@@ -57,7 +57,9 @@ impl OtlpExporter {
                 true
             }
             Err(_) => {
-                self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
@@ -65,7 +67,11 @@ impl OtlpExporter {
 
     /// Stop accepting spans and export what is queued, giving up at `deadline`.
     pub async fn shutdown(self, deadline: Duration) {
-        let OtlpExporter { tx, mut join, stats } = self;
+        let OtlpExporter {
+            tx,
+            mut join,
+            stats,
+        } = self;
         drop(tx);
         if tokio::time::timeout(deadline, &mut join).await.is_err() {
             join.abort();
@@ -75,7 +81,12 @@ impl OtlpExporter {
     }
 }
 
-async fn worker(mut transport: Transport, cfg: BatchConfig, mut rx: mpsc::Receiver<SpanData>, stats: Arc<OtlpStats>) {
+async fn worker(
+    mut transport: Transport,
+    cfg: BatchConfig,
+    mut rx: mpsc::Receiver<SpanData>,
+    stats: Arc<OtlpStats>,
+) {
     let max_batch = cfg.max_batch.max(1);
     let mut buf: Vec<SpanData> = Vec::with_capacity(max_batch.min(4096));
     let mut flush_at: Option<Instant> = None;
@@ -107,7 +118,13 @@ async fn worker(mut transport: Transport, cfg: BatchConfig, mut rx: mpsc::Receiv
                 while !buf.is_empty() {
                     let n = buf.len().min(max_batch);
                     let rest = buf.split_off(n);
-                    send_with_retry(&mut transport, &cfg, std::mem::replace(&mut buf, rest), &stats).await;
+                    send_with_retry(
+                        &mut transport,
+                        &cfg,
+                        std::mem::replace(&mut buf, rest),
+                        &stats,
+                    )
+                    .await;
                 }
                 return;
             }
@@ -115,7 +132,12 @@ async fn worker(mut transport: Transport, cfg: BatchConfig, mut rx: mpsc::Receiv
     }
 }
 
-async fn send_with_retry(transport: &mut Transport, cfg: &BatchConfig, batch: Vec<SpanData>, stats: &OtlpStats) {
+async fn send_with_retry(
+    transport: &mut Transport,
+    cfg: &BatchConfig,
+    batch: Vec<SpanData>,
+    stats: &OtlpStats,
+) {
     if batch.is_empty() {
         return;
     }
@@ -147,5 +169,9 @@ async fn send_with_retry(transport: &mut Transport, cfg: &BatchConfig, batch: Ve
             }
         }
     }
-    let _ = stats.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+    let _ = stats
+        .in_flight
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
 }

@@ -37,19 +37,33 @@ pub struct ConsoleTraces {
 
 impl ConsoleTraces {
     pub fn new(quiet_ns: u64, max_traces: usize) -> Self {
-        ConsoleTraces { quiet_ns, max_traces: max_traces.max(1), max_spans_per_trace: 1000, traces: HashMap::new(), dropped_spans: 0 }
+        ConsoleTraces {
+            quiet_ns,
+            max_traces: max_traces.max(1),
+            max_spans_per_trace: 1000,
+            traces: HashMap::new(),
+            dropped_spans: 0,
+        }
     }
 
     /// Add a span; may return a trace rendered early when the buffer is full.
     pub fn push(&mut self, span: SpanData, now_ns: u64) -> Option<String> {
         let mut early = None;
         if !self.traces.contains_key(&span.trace_id) && self.traces.len() >= self.max_traces {
-            let oldest = self.traces.iter().min_by_key(|(_, t)| t.first_ns).map(|(k, _)| *k);
+            let oldest = self
+                .traces
+                .iter()
+                .min_by_key(|(_, t)| t.first_ns)
+                .map(|(k, _)| *k);
             if let Some(t) = oldest.and_then(|k| self.traces.remove(&k)) {
                 early = Some(render(&t.spans));
             }
         }
-        let t = self.traces.entry(span.trace_id).or_insert(TraceBuf { spans: Vec::new(), last_ns: now_ns, first_ns: now_ns });
+        let t = self.traces.entry(span.trace_id).or_insert(TraceBuf {
+            spans: Vec::new(),
+            last_ns: now_ns,
+            first_ns: now_ns,
+        });
         t.last_ns = now_ns;
         if t.spans.len() < self.max_spans_per_trace {
             t.spans.push(span);

@@ -18,7 +18,11 @@ fn any_value(v: &AttrValue) -> Value {
 }
 
 fn attrs(a: &Attributes) -> Value {
-    Value::Array(a.iter().map(|(k, v)| json!({ "key": k, "value": any_value(v) })).collect())
+    Value::Array(
+        a.iter()
+            .map(|(k, v)| json!({ "key": k, "value": any_value(v) }))
+            .collect(),
+    )
 }
 
 pub fn span_to_json(s: &SpanData) -> Value {
@@ -37,7 +41,10 @@ pub fn span_to_json(s: &SpanData) -> Value {
         SpanKind::Client => 3,
     };
     m.insert("kind".into(), kind.into());
-    m.insert("startTimeUnixNano".into(), s.start_unix_ns.to_string().into());
+    m.insert(
+        "startTimeUnixNano".into(),
+        s.start_unix_ns.to_string().into(),
+    );
     m.insert("endTimeUnixNano".into(), s.end_unix_ns.to_string().into());
     m.insert("attributes".into(), attrs(&s.attributes));
     let code = match s.status.code {
@@ -51,7 +58,10 @@ pub fn span_to_json(s: &SpanData) -> Value {
         st.insert("message".into(), s.status.message.clone().into());
     }
     m.insert("status".into(), Value::Object(st));
-    m.insert("resource".into(), json!({ "attributes": attrs(&s.resource.attributes) }));
+    m.insert(
+        "resource".into(),
+        json!({ "attributes": attrs(&s.resource.attributes) }),
+    );
     Value::Object(m)
 }
 
@@ -63,13 +73,20 @@ pub struct JsonlWriter {
 
 impl JsonlWriter {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        JsonlWriter { out, written: 0, errors: 0 }
+        JsonlWriter {
+            out,
+            written: 0,
+            errors: 0,
+        }
     }
 
     pub fn open(path: Option<&std::path::Path>) -> std::io::Result<Self> {
         let out: Box<dyn Write + Send> = match path {
             Some(p) => Box::new(std::io::BufWriter::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
             )),
             None => Box::new(std::io::BufWriter::new(std::io::stdout())),
         };

@@ -11,7 +11,9 @@ pub mod transport;
 
 pub use batch::{OtlpExporter, OtlpStats};
 pub use hex::hex;
-pub use pipeline::{PipelineConfig, PipelineError, PipelineHandle, PipelineStats, spawn_span_pipeline};
+pub use pipeline::{
+    PipelineConfig, PipelineError, PipelineHandle, PipelineStats, spawn_span_pipeline,
+};
 
 #[cfg(test)]
 mod tests;

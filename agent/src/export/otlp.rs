@@ -5,7 +5,9 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, span, status,
+};
 
 use crate::discovery::Resource;
 use crate::spans::{AttrValue, Attributes, SpanData, SpanKind, StatusCode};
@@ -24,7 +26,11 @@ pub fn attr_value(v: &AttrValue) -> AnyValue {
 
 pub fn key_values(a: &Attributes) -> Vec<KeyValue> {
     a.iter()
-        .map(|(k, v)| KeyValue { key: k.to_string(), value: Some(attr_value(v)), ..Default::default() })
+        .map(|(k, v)| KeyValue {
+            key: k.to_string(),
+            value: Some(attr_value(v)),
+            ..Default::default()
+        })
         .collect()
 }
 
@@ -49,13 +55,19 @@ pub fn span_to_proto(s: &SpanData) -> Span {
         start_time_unix_nano: s.start_unix_ns,
         end_time_unix_nano: s.end_unix_ns,
         attributes: key_values(&s.attributes),
-        status: Some(Status { message: s.status.message.clone(), code: code as i32 }),
+        status: Some(Status {
+            message: s.status.message.clone(),
+            code: code as i32,
+        }),
         ..Default::default()
     }
 }
 
 pub fn resource_to_proto(r: &Resource) -> ProtoResource {
-    ProtoResource { attributes: key_values(&r.attributes), ..Default::default() }
+    ProtoResource {
+        attributes: key_values(&r.attributes),
+        ..Default::default()
+    }
 }
 
 /// Group spans by their resource (one ResourceSpans per process resource).
@@ -63,7 +75,10 @@ pub fn to_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
     let mut groups: Vec<(Arc<Resource>, Vec<Span>)> = Vec::new();
     for s in spans {
         let p = span_to_proto(s);
-        match groups.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &s.resource) || **r == *s.resource) {
+        match groups
+            .iter_mut()
+            .find(|(r, _)| Arc::ptr_eq(r, &s.resource) || **r == *s.resource)
+        {
             Some((_, v)) => v.push(p),
             None => groups.push((Arc::clone(&s.resource), vec![p])),
         }

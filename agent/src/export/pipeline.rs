@@ -168,11 +168,20 @@ impl Sinks {
         if spans.is_empty() {
             return;
         }
-        shared.counters.spans_emitted.fetch_add(spans.len() as u64, Ordering::Relaxed);
+        shared
+            .counters
+            .spans_emitted
+            .fetch_add(spans.len() as u64, Ordering::Relaxed);
         if let Some(j) = &mut self.jsonl {
             j.write_all(&spans);
-            shared.counters.jsonl_written.store(j.written, Ordering::Relaxed);
-            shared.counters.jsonl_errors.store(j.errors, Ordering::Relaxed);
+            shared
+                .counters
+                .jsonl_written
+                .store(j.written, Ordering::Relaxed);
+            shared
+                .counters
+                .jsonl_errors
+                .store(j.errors, Ordering::Relaxed);
         }
         let need_console = self.console.is_some();
         for s in spans {
@@ -186,10 +195,10 @@ impl Sinks {
                 }
                 (None, _) => {}
             }
-            if let Some(c) = &mut self.console {
-                if let Some(text) = c.push(s, now_ns) {
-                    print_trace(&text, shared);
-                }
+            if let Some(c) = &mut self.console
+                && let Some(text) = c.push(s, now_ns)
+            {
+                print_trace(&text, shared);
             }
         }
     }
@@ -208,7 +217,10 @@ fn print_trace(text: &str, shared: &Shared) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
-    shared.counters.console_traces.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .console_traces
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 /// Start the pipeline on the current tokio runtime. It ends when `rx` closes or on
@@ -224,7 +236,10 @@ pub fn spawn_span_pipeline(
         None
     };
     let console = kinds.contains(&ExporterKind::Console).then(|| {
-        ConsoleTraces::new(u64::try_from(cfg.console_quiet.as_nanos()).unwrap_or(u64::MAX), cfg.console_max_traces)
+        ConsoleTraces::new(
+            u64::try_from(cfg.console_quiet.as_nanos()).unwrap_or(u64::MAX),
+            cfg.console_max_traces,
+        )
     });
     let jsonl = if kinds.contains(&ExporterKind::Jsonl) {
         Some(JsonlWriter::open(cfg.export.jsonl_path.as_deref())?)
@@ -237,9 +252,17 @@ pub fn spawn_span_pipeline(
         otlp: otlp.as_ref().map(|o| Arc::clone(o.stats())),
     });
     let (stop_tx, stop_rx) = oneshot::channel();
-    let sinks = Sinks { otlp, console, jsonl };
+    let sinks = Sinks {
+        otlp,
+        console,
+        jsonl,
+    };
     let join = tokio::spawn(run(cfg, rx, stop_rx, sinks, Arc::clone(&shared)));
-    Ok(PipelineHandle { shared, stop: Some(stop_tx), join })
+    Ok(PipelineHandle {
+        shared,
+        stop: Some(stop_tx),
+        join,
+    })
 }
 
 async fn run(

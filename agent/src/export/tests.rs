@@ -11,10 +11,36 @@ use crate::spans::testutil::*;
 use crate::spans::{AttrValue, ClockOffset, SpanConfig, SpanData, SpanStatus, build_span};
 use agent_protocols::ProtocolKind;
 
-fn sp(pid: u32, tid: u32, role: Role, name_path: &str, trace: u8, id: u8, parent: Option<u8>, t: (u64, u64)) -> SpanData {
-    let ex = exchange(1, pid, tid, role, "127.0.0.1:8080", "127.0.0.1:40000",
-        record(ProtocolKind::Http1, (t.0, t.0 + 1, t.1 - 1, t.1), http_detail("GET", name_path, Some(200))));
-    let mut s = match build_span(&ex, resource(pid), &ClockOffset::fixed(0), &SpanConfig::default()) {
+#[allow(clippy::too_many_arguments)]
+fn sp(
+    pid: u32,
+    tid: u32,
+    role: Role,
+    name_path: &str,
+    trace: u8,
+    id: u8,
+    parent: Option<u8>,
+    t: (u64, u64),
+) -> SpanData {
+    let ex = exchange(
+        1,
+        pid,
+        tid,
+        role,
+        "127.0.0.1:8080",
+        "127.0.0.1:40000",
+        record(
+            ProtocolKind::Http1,
+            (t.0, t.0 + 1, t.1 - 1, t.1),
+            http_detail("GET", name_path, Some(200)),
+        ),
+    );
+    let mut s = match build_span(
+        &ex,
+        resource(pid),
+        &ClockOffset::fixed(0),
+        &SpanConfig::default(),
+    ) {
         Ok(s) => s,
         Err(e) => panic!("{e:?}"),
     };
@@ -29,21 +55,49 @@ fn otlp_request_groups_by_resource() {
     let r1 = resource(1);
     let mut a = sp(1, 1, Role::Server, "/a", 1, 1, None, (1_000_000, 3_000_000));
     a.resource = Arc::clone(&r1);
-    let mut b = sp(1, 1, Role::Client, "/b", 1, 2, Some(1), (1_500_000, 2_000_000));
+    let mut b = sp(
+        1,
+        1,
+        Role::Client,
+        "/b",
+        1,
+        2,
+        Some(1),
+        (1_500_000, 2_000_000),
+    );
     b.resource = Arc::clone(&r1);
     b.status = SpanStatus::error("boom");
     b.trace_state = Some("k=v".into());
-    let c = sp(2, 1, Role::Server, "/c", 1, 3, Some(2), (1_600_000, 1_900_000));
+    let c = sp(
+        2,
+        1,
+        Role::Server,
+        "/c",
+        1,
+        3,
+        Some(2),
+        (1_600_000, 1_900_000),
+    );
     let req = to_request(&[a, b, c]);
     assert_eq!(req.resource_spans.len(), 2);
     let rs0 = &req.resource_spans[0];
-    let res_attrs = &rs0.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+    let res_attrs = &rs0
+        .resource
+        .as_ref()
+        .map(|r| r.attributes.clone())
+        .unwrap_or_default();
     assert_eq!(res_attrs.len(), 1);
     assert_eq!(res_attrs[0].key, "service.name");
-    assert_eq!(res_attrs[0].value.as_ref().and_then(|v| v.value.clone()), Some(PV::StringValue("svc1".into())));
+    assert_eq!(
+        res_attrs[0].value.as_ref().and_then(|v| v.value.clone()),
+        Some(PV::StringValue("svc1".into()))
+    );
     assert_eq!(rs0.scope_spans.len(), 1);
     let ss = &rs0.scope_spans[0];
-    assert_eq!(ss.scope.as_ref().map(|s| s.name.as_str()), Some("tracewire"));
+    assert_eq!(
+        ss.scope.as_ref().map(|s| s.name.as_str()),
+        Some("tracewire")
+    );
     assert_eq!(ss.spans.len(), 2);
     let s0 = &ss.spans[0];
     assert_eq!(s0.trace_id, vec![1u8; 16]);
@@ -53,16 +107,32 @@ fn otlp_request_groups_by_resource() {
     assert_eq!(s0.name, "GET");
     assert_eq!(s0.start_time_unix_nano, 1_000_000);
     assert_eq!(s0.end_time_unix_nano, 3_000_000);
-    assert_eq!(s0.status.as_ref().map(|s| s.code), Some(status::StatusCode::Unset as i32));
-    let path = s0.attributes.iter().find(|k| k.key == "url.path").and_then(|k| k.value.as_ref()).and_then(|v| v.value.clone());
+    assert_eq!(
+        s0.status.as_ref().map(|s| s.code),
+        Some(status::StatusCode::Unset as i32)
+    );
+    let path = s0
+        .attributes
+        .iter()
+        .find(|k| k.key == "url.path")
+        .and_then(|k| k.value.as_ref())
+        .and_then(|v| v.value.clone());
     assert_eq!(path, Some(PV::StringValue("/a".into())));
-    let port = s0.attributes.iter().find(|k| k.key == "network.peer.port").and_then(|k| k.value.as_ref()).and_then(|v| v.value.clone());
+    let port = s0
+        .attributes
+        .iter()
+        .find(|k| k.key == "network.peer.port")
+        .and_then(|k| k.value.as_ref())
+        .and_then(|v| v.value.clone());
     assert_eq!(port, Some(PV::IntValue(40000)));
     let s1 = &ss.spans[1];
     assert_eq!(s1.parent_span_id, vec![1u8; 8]);
     assert_eq!(s1.kind, span::SpanKind::Client as i32);
     assert_eq!(s1.trace_state, "k=v");
-    assert_eq!(s1.status.as_ref().map(|s| (s.code, s.message.as_str())), Some((status::StatusCode::Error as i32, "boom")));
+    assert_eq!(
+        s1.status.as_ref().map(|s| (s.code, s.message.as_str())),
+        Some((status::StatusCode::Error as i32, "boom"))
+    );
     let rs1 = &req.resource_spans[1];
     assert_eq!(rs1.scope_spans[0].spans.len(), 1);
     assert_eq!(rs1.scope_spans[0].spans[0].span_id, vec![3u8; 8]);
@@ -71,7 +141,8 @@ fn otlp_request_groups_by_resource() {
 #[test]
 fn jsonl_line_shape() {
     let mut s = sp(7, 1, Role::Server, "/x", 0xab, 0xcd, Some(0xef), (5, 10));
-    s.attributes.set("tracewire.link.confidence", AttrValue::F64(0.5));
+    s.attributes
+        .set("tracewire.link.confidence", AttrValue::F64(0.5));
     let v = span_to_json(&s);
     assert_eq!(v["traceId"], "abababababababababababababababab");
     assert_eq!(v["spanId"], "cdcdcdcdcdcdcdcd");
@@ -82,18 +153,38 @@ fn jsonl_line_shape() {
     assert_eq!(v["endTimeUnixNano"], "10");
     assert_eq!(v["status"]["code"], 0);
     let attrs = v["attributes"].as_array().cloned().unwrap_or_default();
-    let find = |k: &str| attrs.iter().find(|a| a["key"] == k).map(|a| a["value"].clone());
-    assert_eq!(find("url.path"), Some(serde_json::json!({"stringValue": "/x"})));
-    assert_eq!(find("http.response.status_code"), Some(serde_json::json!({"intValue": "200"})));
-    assert_eq!(find("tracewire.link.confidence"), Some(serde_json::json!({"doubleValue": 0.5})));
+    let find = |k: &str| {
+        attrs
+            .iter()
+            .find(|a| a["key"] == k)
+            .map(|a| a["value"].clone())
+    };
+    assert_eq!(
+        find("url.path"),
+        Some(serde_json::json!({"stringValue": "/x"}))
+    );
+    assert_eq!(
+        find("http.response.status_code"),
+        Some(serde_json::json!({"intValue": "200"}))
+    );
+    assert_eq!(
+        find("tracewire.link.confidence"),
+        Some(serde_json::json!({"doubleValue": 0.5}))
+    );
     assert_eq!(v["resource"]["attributes"][0]["key"], "service.name");
-    assert_eq!(v["resource"]["attributes"][0]["value"]["stringValue"], "svc7");
+    assert_eq!(
+        v["resource"]["attributes"][0]["value"]["stringValue"],
+        "svc7"
+    );
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(b);
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -104,7 +195,11 @@ fn jsonl_line_shape() {
     let mut w = JsonlWriter::new(Box::new(buf.clone()));
     w.write_all(&[s.clone(), s]);
     assert_eq!(w.written, 2);
-    let text = buf.0.lock().map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default();
+    let text = buf
+        .0
+        .lock()
+        .map(|b| String::from_utf8_lossy(&b).to_string())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2);
     let parsed: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_default();
@@ -114,8 +209,26 @@ fn jsonl_line_shape() {
 #[test]
 fn console_renders_trees_after_quiet_period() {
     let root = sp(1, 1, Role::Server, "/", 9, 1, None, (0, 10_000_000));
-    let child = sp(1, 1, Role::Client, "/api", 9, 2, Some(1), (1_000_000, 6_000_000));
-    let grandchild = sp(2, 5, Role::Server, "/api", 9, 3, Some(2), (2_000_000, 5_000_000));
+    let child = sp(
+        1,
+        1,
+        Role::Client,
+        "/api",
+        9,
+        2,
+        Some(1),
+        (1_000_000, 6_000_000),
+    );
+    let grandchild = sp(
+        2,
+        5,
+        Role::Server,
+        "/api",
+        9,
+        3,
+        Some(2),
+        (2_000_000, 5_000_000),
+    );
     let text = render(&[grandchild.clone(), root.clone(), child.clone()]);
     let want = "trace 09090909090909090909090909090909 (3 spans)\n\
         \x20 svc1 SERVER [GET] 10.000ms UNSET http.response.status_code=200 url.path=/\n\

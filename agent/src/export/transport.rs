@@ -29,8 +29,16 @@ pub struct SendError {
 }
 
 pub enum Transport {
-    Grpc { client: TraceServiceClient<Channel>, metadata: MetadataMap },
-    Http { client: reqwest::Client, url: String, headers: reqwest::header::HeaderMap, gzip: bool },
+    Grpc {
+        client: TraceServiceClient<Channel>,
+        metadata: MetadataMap,
+    },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        headers: reqwest::header::HeaderMap,
+        gzip: bool,
+    },
 }
 
 impl Transport {
@@ -45,7 +53,9 @@ impl Transport {
                 if cfg.endpoint.starts_with("https://") {
                     ep = ep
                         .tls_config(ClientTlsConfig::new().with_webpki_roots())
-                        .map_err(|e| TransportError::Endpoint(cfg.endpoint.clone(), e.to_string()))?;
+                        .map_err(|e| {
+                            TransportError::Endpoint(cfg.endpoint.clone(), e.to_string())
+                        })?;
                 }
                 let mut client = TraceServiceClient::new(ep.connect_lazy());
                 if cfg.compression == Compression::Gzip {
@@ -53,8 +63,10 @@ impl Transport {
                 }
                 let mut metadata = MetadataMap::new();
                 for (k, v) in &cfg.headers {
-                    let key = AsciiMetadataKey::from_bytes(k.as_bytes()).map_err(|_| TransportError::Header(k.clone()))?;
-                    let val = AsciiMetadataValue::try_from(v.as_str()).map_err(|_| TransportError::Header(k.clone()))?;
+                    let key = AsciiMetadataKey::from_bytes(k.as_bytes())
+                        .map_err(|_| TransportError::Header(k.clone()))?;
+                    let val = AsciiMetadataValue::try_from(v.as_str())
+                        .map_err(|_| TransportError::Header(k.clone()))?;
                     metadata.insert(key, val);
                 }
                 Ok(Transport::Grpc { client, metadata })
@@ -67,8 +79,10 @@ impl Transport {
                     .map_err(|e| TransportError::Client(e.to_string()))?;
                 let mut headers = reqwest::header::HeaderMap::new();
                 for (k, v) in &cfg.headers {
-                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| TransportError::Header(k.clone()))?;
-                    let val = reqwest::header::HeaderValue::from_str(v).map_err(|_| TransportError::Header(k.clone()))?;
+                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| TransportError::Header(k.clone()))?;
+                    let val = reqwest::header::HeaderValue::from_str(v)
+                        .map_err(|_| TransportError::Header(k.clone()))?;
                     headers.insert(name, val);
                 }
                 Ok(Transport::Http {
@@ -94,21 +108,32 @@ impl Transport {
                     }),
                 }
             }
-            Transport::Http { client, url, headers, gzip } => {
+            Transport::Http {
+                client,
+                url,
+                headers,
+                gzip,
+            } => {
                 let mut body = req.encode_to_vec();
                 let mut rb = client
                     .post(url.as_str())
                     .headers(headers.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
                 if *gzip {
-                    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                     let gz = enc.write_all(&body).and_then(|_| enc.finish());
                     match gz {
                         Ok(b) => {
                             body = b;
                             rb = rb.header(reqwest::header::CONTENT_ENCODING, "gzip");
                         }
-                        Err(e) => return Err(SendError { retryable: false, message: format!("gzip: {e}") }),
+                        Err(e) => {
+                            return Err(SendError {
+                                retryable: false,
+                                message: format!("gzip: {e}"),
+                            });
+                        }
                     }
                 }
                 match rb.body(body).send().await {
@@ -117,10 +142,16 @@ impl Transport {
                         if resp.status().is_success() {
                             Ok(())
                         } else {
-                            Err(SendError { retryable: http_retryable(code), message: format!("HTTP {code}") })
+                            Err(SendError {
+                                retryable: http_retryable(code),
+                                message: format!("HTTP {code}"),
+                            })
                         }
                     }
-                    Err(e) => Err(SendError { retryable: true, message: format!("HTTP request: {e}") }),
+                    Err(e) => Err(SendError {
+                        retryable: true,
+                        message: format!("HTTP request: {e}"),
+                    }),
                 }
             }
         }
@@ -130,7 +161,16 @@ impl Transport {
 /// OTLP spec: these codes are retryable.
 pub fn grpc_retryable(code: tonic::Code) -> bool {
     use tonic::Code::*;
-    matches!(code, Cancelled | DeadlineExceeded | ResourceExhausted | Aborted | OutOfRange | Unavailable | DataLoss)
+    matches!(
+        code,
+        Cancelled
+            | DeadlineExceeded
+            | ResourceExhausted
+            | Aborted
+            | OutOfRange
+            | Unavailable
+            | DataLoss
+    )
 }
 
 pub fn http_retryable(code: u16) -> bool {

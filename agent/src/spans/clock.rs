@@ -7,7 +7,10 @@ pub struct ClockOffset {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> Option<i128> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes to it.
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
@@ -22,7 +25,9 @@ impl ClockOffset {
         let r1 = clock_ns(libc::CLOCK_REALTIME).unwrap_or(0);
         let m = clock_ns(libc::CLOCK_MONOTONIC).unwrap_or(0);
         let r2 = clock_ns(libc::CLOCK_REALTIME).unwrap_or(r1);
-        ClockOffset { offset_ns: (r1 + r2) / 2 - m }
+        ClockOffset {
+            offset_ns: (r1 + r2) / 2 - m,
+        }
     }
 
     /// A fixed offset (tests).
@@ -69,6 +74,9 @@ mod tests {
     fn fixed_offset_and_clamping() {
         assert_eq!(ClockOffset::fixed(1_000).to_unix_ns(5), 1_005);
         assert_eq!(ClockOffset::fixed(-10).to_unix_ns(5), 0);
-        assert_eq!(ClockOffset::fixed(i128::from(u64::MAX)).to_unix_ns(5), u64::MAX);
+        assert_eq!(
+            ClockOffset::fixed(i128::from(u64::MAX)).to_unix_ns(5),
+            u64::MAX
+        );
     }
 }

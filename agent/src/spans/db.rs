@@ -60,13 +60,21 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
         }
         None => SpanStatus::unset(),
     };
-    Built { name, attributes: a, status }
+    Built {
+        name,
+        attributes: a,
+        status,
+    }
 }
 
 pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
     let mut a = Attributes::default();
     a.set("db.system.name", "redis");
-    let cmd = if r.command.is_empty() { "redis" } else { r.command.as_str() };
+    let cmd = if r.command.is_empty() {
+        "redis"
+    } else {
+        r.command.as_str()
+    };
     if !r.command.is_empty() {
         a.set("db.operation.name", r.command.as_str());
     }
@@ -83,5 +91,9 @@ pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
         }
         None => SpanStatus::unset(),
     };
-    Built { name: cmd.to_string(), attributes: a, status }
+    Built {
+        name: cmd.to_string(),
+        attributes: a,
+        status,
+    }
 }

@@ -37,7 +37,11 @@ fn server_error(code: u32) -> bool {
 pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built {
     let mut a = Attributes::default();
     a.set("rpc.system.name", "grpc");
-    let method = g.path.as_deref().map(|p| p.trim_start_matches('/')).filter(|p| !p.is_empty());
+    let method = g
+        .path
+        .as_deref()
+        .map(|p| p.trim_start_matches('/'))
+        .filter(|p| !p.is_empty());
     let name = match method {
         Some(m) => {
             a.set("rpc.method", m);
@@ -88,8 +92,16 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
         None => {
             // No status: the stream was reset or the connection ended before trailers.
             a.set("error.type", "_OTHER");
-            SpanStatus::error(if g.reset { "stream reset" } else { "no grpc-status" })
+            SpanStatus::error(if g.reset {
+                "stream reset"
+            } else {
+                "no grpc-status"
+            })
         }
     };
-    Built { name, attributes: a, status }
+    Built {
+        name,
+        attributes: a,
+        status,
+    }
 }

@@ -62,7 +62,11 @@ pub(crate) fn build_http2_plain(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -
 fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     let mut a = Attributes::default();
     let known = KNOWN_METHODS.contains(&r.method);
-    let name = if known { r.method.to_string() } else { "HTTP".to_string() };
+    let name = if known {
+        r.method.to_string()
+    } else {
+        "HTTP".to_string()
+    };
     if known {
         a.set("http.request.method", r.method);
     } else {
@@ -84,7 +88,10 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
             let (host, port) = split_host_port(h);
             (Some(host), Some(port.unwrap_or(80)))
         }
-        None => (server_sock.map(|s| s.ip().to_string()), server_sock.map(|s| s.port())),
+        None => (
+            server_sock.map(|s| s.ip().to_string()),
+            server_sock.map(|s| s.port()),
+        ),
     };
     match kind {
         SpanKind::Server => {
@@ -148,11 +155,19 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
             SpanStatus::error("no response")
         }
     };
-    Built { name, attributes: a, status }
+    Built {
+        name,
+        attributes: a,
+        status,
+    }
 }
 
 fn bracket_v6(h: &str) -> String {
-    if h.contains(':') { format!("[{h}]") } else { h.to_string() }
+    if h.contains(':') {
+        format!("[{h}]")
+    } else {
+        h.to_string()
+    }
 }
 
 fn format_authority(h: &str, p: u16) -> String {

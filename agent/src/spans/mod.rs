@@ -152,10 +152,16 @@ pub struct SpanStatus {
 
 impl SpanStatus {
     pub fn unset() -> Self {
-        SpanStatus { code: StatusCode::Unset, message: String::new() }
+        SpanStatus {
+            code: StatusCode::Unset,
+            message: String::new(),
+        }
     }
     pub fn error(message: impl Into<String>) -> Self {
-        SpanStatus { code: StatusCode::Error, message: message.into() }
+        SpanStatus {
+            code: StatusCode::Error,
+            message: message.into(),
+        }
     }
 }
 

@@ -3,8 +3,17 @@
 /// Parameter names whose values are replaced by `REDACTED` (matched case-insensitively as a
 /// substring of the key, so `access_token`, `X-Amz-Signature`, `api_key` are all caught).
 const SENSITIVE: &[&str] = &[
-    "token", "password", "passwd", "pwd", "key", "secret", "signature", "sig", "auth",
-    "credential", "session",
+    "token",
+    "password",
+    "passwd",
+    "pwd",
+    "key",
+    "secret",
+    "signature",
+    "sig",
+    "auth",
+    "credential",
+    "session",
 ];
 
 fn is_sensitive(key: &str) -> bool {

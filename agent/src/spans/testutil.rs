@@ -12,7 +12,8 @@ use crate::model::{ConnMeta, Exchange, Role};
 use crate::spans::Attributes;
 
 pub fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 pub fn resource(pid: u32) -> Arc<Resource> {
@@ -95,7 +96,11 @@ pub fn pg(op: &str, table: &str) -> Detail {
 }
 
 pub fn redis(cmd: &str) -> Detail {
-    Detail::Redis(RedisInfo { command: cmd.into(), key: Some("k".into()), ..Default::default() })
+    Detail::Redis(RedisInfo {
+        command: cmd.into(),
+        key: Some("k".into()),
+        ..Default::default()
+    })
 }
 
 pub fn grpc(path: &str, status: Option<u32>) -> GrpcInfo {
