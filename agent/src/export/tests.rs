@@ -252,3 +252,165 @@ fn console_renders_trees_after_quiet_period() {
     assert_eq!(c.open_traces(), 2);
     assert_eq!(c.take_ready(3, true).len(), 2);
 }
+
+#[test]
+fn retry_classification() {
+    use super::transport::{grpc_retryable, http_retryable};
+    for c in [429, 502, 503, 504] {
+        assert!(http_retryable(c), "{c}");
+    }
+    for c in [400, 401, 404, 413, 500] {
+        assert!(!http_retryable(c), "{c}");
+    }
+    assert!(grpc_retryable(tonic::Code::Unavailable));
+    assert!(grpc_retryable(tonic::Code::DeadlineExceeded));
+    assert!(grpc_retryable(tonic::Code::ResourceExhausted));
+    assert!(!grpc_retryable(tonic::Code::InvalidArgument));
+    assert!(!grpc_retryable(tonic::Code::Unauthenticated));
+    assert!(!grpc_retryable(tonic::Code::Internal));
+}
+
+#[tokio::test]
+async fn pipeline_writes_jsonl_trees_and_counts_skips() {
+    use super::pipeline::{PipelineConfig, spawn_span_pipeline};
+    use crate::correlate::CorrelatorConfig;
+    use crate::exportcfg::{ExportArgs, ExportConfig, ExporterKind};
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("tracewire-jsonl-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("spans.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let export = match ExportConfig::from_lookup(&ExportArgs::default(), |_| None) {
+        Ok(mut e) => {
+            e.exporters = vec![ExporterKind::Jsonl, ExporterKind::Console];
+            e.jsonl_path = Some(path.clone());
+            e
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let mut cfg = PipelineConfig::new(export);
+    cfg.correlate = CorrelatorConfig {
+        hold: Duration::from_millis(50),
+        ..Default::default()
+    };
+    cfg.tick = Duration::from_millis(10);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let h = match spawn_span_pipeline(cfg, rx) {
+        Ok(h) => h,
+        Err(e) => panic!("{e}"),
+    };
+    let me = std::process::id();
+    let base = ClockOffset::now_mono_ns();
+    let t = |a: u64, b: u64, c: u64, d: u64| (base + a, base + b, base + c, base + d);
+    let client = exchange(
+        2,
+        me,
+        1,
+        Role::Client,
+        "127.0.0.1:40000",
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, t(200, 210, 300, 310), redis("GET")),
+    );
+    let server = exchange(
+        1,
+        me,
+        1,
+        Role::Server,
+        "127.0.0.1:8080",
+        "127.0.0.1:50000",
+        record(
+            ProtocolKind::Http1,
+            t(100, 110, 900, 1000),
+            http_detail("GET", "/j", Some(200)),
+        ),
+    );
+    let unknown = exchange(
+        3,
+        me,
+        1,
+        Role::Unknown,
+        "127.0.0.1:8080",
+        "127.0.0.1:50001",
+        record(
+            ProtocolKind::Http1,
+            t(100, 110, 900, 1000),
+            http_detail("GET", "/u", Some(200)),
+        ),
+    );
+    let db_server = exchange(
+        4,
+        me,
+        1,
+        Role::Server,
+        "127.0.0.1:5432",
+        "127.0.0.1:50002",
+        record(
+            ProtocolKind::Postgres,
+            t(100, 110, 900, 1000),
+            pg("SELECT", "t"),
+        ),
+    );
+    for ex in [client, server, unknown, db_server] {
+        assert!(tx.send(ex).await.is_ok());
+    }
+    // Spans leave after the hold window, before shutdown.
+    for _ in 0..100 {
+        if h.stats().jsonl_written == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(tx);
+    let st = h.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(st.exchanges_received, 4);
+    assert_eq!(st.spans_built, 2);
+    assert_eq!(st.skipped_unknown_role, 1);
+    assert_eq!(st.skipped_db_server, 1);
+    assert_eq!(st.spans_emitted, 2);
+    assert_eq!(st.jsonl_written, 2);
+    assert_eq!(st.jsonl_errors, 0);
+    assert_eq!(st.console_traces_printed, 1);
+    assert_eq!(st.correlate.linked_thread, 1);
+    assert_eq!(st.otlp_exported, 0);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let srv = lines
+        .iter()
+        .find(|v| v["kind"] == 2)
+        .cloned()
+        .unwrap_or_default();
+    let cli = lines
+        .iter()
+        .find(|v| v["kind"] == 3)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(srv["name"], "GET");
+    assert_eq!(cli["name"], "GET");
+    assert_eq!(cli["traceId"], srv["traceId"]);
+    assert_eq!(cli["parentSpanId"], srv["spanId"]);
+    assert!(srv.get("parentSpanId").is_none());
+    let end: u64 = srv["endTimeUnixNano"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let start: u64 = srv["startTimeUnixNano"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(end - start, 900);
+    let res = srv["resource"]["attributes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let pid = res
+        .iter()
+        .find(|a| a["key"] == "process.pid")
+        .map(|a| a["value"]["intValue"].clone());
+    assert_eq!(pid, Some(serde_json::Value::String(me.to_string())));
+    let _ = std::fs::remove_dir_all(&dir);
+}
