@@ -89,8 +89,23 @@ pub struct CorrelateStats {
     pub orphaned: u64,
 }
 
-/// (client address, server address, request number on that connection)
-type ConnKey = (SocketAddr, SocketAddr, u64);
+/// (client address, server address) of a connection.
+type ConnKey = (SocketAddr, SocketAddr);
+
+/// Could `srv` be the far end of exchange `cli` on the same connection? The server finished
+/// reading the request after the client started writing it, and started answering before the
+/// client finished reading. On a keep-alive connection only the true pair passes both.
+fn same_exchange(cli: &SpanData, srv: &SpanData) -> bool {
+    if let (Some(a), Some(b)) = (cli.link.stream_id, srv.link.stream_id)
+        && a != b
+    {
+        return false;
+    }
+    let c = &cli.link.timing;
+    let s = &srv.link.timing;
+    let s_req_end = s.request_end_ns.max(s.start_ns);
+    s_req_end >= c.start_ns && (s.response_start_ns == 0 || s.response_start_ns <= c.end_ns)
+}
 
 #[derive(Debug, Clone, Copy)]
 enum ParentRef {
@@ -117,6 +132,8 @@ struct Entry {
     trace_id: Option<[u8; 16]>,
     released: bool,
     key: Option<ConnKey>,
+    /// Request number on its connection (HTTP/2: stream id), a tie-breaker for rule b.
+    seq: u64,
     thread: (u32, u32),
 }
 
@@ -126,8 +143,8 @@ pub struct Correlator {
     entries: HashMap<u64, Entry>,
     order: VecDeque<u64>,
     next_id: u64,
-    clients_by_key: HashMap<ConnKey, u64>,
-    servers_by_key: HashMap<ConnKey, u64>,
+    clients_by_key: HashMap<ConnKey, Vec<u64>>,
+    servers_by_key: HashMap<ConnKey, Vec<u64>>,
     by_thread: HashMap<(u32, u32), Vec<u64>>,
     seq: LruCache<u64, u64>,
     out: Vec<SpanData>,
@@ -196,8 +213,8 @@ impl Correlator {
         let seq = self.next_seq(&span);
         let key = match (span.link.local, span.link.remote) {
             (Some(l), Some(r)) => Some(match span.kind {
-                SpanKind::Client => (l, r, seq),
-                SpanKind::Server => (r, l, seq),
+                SpanKind::Client => (l, r),
+                SpanKind::Server => (r, l),
             }),
             _ => None,
         };
@@ -210,6 +227,7 @@ impl Correlator {
             trace_id: None,
             released: false,
             key,
+            seq,
             thread,
         };
         match entry.span.kind {
@@ -255,7 +273,7 @@ impl Correlator {
         if let Some(key) = entry.key {
             // Rule b: the client end of this connection is already here.
             if entry.parent.is_none()
-                && let Some(cid) = self.clients_by_key.get(&key).copied()
+                && let Some(cid) = self.best_pair(&self.clients_by_key, key, entry)
                 && let Some(c) = self.entries.get(&cid)
             {
                 entry.parent = Some(ParentRef::Local {
@@ -264,7 +282,7 @@ impl Correlator {
                     parent_start: c.span.link.timing.start_ns,
                 });
             }
-            self.servers_by_key.insert(key, id);
+            self.servers_by_key.entry(key).or_default().push(id);
         }
         // Rule c: undecided clients of this thread that this request contains.
         let start = entry.span.link.timing.start_ns;
@@ -303,10 +321,48 @@ impl Correlator {
         }
     }
 
+    /// The other end of `me` among the exchanges indexed under `key`: it must pass
+    /// [`same_exchange`]; the same request number wins, then the closest start. For a client
+    /// looking for its server, only servers still without a parent qualify.
+    fn best_pair(
+        &self,
+        index: &HashMap<ConnKey, Vec<u64>>,
+        key: ConnKey,
+        me: &Entry,
+    ) -> Option<u64> {
+        let mut best: Option<(u64, (bool, u64))> = None;
+        for id in index.get(&key).map(Vec::as_slice).unwrap_or(&[]) {
+            let Some(o) = self.entries.get(id) else {
+                continue;
+            };
+            let ok = match me.span.kind {
+                SpanKind::Server => same_exchange(&o.span, &me.span),
+                SpanKind::Client => {
+                    !o.released && o.parent.is_none() && same_exchange(&me.span, &o.span)
+                }
+            };
+            if !ok {
+                continue;
+            }
+            let score = (
+                o.seq != me.seq,
+                o.span
+                    .link
+                    .timing
+                    .start_ns
+                    .abs_diff(me.span.link.timing.start_ns),
+            );
+            if best.is_none_or(|(_, b)| score < b) {
+                best = Some((*id, score));
+            }
+        }
+        best.map(|(id, _)| id)
+    }
+
     fn link_client(&mut self, id: u64, entry: &mut Entry) {
         if let Some(key) = entry.key {
             // Rule b: the server end already arrived (it usually finishes first).
-            if let Some(sid) = self.servers_by_key.get(&key).copied() {
+            if let Some(sid) = self.best_pair(&self.servers_by_key, key, entry) {
                 let start = entry.span.link.timing.start_ns;
                 if let Some(s) = self.entries.get_mut(&sid)
                     && !s.released
@@ -319,7 +375,7 @@ impl Correlator {
                     });
                 }
             }
-            self.clients_by_key.insert(key, id);
+            self.clients_by_key.entry(key).or_default().push(id);
         }
         // Rule c: an inbound request of this thread that contains this call.
         let mut best: Option<(u64, u64)> = None;
@@ -376,8 +432,11 @@ impl Correlator {
                 SpanKind::Client => &mut self.clients_by_key,
                 SpanKind::Server => &mut self.servers_by_key,
             };
-            if map.get(&k) == Some(&id) {
-                map.remove(&k);
+            if let Some(v) = map.get_mut(&k) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    map.remove(&k);
+                }
             }
         }
         if let Some(v) = self.by_thread.get_mut(&e.thread) {

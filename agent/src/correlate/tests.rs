@@ -454,7 +454,7 @@ fn waiting_for_a_parent_is_bounded() {
         "127.0.0.1:40000",
         record(
             ProtocolKind::Http1,
-            (90, 95, 300, 310),
+            (90, 100, 150, 310),
             http_detail("GET", "/", Some(200)),
         ),
     );
@@ -478,4 +478,87 @@ fn flush_releases_everything_top_down() {
     let out = c.flush();
     assert_eq!(out.len(), 5);
     assert_chain(&out, 0);
+}
+
+#[test]
+fn connection_pairs_survive_a_missed_exchange() {
+    // The server side lost the first exchange (e.g. capture started late): request counters
+    // disagree by one, timing still pairs the right ends.
+    let (cl, sv) = ("127.0.0.1:40000", "127.0.0.1:8080");
+    let mk = |role, pid, l: &str, r: &str, conn, t: T4, path: &str| {
+        exchange(
+            conn,
+            pid,
+            9,
+            role,
+            l,
+            r,
+            record(ProtocolKind::Http1, t, http_detail("GET", path, Some(200))),
+        )
+    };
+    let c1 = mk(Role::Client, 1, cl, sv, 1, (100, 110, 190, 200), "/1");
+    let c2 = mk(Role::Client, 1, cl, sv, 1, (300, 310, 390, 400), "/2");
+    let s2 = mk(Role::Server, 2, sv, cl, 2, (320, 330, 380, 385), "/2");
+    let c3 = mk(Role::Client, 1, cl, sv, 1, (500, 510, 590, 600), "/3");
+    let s3 = mk(Role::Server, 2, sv, cl, 2, (520, 530, 580, 585), "/3");
+    let mut c = Correlator::new(cfg());
+    for (k, ex) in [&c1, &s2, &c2, &s3, &c3].into_iter().enumerate() {
+        c.push(span(ex), u64::try_from(k).unwrap_or(0));
+    }
+    let out = c.poll(HOLD + 10);
+    assert_eq!(out.len(), 5);
+    let get = |pid: u32, path: &str| match out.iter().find(|s| {
+        s.pid == pid
+            && (s.attributes.get_str("url.path") == Some(path)
+                || s.attributes
+                    .get_str("url.full")
+                    .is_some_and(|u| u.ends_with(path)))
+    }) {
+        Some(s) => s.clone(),
+        None => panic!("missing {pid} {path}"),
+    };
+    assert_eq!(get(2, "/2").parent_span_id, Some(get(1, "/2").span_id));
+    assert_eq!(get(2, "/3").parent_span_id, Some(get(1, "/3").span_id));
+    assert_eq!(get(2, "/3").trace_id, get(1, "/3").trace_id);
+    assert_eq!(get(1, "/1").parent_span_id, None);
+    assert_eq!(c.stats().linked_connection, 2);
+}
+
+#[test]
+fn http2_streams_pair_by_stream_id() {
+    use agent_protocols::Detail;
+    let (cl, sv) = ("127.0.0.1:40000", "127.0.0.1:50051");
+    let mk = |role, pid, l: &str, r: &str, t: T4, sid: u32| {
+        let mut g = grpc("pkg.Svc/M", Some(0));
+        g.stream_id = sid;
+        exchange(
+            u64::from(pid),
+            pid,
+            9,
+            role,
+            l,
+            r,
+            record(ProtocolKind::Http2, t, Detail::Grpc(g)),
+        )
+    };
+    // Two overlapping streams on one connection: timing alone cannot tell them apart.
+    let c1 = mk(Role::Client, 1, cl, sv, (100, 110, 400, 410), 1);
+    let c3 = mk(Role::Client, 1, cl, sv, (105, 115, 390, 395), 3);
+    let s1 = mk(Role::Server, 2, sv, cl, (120, 125, 380, 385), 1);
+    let s3 = mk(Role::Server, 2, sv, cl, (121, 126, 370, 375), 3);
+    let mut c = Correlator::new(cfg());
+    for (k, ex) in [&s3, &s1, &c3, &c1].into_iter().enumerate() {
+        c.push(span(ex), u64::try_from(k).unwrap_or(0));
+    }
+    let out = c.poll(HOLD + 10);
+    let get = |pid: u32, sid: u32| match out
+        .iter()
+        .find(|s| s.pid == pid && s.link.stream_id == Some(sid))
+    {
+        Some(s) => s.clone(),
+        None => panic!("missing {pid} {sid}"),
+    };
+    assert_eq!(get(2, 1).parent_span_id, Some(get(1, 1).span_id));
+    assert_eq!(get(2, 3).parent_span_id, Some(get(1, 3).span_id));
+    assert_eq!(rule(&get(2, 3)), Some("connection"));
 }
