@@ -89,6 +89,20 @@ pub struct CorrelateStats {
     pub orphaned: u64,
 }
 
+/// Most recent spans indexed per thread / per connection: bounds the scans a busy event-loop
+/// thread or a long keep-alive connection would otherwise make on every arrival. Older spans
+/// stay held but can no longer be found by the thread / connection rules.
+const MAX_PER_THREAD: usize = 256;
+const MAX_PER_CONN: usize = 64;
+
+fn push_capped(v: &mut Vec<u64>, id: u64, cap: usize) {
+    if v.len() >= cap {
+        let excess = v.len() + 1 - cap;
+        v.drain(..excess);
+    }
+    v.push(id);
+}
+
 /// (client address, server address) of a connection.
 type ConnKey = (SocketAddr, SocketAddr);
 
@@ -234,7 +248,11 @@ impl Correlator {
             SpanKind::Server => self.link_server(id, &mut entry),
             SpanKind::Client => self.link_client(id, &mut entry),
         }
-        self.by_thread.entry(thread).or_default().push(id);
+        push_capped(
+            self.by_thread.entry(thread).or_default(),
+            id,
+            MAX_PER_THREAD,
+        );
         self.entries.insert(id, entry);
         self.order.push_back(id);
         while self.entries.len() > self.cfg.max_held {
@@ -282,7 +300,11 @@ impl Correlator {
                     parent_start: c.span.link.timing.start_ns,
                 });
             }
-            self.servers_by_key.entry(key).or_default().push(id);
+            push_capped(
+                self.servers_by_key.entry(key).or_default(),
+                id,
+                MAX_PER_CONN,
+            );
         }
         // Rule c: undecided clients of this thread that this request contains.
         let start = entry.span.link.timing.start_ns;
@@ -375,7 +397,11 @@ impl Correlator {
                     });
                 }
             }
-            self.clients_by_key.entry(key).or_default().push(id);
+            push_capped(
+                self.clients_by_key.entry(key).or_default(),
+                id,
+                MAX_PER_CONN,
+            );
         }
         // Rule c: an inbound request of this thread that contains this call.
         let mut best: Option<(u64, u64)> = None;
@@ -534,25 +560,25 @@ impl Correlator {
     /// past their retention, and return the released spans.
     pub fn poll(&mut self, now_ns: u64) -> Vec<SpanData> {
         let max_wait = self.hold_ns.saturating_mul(4);
-        for _ in 0..16 {
-            let mut progress = false;
-            let ids: Vec<u64> = self.order.iter().copied().collect();
-            for id in ids {
-                let Some(e) = self.entries.get(&id) else {
-                    continue;
-                };
-                if e.released {
-                    continue;
-                }
-                let age = now_ns.saturating_sub(e.arrived_ns);
-                if age < self.hold_ns {
-                    continue;
-                }
-                if self.release(id, age >= max_wait) {
-                    progress = true;
-                }
+        // Unreleased spans whose window passed (arrival order: stop at the first young one).
+        let mut due: Vec<(u64, bool)> = Vec::new();
+        for id in &self.order {
+            let Some(e) = self.entries.get(id) else {
+                continue;
+            };
+            let age = now_ns.saturating_sub(e.arrived_ns);
+            if age < self.hold_ns {
+                break;
             }
-            if !progress {
+            if !e.released {
+                due.push((*id, age >= max_wait));
+            }
+        }
+        // Parents first when possible; repeat while releases unblock children.
+        for _ in 0..16 {
+            let before = due.len();
+            due.retain(|&(id, force)| !self.release(id, force));
+            if due.len() == before || due.is_empty() {
                 break;
             }
         }

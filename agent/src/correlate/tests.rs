@@ -562,3 +562,41 @@ fn http2_streams_pair_by_stream_id() {
     assert_eq!(get(2, 3).parent_span_id, Some(get(1, 3).span_id));
     assert_eq!(rule(&get(2, 3)), Some("connection"));
 }
+
+#[test]
+fn thread_index_is_capped() {
+    // 300 calls on one thread, then the request that contains them all: only the most recent
+    // MAX_PER_THREAD (256) are still findable and linked; the other 44 become roots.
+    let mut c = Correlator::new(cfg());
+    for k in 0..300u64 {
+        let t = 1_000 + k * 10;
+        let ex = exchange(
+            k + 10,
+            5,
+            7,
+            Role::Client,
+            "127.0.0.1:4000",
+            "127.0.0.1:6379",
+            record(ProtocolKind::Redis, (t, t + 1, t + 2, t + 3), redis("GET")),
+        );
+        c.push(span(&ex), k);
+    }
+    let srv = exchange(
+        1,
+        5,
+        7,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3000",
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 100_000, 100_010),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    c.push(span(&srv), 400);
+    let out = c.poll(HOLD + 1_000);
+    assert_eq!(out.len(), 301);
+    assert_eq!(c.stats().linked_thread, 256);
+    assert_eq!(c.stats().roots, 45);
+}
