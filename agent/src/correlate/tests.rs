@@ -600,3 +600,36 @@ fn thread_index_is_capped() {
     assert_eq!(c.stats().linked_thread, 256);
     assert_eq!(c.stats().roots, 45);
 }
+
+/// Throughput figure: `cargo test -p tracewire --release --lib -- --ignored --nocapture correlator_throughput`
+#[test]
+#[ignore]
+fn correlator_throughput() {
+    let chains = 20_000u32;
+    let mut exs: Vec<Exchange> = (0..chains)
+        .flat_map(|i| chain(i % 500, u64::from(i) * 20_000))
+        .collect();
+    exs.sort_by_key(|e| e.record.end_ns);
+    let spans: Vec<SpanData> = exs.iter().map(span).collect();
+    let n = spans.len();
+    let mut c = Correlator::new(CorrelatorConfig {
+        hold: Duration::from_millis(100),
+        ..cfg()
+    });
+    let start = std::time::Instant::now();
+    let mut out = 0usize;
+    for (k, s) in spans.into_iter().enumerate() {
+        let now = u64::try_from(k).unwrap_or(0) * 10_000; // 100k spans/s arrival rate
+        c.push(s, now);
+        if k % 1000 == 0 {
+            out += c.poll(now).len();
+        }
+    }
+    out += c.flush().len();
+    let el = start.elapsed();
+    assert_eq!(out, n);
+    println!(
+        "correlator: {n} spans in {el:?} = {:.0} spans/s, held peak bounded by window",
+        n as f64 / el.as_secs_f64()
+    );
+}
