@@ -477,3 +477,53 @@ async fn refusing_collector_is_retried_then_accepts() {
     assert_eq!(st.dropped(), 0);
     rx.stop().await;
 }
+
+/// Throughput figure: `cargo test -p tracewire-e2e --release --test export_roundtrip -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn pipeline_throughput_grpc() {
+    let rx = OtlpReceiver::start().await;
+    let batch = BatchConfig {
+        max_batch: 512,
+        max_delay: Duration::from_millis(50),
+        max_queue: 100_000,
+        ..BatchConfig::default()
+    };
+    let mut cfg = config(OtlpProtocol::Grpc, rx.grpc_endpoint(), batch);
+    cfg.correlate.hold = Duration::from_millis(100);
+    let (tx, erx) = mpsc::channel(4096);
+    let handle = match spawn_span_pipeline(cfg, erx) {
+        Ok(h) => h,
+        Err(e) => panic!("pipeline: {e}"),
+    };
+    let me = std::process::id();
+    let n = 50_000u64;
+    let start = std::time::Instant::now();
+    let base = ClockOffset::now_mono_ns();
+    for i in 0..n {
+        let t = base + i * 1_000;
+        let ex = http_ex(
+            me,
+            u32::try_from(i % 64).unwrap_or(0),
+            i,
+            Role::Server,
+            "127.0.0.1:8080",
+            "127.0.0.1:50000",
+            "/load",
+            [t, t + 1, t + 2, t + 3],
+        );
+        assert!(tx.send(ex).await.is_ok());
+    }
+    let got = rx
+        .wait_for_spans(usize::try_from(n).unwrap_or(0), Duration::from_secs(60))
+        .await;
+    let el = start.elapsed();
+    assert!(got.is_some(), "stats {:?}", handle.stats());
+    let st = handle.shutdown(Duration::from_secs(5)).await;
+    println!(
+        "pipeline -> OTLP/gRPC: {n} spans in {el:?} = {:.0} spans/s (incl. {} ms hold); {st:?}",
+        n as f64 / el.as_secs_f64(),
+        100
+    );
+    rx.stop().await;
+}
