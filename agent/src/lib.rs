@@ -2,7 +2,12 @@
 
 pub mod capture_view;
 pub mod conntrack;
+pub mod correlate;
+pub mod discovery;
+pub mod export;
+pub mod exportcfg;
 pub mod ingest;
 pub mod listening;
 pub mod model;
 pub mod probes;
+pub mod spans;

@@ -4,3 +4,4 @@
 pub mod agent;
 pub mod env;
 pub mod servers;
+pub mod otlp_receiver;

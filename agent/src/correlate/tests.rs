@@ -1,0 +1,635 @@
+use std::time::Duration;
+
+use agent_protocols::{Detail, ProtocolKind};
+
+use super::*;
+use crate::model::{Exchange, Role};
+use crate::spans::testutil::*;
+use crate::spans::{ClockOffset, SpanConfig, build_span};
+
+const HOLD: u64 = 1_000_000_000;
+
+fn cfg() -> CorrelatorConfig {
+    CorrelatorConfig {
+        hold: Duration::from_nanos(HOLD),
+        max_held: 10_000,
+        max_conns: 10_000,
+    }
+}
+
+fn span(ex: &Exchange) -> SpanData {
+    match build_span(
+        ex,
+        resource(ex.conn.pid),
+        &ClockOffset::fixed(0),
+        &SpanConfig::default(),
+    ) {
+        Ok(s) => s,
+        Err(e) => panic!("skipped {e:?}"),
+    }
+}
+
+/// The five exchanges of one chain, in completion order, with a distinguishing offset.
+/// curl -> frontend(pid 100+) SERVER -> frontend CLIENT -> backend SERVER -> pg + redis CLIENTs
+fn chain(i: u32, t0: u64) -> Vec<Exchange> {
+    let fpid = 100;
+    let bpid = 200;
+    let ftid = 1000 + i;
+    let btid = 2000 + i;
+    let p = |base: u16| base + u16::try_from(i).unwrap_or(0);
+    let fe_local = "10.0.0.1:8080".to_string();
+    let curl = format!("10.0.0.9:{}", p(5000));
+    let fe_out = format!("127.0.0.1:{}", p(40000));
+    let be = "127.0.0.1:9090".to_string();
+    let be_out_pg = format!("127.0.0.1:{}", p(41000));
+    let be_out_redis = format!("127.0.0.1:{}", p(42000));
+    let c = u64::from(i) * 10;
+    let t = |a: u64, b: u64, x: u64, d: u64| (t0 + a, t0 + b, t0 + x, t0 + d);
+    let pg_ex = exchange(
+        c + 4,
+        bpid,
+        btid,
+        Role::Client,
+        &be_out_pg,
+        "127.0.0.1:5432",
+        record(
+            ProtocolKind::Postgres,
+            t(3000, 3100, 3500, 3600),
+            pg("SELECT", "orders"),
+        ),
+    );
+    let redis_ex = exchange(
+        c + 5,
+        bpid,
+        btid,
+        Role::Client,
+        &be_out_redis,
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, t(4000, 4100, 4500, 4600), redis("GET")),
+    );
+    let be_srv = exchange(
+        c + 3,
+        bpid,
+        btid,
+        Role::Server,
+        &be,
+        &fe_out,
+        record(
+            ProtocolKind::Http1,
+            t(2200, 2300, 7800, 7900),
+            http_detail("GET", "/api", Some(200)),
+        ),
+    );
+    let fe_cli = exchange(
+        c + 2,
+        fpid,
+        ftid,
+        Role::Client,
+        &fe_out,
+        &be,
+        record(
+            ProtocolKind::Http1,
+            t(2000, 2100, 8000, 8100),
+            http_detail("GET", "/api", Some(200)),
+        ),
+    );
+    let fe_srv = exchange(
+        c + 1,
+        fpid,
+        ftid,
+        Role::Server,
+        &fe_local,
+        &curl,
+        record(
+            ProtocolKind::Http1,
+            t(1000, 1100, 9000, 9100),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    vec![pg_ex, redis_ex, be_srv, fe_cli, fe_srv]
+}
+
+fn find<'a>(spans: &'a [SpanData], pid: u32, tid: u32, name: &str, kind: SpanKind) -> &'a SpanData {
+    match spans
+        .iter()
+        .find(|s| s.pid == pid && s.link.tid == tid && s.name == name && s.kind == kind)
+    {
+        Some(s) => s,
+        None => panic!("no span {pid}/{tid} {name} {kind:?}"),
+    }
+}
+
+fn rule(s: &SpanData) -> Option<&str> {
+    s.attributes.get_str("tracewire.link.rule")
+}
+
+fn assert_chain(spans: &[SpanData], i: u32) {
+    let fe_srv = find(spans, 100, 1000 + i, "GET", SpanKind::Server);
+    let fe_cli = find(spans, 100, 1000 + i, "GET", SpanKind::Client);
+    let be_srv = find(spans, 200, 2000 + i, "GET", SpanKind::Server);
+    let pg = find(spans, 200, 2000 + i, "SELECT orders", SpanKind::Client);
+    let rd = find(spans, 200, 2000 + i, "GET", SpanKind::Client);
+    assert_eq!(fe_srv.parent_span_id, None);
+    assert_eq!(rule(fe_srv), None);
+    assert_ne!(fe_srv.trace_id, [0; 16]);
+    for s in [fe_cli, be_srv, pg, rd] {
+        assert_eq!(s.trace_id, fe_srv.trace_id, "trace id of {}", s.name);
+    }
+    assert_eq!(fe_cli.parent_span_id, Some(fe_srv.span_id));
+    assert_eq!(rule(fe_cli), Some("thread"));
+    assert_eq!(be_srv.parent_span_id, Some(fe_cli.span_id));
+    assert_eq!(rule(be_srv), Some("connection"));
+    assert_eq!(pg.parent_span_id, Some(be_srv.span_id));
+    assert_eq!(rule(pg), Some("thread"));
+    assert_eq!(rd.parent_span_id, Some(be_srv.span_id));
+    assert_eq!(rule(rd), Some("thread"));
+    for s in [fe_srv, fe_cli, be_srv, pg, rd] {
+        assert_eq!(s.attributes.get("tracewire.link.confidence"), None);
+        assert_ne!(s.span_id, [0; 8]);
+    }
+}
+
+#[test]
+fn one_chain_in_completion_order() {
+    let mut c = Correlator::new(cfg());
+    for (k, ex) in chain(0, 0).iter().enumerate() {
+        c.push(span(ex), u64::try_from(k).unwrap_or(0) * 1_000);
+    }
+    // Nothing leaves before the window.
+    assert!(c.poll(HOLD / 2).is_empty());
+    assert_eq!(c.pending(), 5);
+    let out = c.poll(HOLD + 10_000);
+    assert_eq!(out.len(), 5);
+    assert_chain(&out, 0);
+    // The root was released first, then the rest top-down.
+    assert_eq!(out.first().map(|s| s.kind), Some(SpanKind::Server));
+    let st = c.stats();
+    assert_eq!(st.received, 5);
+    assert_eq!(st.released, 5);
+    assert_eq!(st.roots, 1);
+    assert_eq!(st.linked_thread, 3);
+    assert_eq!(st.linked_connection, 1);
+    assert_eq!(st.linked_thread_guess, 0);
+    assert_eq!(st.orphaned, 0);
+    assert_eq!(st.forced_releases, 0);
+    // Retention: entries dropped after two windows.
+    assert!(c.poll(3 * HOLD).is_empty());
+    assert_eq!(c.held(), 0);
+}
+
+#[test]
+fn twenty_concurrent_chains_make_twenty_trees() {
+    let mut all: Vec<Exchange> = (0..20).flat_map(|i| chain(i, u64::from(i) * 37)).collect();
+    all.sort_by_key(|e| e.record.end_ns);
+    let mut c = Correlator::new(cfg());
+    for ex in &all {
+        c.push(span(ex), ex.record.end_ns);
+    }
+    let out = c.poll(10_000 + HOLD);
+    assert_eq!(out.len(), 100);
+    for i in 0..20 {
+        assert_chain(&out, i);
+    }
+    let mut traces: Vec<[u8; 16]> = out.iter().map(|s| s.trace_id).collect();
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), 20);
+    let mut ids: Vec<[u8; 8]> = out.iter().map(|s| s.span_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 100);
+    assert_eq!(c.stats().roots, 20);
+}
+
+#[test]
+fn traceparent_join_keeps_tracestate_and_children_follow() {
+    let mut h = http("GET", "/", Some(200));
+    h.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    h.tracestate = Some("vendor=x".into());
+    let srv = exchange(
+        1,
+        5,
+        6,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3000",
+        record(ProtocolKind::Http1, (100, 110, 900, 1000), Detail::Http(h)),
+    );
+    let cli = exchange(
+        2,
+        5,
+        6,
+        Role::Client,
+        "127.0.0.1:4000",
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, (200, 210, 300, 310), redis("SET")),
+    );
+    let mut c = Correlator::new(cfg());
+    c.push(span(&cli), 0);
+    c.push(span(&srv), 10);
+    let out = c.poll(HOLD + 10);
+    assert_eq!(out.len(), 2);
+    let s = find(&out, 5, 6, "GET", SpanKind::Server);
+    let r = find(&out, 5, 6, "SET", SpanKind::Client);
+    let want_trace = [
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
+        0x36,
+    ];
+    assert_eq!(s.trace_id, want_trace);
+    assert_eq!(
+        s.parent_span_id,
+        Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+    );
+    assert_eq!(s.trace_state.as_deref(), Some("vendor=x"));
+    assert_eq!(rule(s), Some("traceparent"));
+    assert_eq!(r.trace_id, want_trace);
+    assert_eq!(r.parent_span_id, Some(s.span_id));
+    assert_eq!(c.stats().linked_traceparent, 1);
+}
+
+#[test]
+fn overlapping_requests_on_one_thread_are_a_guess() {
+    // An event loop: two inbound requests open on thread 7, one outbound call inside both.
+    let a = exchange(
+        1,
+        5,
+        7,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3000",
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 900, 1000),
+            http_detail("GET", "/a", Some(200)),
+        ),
+    );
+    let b = exchange(
+        2,
+        5,
+        7,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3001",
+        record(
+            ProtocolKind::Http1,
+            (150, 160, 800, 850),
+            http_detail("POST", "/b", Some(200)),
+        ),
+    );
+    let call = exchange(
+        3,
+        5,
+        7,
+        Role::Client,
+        "127.0.0.1:4000",
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, (200, 210, 300, 310), redis("GET")),
+    );
+    // Another process's request on the same tid number must never be chosen.
+    let other = exchange(
+        4,
+        6,
+        7,
+        Role::Server,
+        "127.0.0.1:81",
+        "127.0.0.1:3002",
+        record(
+            ProtocolKind::Http1,
+            (190, 195, 900, 1000),
+            http_detail("PUT", "/c", Some(200)),
+        ),
+    );
+    let mut c = Correlator::new(cfg());
+    c.push(span(&call), 0);
+    c.push(span(&other), 1);
+    c.push(span(&a), 2);
+    c.push(span(&b), 3);
+    let out = c.poll(HOLD + 10);
+    assert_eq!(out.len(), 4);
+    let call = find(&out, 5, 7, "GET", SpanKind::Client);
+    let b = find(&out, 5, 7, "POST", SpanKind::Server);
+    assert_eq!(call.parent_span_id, Some(b.span_id));
+    assert_eq!(call.trace_id, b.trace_id);
+    assert_eq!(rule(call), Some("thread_guess"));
+    assert_eq!(
+        call.attributes.get("tracewire.link.confidence"),
+        Some(&AttrValue::F64(0.5))
+    );
+    assert_eq!(c.stats().linked_thread_guess, 1);
+    assert_eq!(c.stats().roots, 3);
+}
+
+#[test]
+fn a_call_outside_the_open_window_is_not_linked() {
+    // The call starts after the server wrote its response: not a child.
+    let srv = exchange(
+        1,
+        5,
+        7,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3000",
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 200, 210),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    let call = exchange(
+        2,
+        5,
+        7,
+        Role::Client,
+        "127.0.0.1:4000",
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, (300, 310, 320, 330), redis("GET")),
+    );
+    let mut c = Correlator::new(cfg());
+    c.push(span(&srv), 0);
+    c.push(span(&call), 1);
+    let out = c.poll(HOLD + 10);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|s| s.parent_span_id.is_none()));
+    assert_ne!(
+        out.first().map(|s| s.trace_id),
+        out.get(1).map(|s| s.trace_id)
+    );
+}
+
+#[test]
+fn second_request_on_a_connection_matches_second_request() {
+    // Keep-alive: two requests on one connection, seen from both ends.
+    let mk = |role, l: &str, r: &str, conn, t: T4, path: &str| {
+        exchange(
+            conn,
+            if role == Role::Client { 1 } else { 2 },
+            9,
+            role,
+            l,
+            r,
+            record(ProtocolKind::Http1, t, http_detail("GET", path, Some(200))),
+        )
+    };
+    let (cl, sv) = ("127.0.0.1:40000", "127.0.0.1:8080");
+    let c1 = mk(Role::Client, cl, sv, 1, (100, 110, 190, 200), "/1");
+    let s1 = mk(Role::Server, sv, cl, 2, (120, 130, 180, 185), "/1");
+    let c2 = mk(Role::Client, cl, sv, 1, (300, 310, 390, 400), "/2");
+    let s2 = mk(Role::Server, sv, cl, 2, (320, 330, 380, 385), "/2");
+    let mut c = Correlator::new(cfg());
+    for (k, ex) in [&s1, &c1, &s2, &c2].into_iter().enumerate() {
+        c.push(span(ex), u64::try_from(k).unwrap_or(0));
+    }
+    let out = c.poll(HOLD + 10);
+    assert_eq!(out.len(), 4);
+    let by = |pid: u32, path: &str| match out.iter().find(|s| {
+        s.pid == pid
+            && (s.attributes.get_str("url.path") == Some(path)
+                || s.attributes
+                    .get_str("url.full")
+                    .is_some_and(|u| u.ends_with(path)))
+    }) {
+        Some(s) => s.clone(),
+        None => panic!("missing {pid} {path}"),
+    };
+    assert_eq!(by(2, "/1").parent_span_id, Some(by(1, "/1").span_id));
+    assert_eq!(by(2, "/2").parent_span_id, Some(by(1, "/2").span_id));
+    assert_ne!(by(1, "/1").trace_id, by(1, "/2").trace_id);
+}
+
+#[test]
+fn full_buffer_releases_early_and_counts() {
+    let mut c = Correlator::new(CorrelatorConfig {
+        max_held: 3,
+        ..cfg()
+    });
+    for k in 0..5u64 {
+        let ex = exchange(
+            k,
+            1,
+            1,
+            Role::Client,
+            "127.0.0.1:4000",
+            "127.0.0.1:6379",
+            record(
+                ProtocolKind::Redis,
+                (k * 10, k * 10 + 1, k * 10 + 2, k * 10 + 3),
+                redis("GET"),
+            ),
+        );
+        c.push(span(&ex), k);
+    }
+    assert_eq!(c.held(), 3);
+    assert_eq!(c.stats().forced_releases, 2);
+    let early = c.poll(10);
+    assert_eq!(early.len(), 2);
+    let rest = c.poll(HOLD + 10);
+    assert_eq!(rest.len(), 3);
+    assert_eq!(c.stats().released, 5);
+    assert_eq!(c.stats().roots, 5);
+}
+
+#[test]
+fn waiting_for_a_parent_is_bounded() {
+    // A client links (by connection) to a server... which links back to the client: a cycle
+    // synthetic data can create. The wait ends at 4 windows with orphans counted.
+    let cl = exchange(
+        1,
+        1,
+        1,
+        Role::Client,
+        "127.0.0.1:40000",
+        "127.0.0.1:8080",
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 190, 200),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    let sv = exchange(
+        2,
+        1,
+        1,
+        Role::Server,
+        "127.0.0.1:8080",
+        "127.0.0.1:40000",
+        record(
+            ProtocolKind::Http1,
+            (90, 100, 150, 310),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    let mut c = Correlator::new(cfg());
+    c.push(span(&sv), 0);
+    c.push(span(&cl), 1);
+    assert!(c.poll(2 * HOLD).is_empty());
+    let out = c.poll(5 * HOLD);
+    assert_eq!(out.len(), 2);
+    assert!(c.stats().orphaned >= 1);
+    let out2 = c.flush();
+    assert!(out2.is_empty());
+}
+
+#[test]
+fn flush_releases_everything_top_down() {
+    let mut c = Correlator::new(cfg());
+    for ex in chain(0, 0) {
+        c.push(span(&ex), 0);
+    }
+    let out = c.flush();
+    assert_eq!(out.len(), 5);
+    assert_chain(&out, 0);
+}
+
+#[test]
+fn connection_pairs_survive_a_missed_exchange() {
+    // The server side lost the first exchange (e.g. capture started late): request counters
+    // disagree by one, timing still pairs the right ends.
+    let (cl, sv) = ("127.0.0.1:40000", "127.0.0.1:8080");
+    let mk = |role, pid, l: &str, r: &str, conn, t: T4, path: &str| {
+        exchange(
+            conn,
+            pid,
+            9,
+            role,
+            l,
+            r,
+            record(ProtocolKind::Http1, t, http_detail("GET", path, Some(200))),
+        )
+    };
+    let c1 = mk(Role::Client, 1, cl, sv, 1, (100, 110, 190, 200), "/1");
+    let c2 = mk(Role::Client, 1, cl, sv, 1, (300, 310, 390, 400), "/2");
+    let s2 = mk(Role::Server, 2, sv, cl, 2, (320, 330, 380, 385), "/2");
+    let c3 = mk(Role::Client, 1, cl, sv, 1, (500, 510, 590, 600), "/3");
+    let s3 = mk(Role::Server, 2, sv, cl, 2, (520, 530, 580, 585), "/3");
+    let mut c = Correlator::new(cfg());
+    for (k, ex) in [&c1, &s2, &c2, &s3, &c3].into_iter().enumerate() {
+        c.push(span(ex), u64::try_from(k).unwrap_or(0));
+    }
+    let out = c.poll(HOLD + 10);
+    assert_eq!(out.len(), 5);
+    let get = |pid: u32, path: &str| match out.iter().find(|s| {
+        s.pid == pid
+            && (s.attributes.get_str("url.path") == Some(path)
+                || s.attributes
+                    .get_str("url.full")
+                    .is_some_and(|u| u.ends_with(path)))
+    }) {
+        Some(s) => s.clone(),
+        None => panic!("missing {pid} {path}"),
+    };
+    assert_eq!(get(2, "/2").parent_span_id, Some(get(1, "/2").span_id));
+    assert_eq!(get(2, "/3").parent_span_id, Some(get(1, "/3").span_id));
+    assert_eq!(get(2, "/3").trace_id, get(1, "/3").trace_id);
+    assert_eq!(get(1, "/1").parent_span_id, None);
+    assert_eq!(c.stats().linked_connection, 2);
+}
+
+#[test]
+fn http2_streams_pair_by_stream_id() {
+    use agent_protocols::Detail;
+    let (cl, sv) = ("127.0.0.1:40000", "127.0.0.1:50051");
+    let mk = |role, pid, l: &str, r: &str, t: T4, sid: u32| {
+        let mut g = grpc("pkg.Svc/M", Some(0));
+        g.stream_id = sid;
+        exchange(
+            u64::from(pid),
+            pid,
+            9,
+            role,
+            l,
+            r,
+            record(ProtocolKind::Http2, t, Detail::Grpc(g)),
+        )
+    };
+    // Two overlapping streams on one connection: timing alone cannot tell them apart.
+    let c1 = mk(Role::Client, 1, cl, sv, (100, 110, 400, 410), 1);
+    let c3 = mk(Role::Client, 1, cl, sv, (105, 115, 390, 395), 3);
+    let s1 = mk(Role::Server, 2, sv, cl, (120, 125, 380, 385), 1);
+    let s3 = mk(Role::Server, 2, sv, cl, (121, 126, 370, 375), 3);
+    let mut c = Correlator::new(cfg());
+    for (k, ex) in [&s3, &s1, &c3, &c1].into_iter().enumerate() {
+        c.push(span(ex), u64::try_from(k).unwrap_or(0));
+    }
+    let out = c.poll(HOLD + 10);
+    let get = |pid: u32, sid: u32| match out
+        .iter()
+        .find(|s| s.pid == pid && s.link.stream_id == Some(sid))
+    {
+        Some(s) => s.clone(),
+        None => panic!("missing {pid} {sid}"),
+    };
+    assert_eq!(get(2, 1).parent_span_id, Some(get(1, 1).span_id));
+    assert_eq!(get(2, 3).parent_span_id, Some(get(1, 3).span_id));
+    assert_eq!(rule(&get(2, 3)), Some("connection"));
+}
+
+#[test]
+fn thread_index_is_capped() {
+    // 300 calls on one thread, then the request that contains them all: only the most recent
+    // MAX_PER_THREAD (256) are still findable and linked; the other 44 become roots.
+    let mut c = Correlator::new(cfg());
+    for k in 0..300u64 {
+        let t = 1_000 + k * 10;
+        let ex = exchange(
+            k + 10,
+            5,
+            7,
+            Role::Client,
+            "127.0.0.1:4000",
+            "127.0.0.1:6379",
+            record(ProtocolKind::Redis, (t, t + 1, t + 2, t + 3), redis("GET")),
+        );
+        c.push(span(&ex), k);
+    }
+    let srv = exchange(
+        1,
+        5,
+        7,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:3000",
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 100_000, 100_010),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    c.push(span(&srv), 400);
+    let out = c.poll(HOLD + 1_000);
+    assert_eq!(out.len(), 301);
+    assert_eq!(c.stats().linked_thread, 256);
+    assert_eq!(c.stats().roots, 45);
+}
+
+/// Throughput figure: `cargo test -p tracewire --release --lib -- --ignored --nocapture correlator_throughput`
+#[test]
+#[ignore]
+fn correlator_throughput() {
+    let chains = 20_000u32;
+    let mut exs: Vec<Exchange> = (0..chains)
+        .flat_map(|i| chain(i % 500, u64::from(i) * 20_000))
+        .collect();
+    exs.sort_by_key(|e| e.record.end_ns);
+    let spans: Vec<SpanData> = exs.iter().map(span).collect();
+    let n = spans.len();
+    let mut c = Correlator::new(CorrelatorConfig {
+        hold: Duration::from_millis(100),
+        ..cfg()
+    });
+    let start = std::time::Instant::now();
+    let mut out = 0usize;
+    for (k, s) in spans.into_iter().enumerate() {
+        let now = u64::try_from(k).unwrap_or(0) * 10_000; // 100k spans/s arrival rate
+        c.push(s, now);
+        if k % 1000 == 0 {
+            out += c.poll(now).len();
+        }
+    }
+    out += c.flush().len();
+    let el = start.elapsed();
+    assert_eq!(out, n);
+    println!(
+        "correlator: {n} spans in {el:?} = {:.0} spans/s, held peak bounded by window",
+        n as f64 / el.as_secs_f64()
+    );
+}

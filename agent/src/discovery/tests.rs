@@ -1,0 +1,135 @@
+use super::*;
+use crate::spans::AttrValue;
+
+fn host() -> HostInfo {
+    HostInfo {
+        name: "node1".into(),
+        id: Some("mid".into()),
+    }
+}
+
+#[test]
+fn resource_for_process_has_every_attribute() {
+    let id = "b".repeat(64);
+    let info = ProcessInfo {
+        pid: 42,
+        exe_name: Some("nginx".into()),
+        exe_path: Some("/usr/sbin/nginx".into()),
+        command_line: Some("nginx -g daemon off;".into()),
+        env_service_name: None,
+        container_id: Some(id.clone()),
+        k8s_pod_uid: None,
+    };
+    let r = Resource::for_process(&info, &host());
+    let want: Vec<(&str, AttrValue)> = vec![
+        ("service.name", "nginx".into()),
+        ("service.instance.id", "node1:42".into()),
+        ("process.pid", 42i64.into()),
+        ("process.executable.name", "nginx".into()),
+        ("process.executable.path", "/usr/sbin/nginx".into()),
+        ("process.command_line", "nginx -g daemon off;".into()),
+        ("host.name", "node1".into()),
+        ("host.id", "mid".into()),
+        ("os.type", "linux".into()),
+        ("container.id", id.as_str().into()),
+        ("telemetry.sdk.name", "tracewire".into()),
+        ("telemetry.sdk.language", "rust".into()),
+        ("telemetry.sdk.version", resource::DISTRO_VERSION.into()),
+        ("telemetry.distro.name", "tracewire".into()),
+        ("telemetry.distro.version", resource::DISTRO_VERSION.into()),
+    ];
+    assert_eq!(r.attributes.len(), want.len());
+    for (k, v) in want {
+        assert_eq!(r.attributes.get(k), Some(&v), "{k}");
+    }
+    assert_eq!(r.pid, 42);
+    assert_eq!(r.service_name(), "nginx");
+}
+
+#[test]
+fn env_service_name_wins_and_missing_process_is_named_by_pid() {
+    let info = ProcessInfo {
+        pid: 7,
+        exe_name: Some("python3".into()),
+        env_service_name: Some("checkout".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        Resource::for_process(&info, &host()).service_name(),
+        "checkout"
+    );
+    let gone = ProcessInfo {
+        pid: 9,
+        ..Default::default()
+    };
+    let r = Resource::for_process(&gone, &host());
+    assert_eq!(r.service_name(), "pid-9");
+    assert_eq!(r.attributes.get("process.executable.name"), None);
+}
+
+#[test]
+fn live_child_process_is_read_from_proc() {
+    let child = std::process::Command::new("sleep")
+        .arg("5")
+        .env("OTEL_SERVICE_NAME", "sleepy")
+        .spawn();
+    let Ok(mut child) = child else {
+        panic!("cannot spawn sleep");
+    };
+    let pid = child.id();
+    // Wait for the exec to complete (until then /proc shows the test binary).
+    for _ in 0..200 {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if exe.to_string_lossy().ends_with("/sleep") && cmd.starts_with(b"sleep") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut cache = ProcessCache::with_host(
+        DiscoveryConfig {
+            capture_cmdline: true,
+            ..Default::default()
+        },
+        host(),
+    );
+    let r = cache.resource(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.service_name(), "sleepy");
+    assert_eq!(
+        r.attributes.get_str("process.executable.name"),
+        Some("sleep")
+    );
+    assert!(
+        r.attributes
+            .get_str("process.executable.path")
+            .is_some_and(|p| p.ends_with("/sleep"))
+    );
+    assert_eq!(
+        r.attributes.get_str("process.command_line"),
+        Some("sleep 5")
+    );
+    assert_eq!(r.attributes.get_int("process.pid"), Some(i64::from(pid)));
+    // Cached: same Arc on the next call.
+    let again = cache.resource(pid);
+    assert!(Arc::ptr_eq(&r, &again));
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn cache_is_bounded_and_cmdline_off_by_default() {
+    let mut cache = ProcessCache::with_host(
+        DiscoveryConfig {
+            max_processes: 2,
+            ..Default::default()
+        },
+        host(),
+    );
+    let me = std::process::id();
+    let r = cache.resource(me);
+    assert_eq!(r.attributes.get("process.command_line"), None);
+    cache.resource(999_999_001);
+    cache.resource(999_999_002);
+    assert_eq!(cache.len(), 2);
+}

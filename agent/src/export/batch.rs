@@ -1,0 +1,177 @@
+//! The OTLP export worker: a bounded queue, batching by size and delay, retries with
+//! exponential backoff on retryable failures, drop counters, and a drain on shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::otlp::to_request;
+use super::transport::{Transport, TransportError};
+use crate::exportcfg::{BatchConfig, OtlpConfig};
+use crate::spans::SpanData;
+
+/// Counters shared with the pipeline (monotonic).
+#[derive(Debug, Default)]
+pub struct OtlpStats {
+    pub exported: AtomicU64,
+    /// Queue full (collector down or slow).
+    pub dropped_queue_full: AtomicU64,
+    /// Given up after retries, a non-retryable error, or shutdown deadline.
+    pub dropped_failed: AtomicU64,
+    /// Failed send attempts (each retry counts).
+    pub export_errors: AtomicU64,
+    pub batches_sent: AtomicU64,
+    /// Spans in the queue or in the batch being sent.
+    pub in_flight: AtomicU64,
+}
+
+pub struct OtlpExporter {
+    tx: mpsc::Sender<SpanData>,
+    join: JoinHandle<()>,
+    stats: Arc<OtlpStats>,
+}
+
+impl OtlpExporter {
+    /// Must be called inside a tokio runtime.
+    pub fn spawn(otlp: &OtlpConfig, batch: &BatchConfig) -> Result<Self, TransportError> {
+        let transport = Transport::new(otlp)?;
+        let (tx, rx) = mpsc::channel(batch.max_queue.max(1));
+        let stats = Arc::new(OtlpStats::default());
+        let join = tokio::spawn(worker(transport, batch.clone(), rx, Arc::clone(&stats)));
+        Ok(OtlpExporter { tx, join, stats })
+    }
+
+    pub fn stats(&self) -> &Arc<OtlpStats> {
+        &self.stats
+    }
+
+    /// Queue a span; never blocks. Returns false (and counts) when the queue is full.
+    pub fn offer(&self, span: SpanData) -> bool {
+        match self.tx.try_send(span) {
+            Ok(()) => {
+                self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => {
+                self.stats
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Stop accepting spans and export what is queued, giving up at `deadline`.
+    pub async fn shutdown(self, deadline: Duration) {
+        let OtlpExporter {
+            tx,
+            mut join,
+            stats,
+        } = self;
+        drop(tx);
+        if tokio::time::timeout(deadline, &mut join).await.is_err() {
+            join.abort();
+            let left = stats.in_flight.swap(0, Ordering::Relaxed);
+            stats.dropped_failed.fetch_add(left, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn worker(
+    mut transport: Transport,
+    cfg: BatchConfig,
+    mut rx: mpsc::Receiver<SpanData>,
+    stats: Arc<OtlpStats>,
+) {
+    let max_batch = cfg.max_batch.max(1);
+    let mut buf: Vec<SpanData> = Vec::with_capacity(max_batch.min(4096));
+    let mut flush_at: Option<Instant> = None;
+    loop {
+        let next = match flush_at {
+            None => rx.recv().await.map(Some),
+            Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
+                Ok(v) => v.map(Some),
+                Err(_) => Some(None),
+            },
+        };
+        match next {
+            Some(Some(span)) => {
+                if buf.is_empty() {
+                    flush_at = Some(Instant::now() + cfg.max_delay);
+                }
+                buf.push(span);
+                if buf.len() >= max_batch {
+                    send_with_retry(&mut transport, &cfg, std::mem::take(&mut buf), &stats).await;
+                    flush_at = None;
+                }
+            }
+            Some(None) => {
+                send_with_retry(&mut transport, &cfg, std::mem::take(&mut buf), &stats).await;
+                flush_at = None;
+            }
+            None => {
+                // Closed: drain.
+                while !buf.is_empty() {
+                    let n = buf.len().min(max_batch);
+                    let rest = buf.split_off(n);
+                    send_with_retry(
+                        &mut transport,
+                        &cfg,
+                        std::mem::replace(&mut buf, rest),
+                        &stats,
+                    )
+                    .await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn send_with_retry(
+    transport: &mut Transport,
+    cfg: &BatchConfig,
+    batch: Vec<SpanData>,
+    stats: &OtlpStats,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+    let req = to_request(&batch);
+    drop(batch);
+    let started = Instant::now();
+    let mut backoff = cfg.initial_backoff;
+    loop {
+        match transport.send(req.clone()).await {
+            Ok(()) => {
+                stats.exported.fetch_add(n, Ordering::Relaxed);
+                stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Err(e) => {
+                stats.export_errors.fetch_add(1, Ordering::Relaxed);
+                let give_up = !e.retryable || started.elapsed() + backoff > cfg.max_retry_time;
+                if give_up {
+                    tracing::warn!(spans = n, error = %e.message, "OTLP export failed, batch dropped");
+                    stats.dropped_failed.fetch_add(n, Ordering::Relaxed);
+                    break;
+                }
+                tracing::debug!(error = %e.message, backoff_ms = backoff.as_millis() as u64, "OTLP export retry");
+                // Jitter: 50..100% of the backoff.
+                let jitter = rand::random_range(0.5..=1.0);
+                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                backoff = (backoff * 2).min(cfg.max_backoff);
+            }
+        }
+    }
+    let _ = stats
+        .in_flight
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
+}

@@ -1,0 +1,317 @@
+//! The span pipeline task: Exchange -> span -> correlate -> exporters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::batch::{OtlpExporter, OtlpStats};
+use super::console::ConsoleTraces;
+use super::jsonl::JsonlWriter;
+use super::transport::TransportError;
+use crate::correlate::{CorrelateStats, Correlator, CorrelatorConfig};
+use crate::discovery::{DiscoveryConfig, ProcessCache};
+use crate::exportcfg::{ExportConfig, ExporterKind};
+use crate::model::Exchange;
+use crate::spans::{ClockOffset, SkipReason, SpanConfig, SpanData, build_span};
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub export: ExportConfig,
+    pub correlate: CorrelatorConfig,
+    pub discovery: DiscoveryConfig,
+    pub spans: SpanConfig,
+    /// Console: print a trace after this long without new spans.
+    pub console_quiet: Duration,
+    /// Console: most traces buffered.
+    pub console_max_traces: usize,
+    /// How often held spans are checked.
+    pub tick: Duration,
+}
+
+impl PipelineConfig {
+    pub fn new(export: ExportConfig) -> Self {
+        PipelineConfig {
+            export,
+            correlate: CorrelatorConfig::default(),
+            discovery: DiscoveryConfig::default(),
+            spans: SpanConfig::default(),
+            console_quiet: Duration::from_millis(500),
+            console_max_traces: 1024,
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("OTLP exporter: {0}")]
+    Otlp(#[from] TransportError),
+    #[error("jsonl output: {0}")]
+    Jsonl(#[from] std::io::Error),
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    exchanges: AtomicU64,
+    spans_built: AtomicU64,
+    skipped_unknown_role: AtomicU64,
+    skipped_db_server: AtomicU64,
+    spans_emitted: AtomicU64,
+    console_traces: AtomicU64,
+    jsonl_written: AtomicU64,
+    jsonl_errors: AtomicU64,
+}
+
+/// A snapshot of the pipeline's counters, for logging.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub exchanges_received: u64,
+    pub spans_built: u64,
+    pub skipped_unknown_role: u64,
+    pub skipped_db_server: u64,
+    /// Spans that left the correlator (went to the exporters).
+    pub spans_emitted: u64,
+    pub correlate: CorrelateStats,
+    pub otlp_exported: u64,
+    pub otlp_dropped_queue_full: u64,
+    pub otlp_dropped_failed: u64,
+    pub otlp_export_errors: u64,
+    pub otlp_batches: u64,
+    pub console_traces_printed: u64,
+    pub jsonl_written: u64,
+    pub jsonl_errors: u64,
+}
+
+impl PipelineStats {
+    /// Spans lost anywhere after being built.
+    pub fn dropped(&self) -> u64 {
+        self.otlp_dropped_queue_full + self.otlp_dropped_failed
+    }
+}
+
+struct Shared {
+    counters: Counters,
+    correlate: std::sync::Mutex<CorrelateStats>,
+    otlp: Option<Arc<OtlpStats>>,
+}
+
+impl Shared {
+    fn snapshot(&self) -> PipelineStats {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let o = self.otlp.as_deref();
+        let og = |f: fn(&OtlpStats) -> &AtomicU64| o.map_or(0, |s| f(s).load(Ordering::Relaxed));
+        PipelineStats {
+            exchanges_received: g(&c.exchanges),
+            spans_built: g(&c.spans_built),
+            skipped_unknown_role: g(&c.skipped_unknown_role),
+            skipped_db_server: g(&c.skipped_db_server),
+            spans_emitted: g(&c.spans_emitted),
+            correlate: self.correlate.lock().map(|s| *s).unwrap_or_default(),
+            otlp_exported: og(|s| &s.exported),
+            otlp_dropped_queue_full: og(|s| &s.dropped_queue_full),
+            otlp_dropped_failed: og(|s| &s.dropped_failed),
+            otlp_export_errors: og(|s| &s.export_errors),
+            otlp_batches: og(|s| &s.batches_sent),
+            console_traces_printed: g(&c.console_traces),
+            jsonl_written: g(&c.jsonl_written),
+            jsonl_errors: g(&c.jsonl_errors),
+        }
+    }
+}
+
+/// Handle to a running pipeline.
+pub struct PipelineHandle {
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    join: JoinHandle<Option<OtlpExporter>>,
+}
+
+impl PipelineHandle {
+    pub fn stats(&self) -> PipelineStats {
+        self.shared.snapshot()
+    }
+
+    /// Stop: release every held span, flush the console/jsonl sinks, and drain the OTLP queue
+    /// within `deadline`. Also happens when the Exchange sender is dropped.
+    pub async fn shutdown(mut self, deadline: Duration) -> PipelineStats {
+        let start = tokio::time::Instant::now();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let otlp = match tokio::time::timeout(deadline, &mut self.join).await {
+            Ok(Ok(o)) => o,
+            _ => {
+                self.join.abort();
+                None
+            }
+        };
+        if let Some(o) = otlp {
+            o.shutdown(deadline.saturating_sub(start.elapsed())).await;
+        }
+        self.shared.snapshot()
+    }
+}
+
+/// Where released spans go.
+struct Sinks {
+    otlp: Option<OtlpExporter>,
+    console: Option<ConsoleTraces>,
+    jsonl: Option<JsonlWriter>,
+}
+
+impl Sinks {
+    fn emit(&mut self, spans: Vec<SpanData>, now_ns: u64, shared: &Shared) {
+        if spans.is_empty() {
+            return;
+        }
+        shared
+            .counters
+            .spans_emitted
+            .fetch_add(spans.len() as u64, Ordering::Relaxed);
+        if let Some(j) = &mut self.jsonl {
+            j.write_all(&spans);
+            shared
+                .counters
+                .jsonl_written
+                .store(j.written, Ordering::Relaxed);
+            shared
+                .counters
+                .jsonl_errors
+                .store(j.errors, Ordering::Relaxed);
+        }
+        let need_console = self.console.is_some();
+        for s in spans {
+            match (&self.otlp, need_console) {
+                (Some(o), true) => {
+                    o.offer(s.clone());
+                }
+                (Some(o), false) => {
+                    o.offer(s);
+                    continue;
+                }
+                (None, _) => {}
+            }
+            if let Some(c) = &mut self.console
+                && let Some(text) = c.push(s, now_ns)
+            {
+                print_trace(&text, shared);
+            }
+        }
+    }
+
+    fn tick_console(&mut self, now_ns: u64, force: bool, shared: &Shared) {
+        if let Some(c) = &mut self.console {
+            for t in c.take_ready(now_ns, force) {
+                print_trace(&t, shared);
+            }
+        }
+    }
+}
+
+fn print_trace(text: &str, shared: &Shared) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    shared
+        .counters
+        .console_traces
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Start the pipeline on the current tokio runtime. It ends when `rx` closes or on
+/// [`PipelineHandle::shutdown`].
+pub fn spawn_span_pipeline(
+    cfg: PipelineConfig,
+    rx: mpsc::Receiver<Exchange>,
+) -> Result<PipelineHandle, PipelineError> {
+    let kinds = &cfg.export.exporters;
+    let otlp = if kinds.contains(&ExporterKind::Otlp) {
+        Some(OtlpExporter::spawn(&cfg.export.otlp, &cfg.export.batch)?)
+    } else {
+        None
+    };
+    let console = kinds.contains(&ExporterKind::Console).then(|| {
+        ConsoleTraces::new(
+            u64::try_from(cfg.console_quiet.as_nanos()).unwrap_or(u64::MAX),
+            cfg.console_max_traces,
+        )
+    });
+    let jsonl = if kinds.contains(&ExporterKind::Jsonl) {
+        Some(JsonlWriter::open(cfg.export.jsonl_path.as_deref())?)
+    } else {
+        None
+    };
+    let shared = Arc::new(Shared {
+        counters: Counters::default(),
+        correlate: std::sync::Mutex::new(CorrelateStats::default()),
+        otlp: otlp.as_ref().map(|o| Arc::clone(o.stats())),
+    });
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let sinks = Sinks {
+        otlp,
+        console,
+        jsonl,
+    };
+    let join = tokio::spawn(run(cfg, rx, stop_rx, sinks, Arc::clone(&shared)));
+    Ok(PipelineHandle {
+        shared,
+        stop: Some(stop_tx),
+        join,
+    })
+}
+
+async fn run(
+    cfg: PipelineConfig,
+    mut rx: mpsc::Receiver<Exchange>,
+    mut stop: oneshot::Receiver<()>,
+    mut sinks: Sinks,
+    shared: Arc<Shared>,
+) -> Option<OtlpExporter> {
+    let clock = ClockOffset::measure();
+    let mut procs = ProcessCache::new(cfg.discovery.clone());
+    let mut corr = Correlator::new(cfg.correlate.clone());
+    let mut tick = tokio::time::interval(cfg.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ex = rx.recv() => {
+                let Some(ex) = ex else { break };
+                shared.counters.exchanges.fetch_add(1, Ordering::Relaxed);
+                let res = procs.resource(ex.conn.pid);
+                match build_span(&ex, res, &clock, &cfg.spans) {
+                    Ok(span) => {
+                        shared.counters.spans_built.fetch_add(1, Ordering::Relaxed);
+                        corr.push(span, ClockOffset::now_mono_ns());
+                    }
+                    Err(SkipReason::UnknownRole) => {
+                        shared.counters.skipped_unknown_role.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(SkipReason::DbServerSide) => {
+                        shared.counters.skipped_db_server.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = ClockOffset::now_mono_ns();
+                let out = corr.poll(now);
+                sinks.emit(out, now, &shared);
+                sinks.tick_console(now, false, &shared);
+                if let Ok(mut s) = shared.correlate.lock() { *s = corr.stats(); }
+            }
+            _ = &mut stop => break,
+        }
+    }
+    let now = ClockOffset::now_mono_ns();
+    let out = corr.flush();
+    sinks.emit(out, now, &shared);
+    sinks.tick_console(now, true, &shared);
+    if let Ok(mut s) = shared.correlate.lock() {
+        *s = corr.stats();
+    }
+    sinks.otlp.take()
+}

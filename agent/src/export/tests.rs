@@ -1,0 +1,416 @@
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value as PV;
+use opentelemetry_proto::tonic::trace::v1::{span, status};
+
+use super::console::{ConsoleTraces, render};
+use super::jsonl::{JsonlWriter, span_to_json};
+use super::otlp::to_request;
+use crate::model::Role;
+use crate::spans::testutil::*;
+use crate::spans::{AttrValue, ClockOffset, SpanConfig, SpanData, SpanStatus, build_span};
+use agent_protocols::ProtocolKind;
+
+#[allow(clippy::too_many_arguments)]
+fn sp(
+    pid: u32,
+    tid: u32,
+    role: Role,
+    name_path: &str,
+    trace: u8,
+    id: u8,
+    parent: Option<u8>,
+    t: (u64, u64),
+) -> SpanData {
+    let ex = exchange(
+        1,
+        pid,
+        tid,
+        role,
+        "127.0.0.1:8080",
+        "127.0.0.1:40000",
+        record(
+            ProtocolKind::Http1,
+            (t.0, t.0 + 1, t.1 - 1, t.1),
+            http_detail("GET", name_path, Some(200)),
+        ),
+    );
+    let mut s = match build_span(
+        &ex,
+        resource(pid),
+        &ClockOffset::fixed(0),
+        &SpanConfig::default(),
+    ) {
+        Ok(s) => s,
+        Err(e) => panic!("{e:?}"),
+    };
+    s.trace_id = [trace; 16];
+    s.span_id = [id; 8];
+    s.parent_span_id = parent.map(|p| [p; 8]);
+    s
+}
+
+#[test]
+fn otlp_request_groups_by_resource() {
+    let r1 = resource(1);
+    let mut a = sp(1, 1, Role::Server, "/a", 1, 1, None, (1_000_000, 3_000_000));
+    a.resource = Arc::clone(&r1);
+    let mut b = sp(
+        1,
+        1,
+        Role::Client,
+        "/b",
+        1,
+        2,
+        Some(1),
+        (1_500_000, 2_000_000),
+    );
+    b.resource = Arc::clone(&r1);
+    b.status = SpanStatus::error("boom");
+    b.trace_state = Some("k=v".into());
+    let c = sp(
+        2,
+        1,
+        Role::Server,
+        "/c",
+        1,
+        3,
+        Some(2),
+        (1_600_000, 1_900_000),
+    );
+    let req = to_request(&[a, b, c]);
+    assert_eq!(req.resource_spans.len(), 2);
+    let rs0 = &req.resource_spans[0];
+    let res_attrs = &rs0
+        .resource
+        .as_ref()
+        .map(|r| r.attributes.clone())
+        .unwrap_or_default();
+    assert_eq!(res_attrs.len(), 1);
+    assert_eq!(res_attrs[0].key, "service.name");
+    assert_eq!(
+        res_attrs[0].value.as_ref().and_then(|v| v.value.clone()),
+        Some(PV::StringValue("svc1".into()))
+    );
+    assert_eq!(rs0.scope_spans.len(), 1);
+    let ss = &rs0.scope_spans[0];
+    assert_eq!(
+        ss.scope.as_ref().map(|s| s.name.as_str()),
+        Some("tracewire")
+    );
+    assert_eq!(ss.spans.len(), 2);
+    let s0 = &ss.spans[0];
+    assert_eq!(s0.trace_id, vec![1u8; 16]);
+    assert_eq!(s0.span_id, vec![1u8; 8]);
+    assert!(s0.parent_span_id.is_empty());
+    assert_eq!(s0.kind, span::SpanKind::Server as i32);
+    assert_eq!(s0.name, "GET");
+    assert_eq!(s0.start_time_unix_nano, 1_000_000);
+    assert_eq!(s0.end_time_unix_nano, 3_000_000);
+    assert_eq!(
+        s0.status.as_ref().map(|s| s.code),
+        Some(status::StatusCode::Unset as i32)
+    );
+    let path = s0
+        .attributes
+        .iter()
+        .find(|k| k.key == "url.path")
+        .and_then(|k| k.value.as_ref())
+        .and_then(|v| v.value.clone());
+    assert_eq!(path, Some(PV::StringValue("/a".into())));
+    let port = s0
+        .attributes
+        .iter()
+        .find(|k| k.key == "network.peer.port")
+        .and_then(|k| k.value.as_ref())
+        .and_then(|v| v.value.clone());
+    assert_eq!(port, Some(PV::IntValue(40000)));
+    let s1 = &ss.spans[1];
+    assert_eq!(s1.parent_span_id, vec![1u8; 8]);
+    assert_eq!(s1.kind, span::SpanKind::Client as i32);
+    assert_eq!(s1.trace_state, "k=v");
+    assert_eq!(
+        s1.status.as_ref().map(|s| (s.code, s.message.as_str())),
+        Some((status::StatusCode::Error as i32, "boom"))
+    );
+    let rs1 = &req.resource_spans[1];
+    assert_eq!(rs1.scope_spans[0].spans.len(), 1);
+    assert_eq!(rs1.scope_spans[0].spans[0].span_id, vec![3u8; 8]);
+}
+
+#[test]
+fn jsonl_line_shape() {
+    let mut s = sp(7, 1, Role::Server, "/x", 0xab, 0xcd, Some(0xef), (5, 10));
+    s.attributes
+        .set("tracewire.link.confidence", AttrValue::F64(0.5));
+    let v = span_to_json(&s);
+    assert_eq!(v["traceId"], "abababababababababababababababab");
+    assert_eq!(v["spanId"], "cdcdcdcdcdcdcdcd");
+    assert_eq!(v["parentSpanId"], "efefefefefefefef");
+    assert_eq!(v["name"], "GET");
+    assert_eq!(v["kind"], 2);
+    assert_eq!(v["startTimeUnixNano"], "5");
+    assert_eq!(v["endTimeUnixNano"], "10");
+    assert_eq!(v["status"]["code"], 0);
+    let attrs = v["attributes"].as_array().cloned().unwrap_or_default();
+    let find = |k: &str| {
+        attrs
+            .iter()
+            .find(|a| a["key"] == k)
+            .map(|a| a["value"].clone())
+    };
+    assert_eq!(
+        find("url.path"),
+        Some(serde_json::json!({"stringValue": "/x"}))
+    );
+    assert_eq!(
+        find("http.response.status_code"),
+        Some(serde_json::json!({"intValue": "200"}))
+    );
+    assert_eq!(
+        find("tracewire.link.confidence"),
+        Some(serde_json::json!({"doubleValue": 0.5}))
+    );
+    assert_eq!(v["resource"]["attributes"][0]["key"], "service.name");
+    assert_eq!(
+        v["resource"]["attributes"][0]["value"]["stringValue"],
+        "svc7"
+    );
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let mut w = JsonlWriter::new(Box::new(buf.clone()));
+    w.write_all(&[s.clone(), s]);
+    assert_eq!(w.written, 2);
+    let text = buf
+        .0
+        .lock()
+        .map(|b| String::from_utf8_lossy(&b).to_string())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    let parsed: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_default();
+    assert_eq!(parsed["spanId"], "cdcdcdcdcdcdcdcd");
+}
+
+#[test]
+fn console_renders_trees_after_quiet_period() {
+    let root = sp(1, 1, Role::Server, "/", 9, 1, None, (0, 10_000_000));
+    let child = sp(
+        1,
+        1,
+        Role::Client,
+        "/api",
+        9,
+        2,
+        Some(1),
+        (1_000_000, 6_000_000),
+    );
+    let grandchild = sp(
+        2,
+        5,
+        Role::Server,
+        "/api",
+        9,
+        3,
+        Some(2),
+        (2_000_000, 5_000_000),
+    );
+    let text = render(&[grandchild.clone(), root.clone(), child.clone()]);
+    let want = "trace 09090909090909090909090909090909 (3 spans)\n\
+        \x20 svc1 SERVER [GET] 10.000ms UNSET http.response.status_code=200 url.path=/\n\
+        \x20   svc1 CLIENT [GET] 5.000ms UNSET http.response.status_code=200 url.full=http://127.0.0.1:40000/api server.address=127.0.0.1 server.port=40000\n\
+        \x20     svc2 SERVER [GET] 3.000ms UNSET http.response.status_code=200 url.path=/api\n";
+    assert_eq!(text, want);
+
+    let mut c = ConsoleTraces::new(100, 2);
+    assert!(c.push(child, 0).is_none());
+    assert!(c.push(root, 50).is_none());
+    assert!(c.take_ready(120, false).is_empty());
+    let ready = c.take_ready(150, false);
+    assert_eq!(ready.len(), 1);
+    assert!(ready[0].starts_with("trace 0909"));
+    assert_eq!(c.open_traces(), 0);
+    // Bounded: a third trace pushes the oldest out early.
+    c.push(sp(1, 1, Role::Server, "/", 1, 1, None, (0, 1)), 0);
+    c.push(sp(1, 1, Role::Server, "/", 2, 1, None, (0, 1)), 1);
+    let early = c.push(sp(1, 1, Role::Server, "/", 3, 1, None, (0, 1)), 2);
+    assert!(early.is_some_and(|t| t.starts_with("trace 0101")));
+    assert_eq!(c.open_traces(), 2);
+    assert_eq!(c.take_ready(3, true).len(), 2);
+}
+
+#[test]
+fn retry_classification() {
+    use super::transport::{grpc_retryable, http_retryable};
+    for c in [429, 502, 503, 504] {
+        assert!(http_retryable(c), "{c}");
+    }
+    for c in [400, 401, 404, 413, 500] {
+        assert!(!http_retryable(c), "{c}");
+    }
+    assert!(grpc_retryable(tonic::Code::Unavailable));
+    assert!(grpc_retryable(tonic::Code::DeadlineExceeded));
+    assert!(grpc_retryable(tonic::Code::ResourceExhausted));
+    assert!(!grpc_retryable(tonic::Code::InvalidArgument));
+    assert!(!grpc_retryable(tonic::Code::Unauthenticated));
+    assert!(!grpc_retryable(tonic::Code::Internal));
+}
+
+#[tokio::test]
+async fn pipeline_writes_jsonl_trees_and_counts_skips() {
+    use super::pipeline::{PipelineConfig, spawn_span_pipeline};
+    use crate::correlate::CorrelatorConfig;
+    use crate::exportcfg::{ExportArgs, ExportConfig, ExporterKind};
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("tracewire-jsonl-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("spans.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let export = match ExportConfig::from_lookup(&ExportArgs::default(), |_| None) {
+        Ok(mut e) => {
+            e.exporters = vec![ExporterKind::Jsonl, ExporterKind::Console];
+            e.jsonl_path = Some(path.clone());
+            e
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let mut cfg = PipelineConfig::new(export);
+    cfg.correlate = CorrelatorConfig {
+        hold: Duration::from_millis(50),
+        ..Default::default()
+    };
+    cfg.tick = Duration::from_millis(10);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let h = match spawn_span_pipeline(cfg, rx) {
+        Ok(h) => h,
+        Err(e) => panic!("{e}"),
+    };
+    let me = std::process::id();
+    let base = ClockOffset::now_mono_ns();
+    let t = |a: u64, b: u64, c: u64, d: u64| (base + a, base + b, base + c, base + d);
+    let client = exchange(
+        2,
+        me,
+        1,
+        Role::Client,
+        "127.0.0.1:40000",
+        "127.0.0.1:6379",
+        record(ProtocolKind::Redis, t(200, 210, 300, 310), redis("GET")),
+    );
+    let server = exchange(
+        1,
+        me,
+        1,
+        Role::Server,
+        "127.0.0.1:8080",
+        "127.0.0.1:50000",
+        record(
+            ProtocolKind::Http1,
+            t(100, 110, 900, 1000),
+            http_detail("GET", "/j", Some(200)),
+        ),
+    );
+    let unknown = exchange(
+        3,
+        me,
+        1,
+        Role::Unknown,
+        "127.0.0.1:8080",
+        "127.0.0.1:50001",
+        record(
+            ProtocolKind::Http1,
+            t(100, 110, 900, 1000),
+            http_detail("GET", "/u", Some(200)),
+        ),
+    );
+    let db_server = exchange(
+        4,
+        me,
+        1,
+        Role::Server,
+        "127.0.0.1:5432",
+        "127.0.0.1:50002",
+        record(
+            ProtocolKind::Postgres,
+            t(100, 110, 900, 1000),
+            pg("SELECT", "t"),
+        ),
+    );
+    for ex in [client, server, unknown, db_server] {
+        assert!(tx.send(ex).await.is_ok());
+    }
+    // Spans leave after the hold window, before shutdown.
+    for _ in 0..100 {
+        if h.stats().jsonl_written == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(tx);
+    let st = h.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(st.exchanges_received, 4);
+    assert_eq!(st.spans_built, 2);
+    assert_eq!(st.skipped_unknown_role, 1);
+    assert_eq!(st.skipped_db_server, 1);
+    assert_eq!(st.spans_emitted, 2);
+    assert_eq!(st.jsonl_written, 2);
+    assert_eq!(st.jsonl_errors, 0);
+    assert_eq!(st.console_traces_printed, 1);
+    assert_eq!(st.correlate.linked_thread, 1);
+    assert_eq!(st.otlp_exported, 0);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let srv = lines
+        .iter()
+        .find(|v| v["kind"] == 2)
+        .cloned()
+        .unwrap_or_default();
+    let cli = lines
+        .iter()
+        .find(|v| v["kind"] == 3)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(srv["name"], "GET");
+    assert_eq!(cli["name"], "GET");
+    assert_eq!(cli["traceId"], srv["traceId"]);
+    assert_eq!(cli["parentSpanId"], srv["spanId"]);
+    assert!(srv.get("parentSpanId").is_none());
+    let end: u64 = srv["endTimeUnixNano"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let start: u64 = srv["startTimeUnixNano"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(end - start, 900);
+    let res = srv["resource"]["attributes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let pid = res
+        .iter()
+        .find(|a| a["key"] == "process.pid")
+        .map(|a| a["value"]["intValue"].clone());
+    assert_eq!(pid, Some(serde_json::Value::String(me.to_string())));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,99 @@
+//! Database client spans (PostgreSQL, MySQL/MariaDB, Redis).
+
+use agent_protocols::{RedisInfo, SqlInfo};
+
+use super::{Attributes, Built, SpanConfig, SpanStatus, set_peer};
+use crate::model::ConnMeta;
+
+fn set_server(a: &mut Attributes, conn: &ConnMeta) {
+    if let Some(r) = conn.remote {
+        a.set("server.address", r.ip().to_string());
+        a.set("server.port", i64::from(r.port()));
+    } else if let Some(p) = &conn.unix_path {
+        a.set("server.address", p.clone());
+    }
+    set_peer(a, conn.remote);
+}
+
+pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built {
+    let mut a = Attributes::default();
+    let system = s.system.as_str();
+    a.set("db.system.name", system);
+    if let Some(db) = s.database.as_deref().filter(|d| !d.is_empty()) {
+        a.set("db.namespace", db);
+    }
+    let op = s.operation.as_deref().filter(|o| !o.is_empty());
+    let coll = s.collection.as_deref().filter(|c| !c.is_empty());
+    if let Some(op) = op {
+        a.set("db.operation.name", op);
+    }
+    if let Some(c) = coll {
+        a.set("db.collection.name", c);
+    }
+    let text = if cfg.db_raw_query {
+        s.query_raw.as_deref().or(s.query_sanitized.as_deref())
+    } else {
+        s.query_sanitized.as_deref()
+    };
+    if let Some(t) = text {
+        a.set("db.query.text", t);
+    }
+    let summary = match (op, coll) {
+        (Some(o), Some(c)) => Some(format!("{o} {c}")),
+        (Some(o), None) => Some(o.to_string()),
+        (None, Some(c)) => Some(c.to_string()),
+        (None, None) => None,
+    };
+    if let Some(sm) = &summary {
+        a.set("db.query.summary", sm.clone());
+    }
+    let name = summary.unwrap_or_else(|| system.to_string());
+    if let Some(b) = s.batch_size.filter(|b| *b >= 2) {
+        a.set("db.operation.batch.size", i64::from(b));
+    }
+    set_server(&mut a, conn);
+    let status = match s.error_code.as_deref().filter(|c| !c.is_empty()) {
+        Some(code) => {
+            a.set("db.response.status_code", code);
+            a.set("error.type", code);
+            SpanStatus::error(s.error_message.clone().unwrap_or_default())
+        }
+        None => SpanStatus::unset(),
+    };
+    Built {
+        name,
+        attributes: a,
+        status,
+    }
+}
+
+pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
+    let mut a = Attributes::default();
+    a.set("db.system.name", "redis");
+    let cmd = if r.command.is_empty() {
+        "redis"
+    } else {
+        r.command.as_str()
+    };
+    if !r.command.is_empty() {
+        a.set("db.operation.name", r.command.as_str());
+    }
+    a.set("db.namespace", r.db_index.unwrap_or(0).to_string());
+    if let Some(b) = r.batch_size.filter(|b| *b >= 2) {
+        a.set("db.operation.batch.size", i64::from(b));
+    }
+    set_server(&mut a, conn);
+    let status = match r.error_prefix.as_deref().filter(|c| !c.is_empty()) {
+        Some(prefix) => {
+            a.set("db.response.status_code", prefix);
+            a.set("error.type", prefix);
+            SpanStatus::error(r.error_message.clone().unwrap_or_default())
+        }
+        None => SpanStatus::unset(),
+    };
+    Built {
+        name: cmd.to_string(),
+        attributes: a,
+        status,
+    }
+}

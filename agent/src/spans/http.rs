@@ -1,0 +1,175 @@
+//! HTTP server/client spans (stable HTTP semantic conventions).
+
+use agent_protocols::{GrpcInfo, HttpInfo};
+
+use super::redact::redact_query;
+use super::{Attributes, Built, SpanKind, SpanStatus, set_peer, split_host_port};
+use crate::model::ConnMeta;
+
+const KNOWN_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY",
+];
+
+/// The request fields an HTTP span needs, common to HTTP/1 and plain HTTP/2.
+struct Req<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    version: &'a str,
+    status: Option<u16>,
+    host: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
+pub(crate) fn build_http(kind: SpanKind, conn: &ConnMeta, h: &HttpInfo) -> Built {
+    build(
+        kind,
+        conn,
+        &Req {
+            method: &h.method,
+            path: &h.path,
+            query: h.query.as_deref(),
+            version: &h.version,
+            status: h.status,
+            host: h.host.as_deref(),
+            user_agent: h.user_agent.as_deref(),
+        },
+    )
+}
+
+/// HTTP/2 that is not gRPC.
+pub(crate) fn build_http2_plain(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built {
+    let full = g.path.as_deref().unwrap_or("/");
+    let (path, query) = match full.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (full, None),
+    };
+    build(
+        kind,
+        conn,
+        &Req {
+            method: g.http_method.as_deref().unwrap_or(""),
+            path,
+            query,
+            version: "2",
+            status: g.http_status,
+            host: g.authority.as_deref(),
+            user_agent: None,
+        },
+    )
+}
+
+fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
+    let mut a = Attributes::default();
+    let known = KNOWN_METHODS.contains(&r.method);
+    let name = if known {
+        r.method.to_string()
+    } else {
+        "HTTP".to_string()
+    };
+    if known {
+        a.set("http.request.method", r.method);
+    } else {
+        a.set("http.request.method", "_OTHER");
+        a.set("http.request.method_original", r.method);
+    }
+    if !r.version.is_empty() {
+        a.set("network.protocol.version", r.version);
+    }
+    let query = r.query.filter(|q| !q.is_empty()).map(redact_query);
+    let path = if r.path.is_empty() { "/" } else { r.path };
+    // The authority: Host header, else the server socket address.
+    let server_sock = match kind {
+        SpanKind::Server => conn.local,
+        SpanKind::Client => conn.remote,
+    };
+    let (server_addr, server_port) = match r.host.filter(|h| !h.is_empty()) {
+        Some(h) => {
+            let (host, port) = split_host_port(h);
+            (Some(host), Some(port.unwrap_or(80)))
+        }
+        None => (
+            server_sock.map(|s| s.ip().to_string()),
+            server_sock.map(|s| s.port()),
+        ),
+    };
+    match kind {
+        SpanKind::Server => {
+            a.set("url.path", path);
+            a.set("url.scheme", "http");
+            if let Some(q) = &query {
+                a.set("url.query", q.clone());
+            }
+            if r.host.is_some() {
+                if let Some(h) = &server_addr {
+                    a.set("server.address", h.clone());
+                }
+                if let Some(p) = server_port {
+                    a.set("server.port", i64::from(p));
+                }
+            }
+            if let Some(remote) = conn.remote {
+                a.set("client.address", remote.ip().to_string());
+            }
+        }
+        SpanKind::Client => {
+            let authority = match (&server_addr, server_port) {
+                (Some(h), Some(p)) if p != 80 => format_authority(h, p),
+                (Some(h), _) => bracket_v6(h),
+                (None, _) => "localhost".to_string(),
+            };
+            let mut full = format!("http://{authority}{path}");
+            if let Some(q) = &query {
+                full.push('?');
+                full.push_str(q);
+            }
+            a.set("url.full", full);
+            if let Some(h) = &server_addr {
+                a.set("server.address", h.clone());
+            }
+            if let Some(p) = server_port {
+                a.set("server.port", i64::from(p));
+            }
+        }
+    }
+    set_peer(&mut a, conn.remote);
+    if let Some(ua) = r.user_agent {
+        a.set("user_agent.original", ua);
+    }
+    let error_floor = match kind {
+        SpanKind::Server => 500,
+        SpanKind::Client => 400,
+    };
+    let status = match r.status {
+        Some(code) => {
+            a.set("http.response.status_code", i64::from(code));
+            if code >= error_floor {
+                a.set("error.type", code.to_string());
+                SpanStatus::error(String::new())
+            } else {
+                SpanStatus::unset()
+            }
+        }
+        None => {
+            a.set("error.type", "_OTHER");
+            SpanStatus::error("no response")
+        }
+    };
+    Built {
+        name,
+        attributes: a,
+        status,
+    }
+}
+
+fn bracket_v6(h: &str) -> String {
+    if h.contains(':') {
+        format!("[{h}]")
+    } else {
+        h.to_string()
+    }
+}
+
+fn format_authority(h: &str, p: u16) -> String {
+    format!("{}:{p}", bracket_v6(h))
+}

@@ -1,0 +1,350 @@
+//! Exchange -> span: names, kinds and attributes per the OpenTelemetry semantic conventions
+//! (see `shared/semconv.md`). Parent links and trace ids are the correlator's job; this stage
+//! only fills what one exchange tells.
+//!
+//! Exchanges whose role is `Unknown` are skipped (counted by the caller): without knowing which
+//! end the traced process is, the span kind and the peer/server attributes would be guesses that
+//! can point at the wrong service. Database exchanges seen from the database *server* process
+//! are skipped too: the conventions define database spans on the client side only.
+
+pub mod clock;
+mod db;
+mod grpc;
+mod http;
+pub mod redact;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use agent_protocols::Detail;
+
+use crate::discovery::Resource;
+use crate::model::{Exchange, Role};
+pub use clock::ClockOffset;
+
+/// A typed attribute value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    F64(f64),
+    Bool(bool),
+}
+
+impl From<&str> for AttrValue {
+    fn from(v: &str) -> Self {
+        AttrValue::Str(v.to_string())
+    }
+}
+impl From<String> for AttrValue {
+    fn from(v: String) -> Self {
+        AttrValue::Str(v)
+    }
+}
+impl From<i64> for AttrValue {
+    fn from(v: i64) -> Self {
+        AttrValue::Int(v)
+    }
+}
+impl From<f64> for AttrValue {
+    fn from(v: f64) -> Self {
+        AttrValue::F64(v)
+    }
+}
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        AttrValue::Bool(v)
+    }
+}
+
+impl std::fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttrValue::Str(s) => f.write_str(s),
+            AttrValue::Int(i) => write!(f, "{i}"),
+            AttrValue::F64(v) => write!(f, "{v}"),
+            AttrValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+pub type AttrKey = Cow<'static, str>;
+
+/// An ordered attribute list (small; linear lookup is fine).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attributes(pub Vec<(AttrKey, AttrValue)>);
+
+impl Attributes {
+    pub fn set(&mut self, key: impl Into<AttrKey>, value: impl Into<AttrValue>) {
+        let key = key.into();
+        let value = value.into();
+        if let Some(slot) = self.0.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = value;
+        } else {
+            self.0.push((key, value));
+        }
+    }
+    pub fn get(&self, key: &str) -> Option<&AttrValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        match self.get(key) {
+            Some(AttrValue::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn get_int(&self, key: &str) -> Option<i64> {
+        match self.get(key) {
+            Some(AttrValue::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &(AttrKey, AttrValue)> {
+        self.0.iter()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+impl SpanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Server => "SERVER",
+            SpanKind::Client => "CLIENT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusCode {
+    Unset,
+    Ok,
+    Error,
+}
+
+impl StatusCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusCode::Unset => "UNSET",
+            StatusCode::Ok => "OK",
+            StatusCode::Error => "ERROR",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanStatus {
+    pub code: StatusCode,
+    /// Only set for `Error`.
+    pub message: String,
+}
+
+impl SpanStatus {
+    pub fn unset() -> Self {
+        SpanStatus {
+            code: StatusCode::Unset,
+            message: String::new(),
+        }
+    }
+    pub fn error(message: impl Into<String>) -> Self {
+        SpanStatus {
+            code: StatusCode::Error,
+            message: message.into(),
+        }
+    }
+}
+
+/// Timing on CLOCK_MONOTONIC, kept for the correlator (same clock for every process on the node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MonoTiming {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub request_end_ns: u64,
+    /// 0 when there was no response.
+    pub response_start_ns: u64,
+}
+
+/// Facts the correlator links on; not exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkInput {
+    pub conn_id: u64,
+    pub tid: u32,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    /// HTTP/2 stream id: on one connection both ends see the same id, so it orders exchanges
+    /// better than a count when streams are multiplexed.
+    pub stream_id: Option<u32>,
+    pub timing: MonoTiming,
+    /// Raw W3C `traceparent` / `tracestate` of the request.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+/// One finished span, before and after correlation (ids are filled by the correlator).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanData {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    /// W3C tracestate carried over from an inbound request.
+    pub trace_state: Option<String>,
+    pub name: String,
+    pub kind: SpanKind,
+    /// Unix epoch ns.
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub attributes: Attributes,
+    pub status: SpanStatus,
+    /// Traced process; also the resource key.
+    pub pid: u32,
+    pub resource: Arc<Resource>,
+    pub link: LinkInput,
+}
+
+impl SpanData {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_unix_ns.saturating_sub(self.start_unix_ns)
+    }
+    pub fn service_name(&self) -> &str {
+        self.resource.service_name()
+    }
+}
+
+/// Span-building options.
+#[derive(Debug, Clone, Default)]
+pub struct SpanConfig {
+    /// Put the raw query text in `db.query.text` when the parser kept it (off: sanitized only).
+    pub db_raw_query: bool,
+}
+
+/// Why an exchange produced no span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    UnknownRole,
+    DbServerSide,
+}
+
+/// Build the span for one exchange. Ids are zero; the correlator assigns them.
+pub fn build_span(
+    ex: &Exchange,
+    resource: Arc<Resource>,
+    clock: &ClockOffset,
+    cfg: &SpanConfig,
+) -> Result<SpanData, SkipReason> {
+    let kind = match ex.conn.role {
+        Role::Client => SpanKind::Client,
+        Role::Server => SpanKind::Server,
+        Role::Unknown => return Err(SkipReason::UnknownRole),
+    };
+    let rec = &ex.record;
+    let mut link = LinkInput {
+        conn_id: ex.conn.conn_id,
+        tid: ex.tid,
+        local: ex.conn.local,
+        remote: ex.conn.remote,
+        stream_id: None,
+        timing: MonoTiming {
+            start_ns: rec.start_ns,
+            end_ns: rec.end_ns.max(rec.start_ns),
+            request_end_ns: rec.request_end_ns,
+            response_start_ns: rec.response_start_ns,
+        },
+        traceparent: None,
+        tracestate: None,
+    };
+    let built = match &rec.detail {
+        Detail::Http(h) => {
+            link.traceparent = h.traceparent.clone();
+            link.tracestate = h.tracestate.clone();
+            http::build_http(kind, &ex.conn, h)
+        }
+        Detail::Grpc(g) => {
+            link.traceparent = g.traceparent.clone();
+            link.tracestate = g.tracestate.clone();
+            link.stream_id = Some(g.stream_id);
+            if g.plain_http2 {
+                http::build_http2_plain(kind, &ex.conn, g)
+            } else {
+                grpc::build_grpc(kind, &ex.conn, g)
+            }
+        }
+        Detail::Sql(s) => {
+            if kind == SpanKind::Server {
+                return Err(SkipReason::DbServerSide);
+            }
+            db::build_sql(&ex.conn, s, cfg)
+        }
+        Detail::Redis(r) => {
+            if kind == SpanKind::Server {
+                return Err(SkipReason::DbServerSide);
+            }
+            db::build_redis(&ex.conn, r)
+        }
+    };
+    Ok(SpanData {
+        trace_id: [0; 16],
+        span_id: [0; 8],
+        parent_span_id: None,
+        trace_state: None,
+        name: built.name,
+        kind,
+        start_unix_ns: clock.to_unix_ns(link.timing.start_ns),
+        end_unix_ns: clock.to_unix_ns(link.timing.end_ns),
+        attributes: built.attributes,
+        status: built.status,
+        pid: ex.conn.pid,
+        resource,
+        link,
+    })
+}
+
+/// What a protocol builder returns.
+pub(crate) struct Built {
+    pub name: String,
+    pub attributes: Attributes,
+    pub status: SpanStatus,
+}
+
+/// `network.peer.*` from the remote socket address.
+pub(crate) fn set_peer(attrs: &mut Attributes, remote: Option<SocketAddr>) {
+    if let Some(r) = remote {
+        attrs.set("network.peer.address", r.ip().to_string());
+        attrs.set("network.peer.port", i64::from(r.port()));
+    }
+}
+
+/// Split `host[:port]` (IPv6 in brackets allowed) into host and optional port.
+pub(crate) fn split_host_port(s: &str) -> (String, Option<u16>) {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((host, after)) = rest.split_once(']') {
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (host.to_string(), port);
+        }
+        return (s.to_string(), None);
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse::<u16>() {
+            Ok(port) => (h.to_string(), Some(port)),
+            Err(_) => (s.to_string(), None),
+        },
+        _ => (s.to_string(), None),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+#[cfg(test)]
+mod tests;
