@@ -215,6 +215,29 @@ fn data_rows_skip_from_their_header() {
 }
 
 #[test]
+fn runs_of_data_rows_skip_in_one_step() {
+    let rows = cat(&[
+        data_row("a"),
+        data_row("bb"),
+        data_row("ccc"),
+        complete("SELECT 3"),
+    ]);
+    let mut st = State::default();
+    let run_len = rows.len() - complete("SELECT 3").len();
+    assert!(
+        matches!(Postgres::parse(Rs, &rows, &mut st), Ok(Parsed::Skip { consumed }) if consumed == run_len)
+    );
+    assert_eq!(st.rows, 3);
+    // A trailing incomplete row is not part of the run.
+    let partial = cat(&[data_row("a"), data_row("bb")[..6].to_vec()]);
+    let mut st = State::default();
+    assert!(
+        matches!(Postgres::parse(Rs, &partial, &mut st), Ok(Parsed::Skip { consumed }) if consumed == data_row("a").len())
+    );
+    assert_eq!(st.rows, 1);
+}
+
+#[test]
 fn startup_auth_and_simple_query() {
     let (recs, d) = run(
         &[
