@@ -318,6 +318,10 @@ fn parse_response(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseErro
         Head::Partial => return Ok(Parsed::Partial),
         Head::Msg { ty, body, total } => (ty, body, total),
     };
+    // Messages only a running session sends: the end of authentication was lost.
+    if st.phase == Phase::Auth && b"TDC12Isn".contains(&ty) {
+        st.phase = Phase::Normal;
+    }
     let sk = &mut st.skipped_resp;
     if st.phase == Phase::Auth || st.phase == Phase::SslRequested {
         // Authentication requests, parameter status, key data, auth errors: not queries.

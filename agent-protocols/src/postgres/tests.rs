@@ -735,3 +735,22 @@ fn function_call_consumes_its_ready_for_query() {
     assert_eq!(sql(&recs[0]).rows, Some(1));
     assert_eq!((recs[0].start_ns, recs[0].end_ns), (200, 310));
 }
+
+#[test]
+fn lost_end_of_authentication_recovers_on_query_results() {
+    let mut d = Driver::<Postgres>::new(&ParserConfig::default());
+    d.feed(Rq, &startup(&[("user", "u")]), 0, 0, 1);
+    assert_eq!(d.state().phase, Phase::Auth);
+    // The ReadyForQuery that ends authentication was never captured.
+    d.feed(Rq, &query("SELECT 1"), 14, 2, 3);
+    let recs = d.feed(
+        Rs,
+        &cat(&[row_desc(), data_row("1"), complete("SELECT 1"), ready()]),
+        0,
+        4,
+        5,
+    );
+    assert_eq!(recs.len(), 1);
+    assert_eq!(sql(&recs[0]).rows, Some(1));
+    assert_eq!(d.state().phase, Phase::Normal);
+}
