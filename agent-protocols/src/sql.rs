@@ -570,7 +570,10 @@ fn is_clause_keyword(w: &str) -> bool {
 /// The statement's operation: its first keyword upper-cased (`SELECT`, `INSERT`, `BEGIN`, ...);
 /// for `WITH ...` the main statement's keyword when found, else `WITH`.
 pub fn operation(sql: &str, dialect: Dialect) -> Option<String> {
-    let sh = Shape::new(sql, dialect);
+    operation_of(&Shape::new(sql, dialect))
+}
+
+fn operation_of(sh: &Shape<'_>) -> Option<String> {
     let i = sh.main_keyword().or_else(|| {
         let first = (0..sh.toks.len()).find(|&i| sh.punct(i) != Some("("))?;
         sh.word(first).map(|_| first)
@@ -581,7 +584,10 @@ pub fn operation(sql: &str, dialect: Dialect) -> Option<String> {
 /// The one table a SELECT/INSERT/UPDATE/DELETE names (schema-qualified as written, quotes
 /// removed); None with joins, several tables, subqueries or other statements.
 pub fn collection(sql: &str, dialect: Dialect) -> Option<String> {
-    let sh = Shape::new(sql, dialect);
+    collection_of(&Shape::new(sql, dialect))
+}
+
+fn collection_of(sh: &Shape<'_>) -> Option<String> {
     let k = sh.main_keyword()?;
     let op = sh.word(k)?.to_ascii_uppercase();
     if sh.count_word("JOIN") > 0 {
@@ -720,10 +726,11 @@ impl Analyzed {
     pub fn new(bytes: &[u8], dialect: Dialect) -> Self {
         let cut = bytes.get(..MAX_SQL + 4).unwrap_or(bytes);
         let raw = String::from_utf8_lossy(cut);
+        let shape = Shape::new(&raw, dialect);
         Self {
             sanitized: sanitize(&raw, dialect),
-            operation: operation(&raw, dialect),
-            collection: collection(&raw, dialect),
+            operation: operation_of(&shape),
+            collection: collection_of(&shape),
             statements: statement_count(&raw, dialect),
             raw: raw.into(),
         }

@@ -174,7 +174,7 @@ pub fn parse(dir: Dir, buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, Pars
     };
     match dir {
         Dir::Request => parse_request(&p, st),
-        Dir::Response => parse_response(&p, st),
+        Dir::Response => parse_response(buf, &p, st),
     }
 }
 
@@ -371,7 +371,7 @@ fn err_fields(b: &[u8]) -> Response {
     }
 }
 
-fn parse_response(p: &Packet<'_>, st: &mut State) -> Result<Parsed<Frame>, ParseError> {
+fn parse_response(buf: &[u8], p: &Packet<'_>, st: &mut State) -> Result<Parsed<Frame>, ParseError> {
     if st.resp_continues {
         st.resp_continues = p.len == MAX_PAYLOAD;
         return Ok(skip(p.total, &mut st.skipped_resp));
@@ -473,11 +473,16 @@ fn parse_response(p: &Packet<'_>, st: &mut State) -> Result<Parsed<Frame>, Parse
                         frame(msg, p.total, &mut st.skipped_resp)
                     }
                     _ => {
+                        let (n, consumed) = if st.resp_continues {
+                            (1, p.total)
+                        } else {
+                            row_run(buf, p.total, &mut st.resp_seq)
+                        };
                         st.resp = RespPhase::Rows {
-                            rows: rows + 1,
+                            rows: rows + n,
                             expect,
                         };
-                        skip(p.total, &mut st.skipped_resp)
+                        skip(consumed, &mut st.skipped_resp)
                     }
                 });
             }
@@ -489,6 +494,33 @@ fn parse_response(p: &Packet<'_>, st: &mut State) -> Result<Parsed<Frame>, Parse
             }
         }
     }
+}
+
+/// Rows skipped in one step at most.
+const MAX_RUN: u64 = 4096;
+
+/// A row packet of `first_total` bytes at the buffer start and the complete row packets right
+/// after it (in sequence, not EOF/OK/ERR, not split): (rows, bytes). `seq` is the next
+/// expected sequence id, advanced past the run.
+fn row_run(buf: &[u8], first_total: usize, seq: &mut u8) -> (u64, usize) {
+    let (mut n, mut at) = (1u64, first_total);
+    while n < MAX_RUN {
+        let Some(h) = buf.get(at..at + 5) else { break };
+        let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+        let end = at + 4 + len;
+        if h[3] != *seq
+            || len == 0
+            || len >= MAX_PAYLOAD
+            || matches!(h[4], 0xfe | 0xff)
+            || end > buf.len()
+        {
+            break;
+        }
+        n += 1;
+        at = end;
+        *seq = seq.wrapping_add(1);
+    }
+    (n, at)
 }
 
 fn after_block(next_block: u32, rows_after: bool, expect: Expect) -> RespPhase {

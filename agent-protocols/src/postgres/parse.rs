@@ -318,6 +318,10 @@ fn parse_response(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseErro
         Head::Partial => return Ok(Parsed::Partial),
         Head::Msg { ty, body, total } => (ty, body, total),
     };
+    // Messages only a running session sends: the end of authentication was lost.
+    if st.phase == Phase::Auth && b"TDC12Isn".contains(&ty) {
+        st.phase = Phase::Normal;
+    }
     let sk = &mut st.skipped_resp;
     if st.phase == Phase::Auth || st.phase == Phase::SslRequested {
         // Authentication requests, parameter status, key data, auth errors: not queries.
@@ -337,8 +341,9 @@ fn parse_response(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseErro
             skip(total, sk)
         }
         b'D' => {
-            st.rows += 1;
-            skip(total, sk)
+            let (n, consumed) = data_row_run(buf, total);
+            st.rows += n;
+            skip(consumed, sk)
         }
         b'T' | b'n' => frame(Msg::Resp(Response::Described), total, sk),
         b'1' => frame(Msg::Resp(Response::ParseComplete), total, sk),
@@ -370,6 +375,27 @@ fn parse_response(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseErro
         // ParameterDescription, COPY, function results, protocol negotiation.
         _ => skip(total, sk),
     })
+}
+
+/// Rows skipped in one step at most.
+const MAX_RUN: u64 = 4096;
+
+/// A DataRow of `first_total` bytes at the buffer start and the complete DataRows right after
+/// it: (rows, bytes). One skip per run of rows instead of one per row keeps large result sets
+/// cheap for the driver.
+fn data_row_run(buf: &[u8], first_total: usize) -> (u64, usize) {
+    let (mut n, mut at) = (1u64, first_total);
+    while n < MAX_RUN && buf.get(at) == Some(&b'D') {
+        let Some(len) = be32(buf, at + 1) else { break };
+        let len = len as usize;
+        // Only rows wholly inside the buffer join the run.
+        if len < 4 || at + 1 + len > buf.len() {
+            break;
+        }
+        n += 1;
+        at += 1 + len;
+    }
+    (n, at)
 }
 
 /// Is there a plausible message header at `i`?

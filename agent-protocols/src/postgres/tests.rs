@@ -215,6 +215,29 @@ fn data_rows_skip_from_their_header() {
 }
 
 #[test]
+fn runs_of_data_rows_skip_in_one_step() {
+    let rows = cat(&[
+        data_row("a"),
+        data_row("bb"),
+        data_row("ccc"),
+        complete("SELECT 3"),
+    ]);
+    let mut st = State::default();
+    let run_len = rows.len() - complete("SELECT 3").len();
+    assert!(
+        matches!(Postgres::parse(Rs, &rows, &mut st), Ok(Parsed::Skip { consumed }) if consumed == run_len)
+    );
+    assert_eq!(st.rows, 3);
+    // A trailing incomplete row is not part of the run.
+    let partial = cat(&[data_row("a"), data_row("bb")[..6].to_vec()]);
+    let mut st = State::default();
+    assert!(
+        matches!(Postgres::parse(Rs, &partial, &mut st), Ok(Parsed::Skip { consumed }) if consumed == data_row("a").len())
+    );
+    assert_eq!(st.rows, 1);
+}
+
+#[test]
 fn startup_auth_and_simple_query() {
     let (recs, d) = run(
         &[
@@ -711,4 +734,23 @@ fn function_call_consumes_its_ready_for_query() {
     assert_eq!(recs.len(), 1);
     assert_eq!(sql(&recs[0]).rows, Some(1));
     assert_eq!((recs[0].start_ns, recs[0].end_ns), (200, 310));
+}
+
+#[test]
+fn lost_end_of_authentication_recovers_on_query_results() {
+    let mut d = Driver::<Postgres>::new(&ParserConfig::default());
+    d.feed(Rq, &startup(&[("user", "u")]), 0, 0, 1);
+    assert_eq!(d.state().phase, Phase::Auth);
+    // The ReadyForQuery that ends authentication was never captured.
+    d.feed(Rq, &query("SELECT 1"), 14, 2, 3);
+    let recs = d.feed(
+        Rs,
+        &cat(&[row_desc(), data_row("1"), complete("SELECT 1"), ready()]),
+        0,
+        4,
+        5,
+    );
+    assert_eq!(recs.len(), 1);
+    assert_eq!(sql(&recs[0]).rows, Some(1));
+    assert_eq!(d.state().phase, Phase::Normal);
 }

@@ -322,3 +322,26 @@ pub fn check_mid_connection<P: Protocol>(proto: &str, name: &str, skip: usize) {
         assert_eq!(gs.user, None);
     }
 }
+
+/// A synthetic large result: one query answered by `rows` rows in 64 KiB chunks.
+pub fn big_result(request: Vec<u8>, response: Vec<u8>) -> Vec<Chunk> {
+    let mut out = vec![Chunk {
+        conn_id: 1,
+        dir: Dir::Request,
+        bytes: request.len() as u64,
+        data: request,
+        ts_enter_ns: 1,
+        ts_exit_ns: 2,
+    }];
+    for (i, piece) in response.chunks(64 * 1024).enumerate() {
+        out.push(Chunk {
+            conn_id: 1,
+            dir: Dir::Response,
+            bytes: piece.len() as u64,
+            data: piece.to_vec(),
+            ts_enter_ns: 10 + i as u64,
+            ts_exit_ns: 11 + i as u64,
+        });
+    }
+    out
+}
