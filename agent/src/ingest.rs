@@ -51,14 +51,19 @@ pub fn decode(buf: &[u8]) -> Option<EventRef<'_>> {
     }
 }
 
-/// Drains the ring buffer until `stop` is set, calling `f` for every event and `tick` after every
-/// batch (for periodic work such as evictions and counter reads).
+/// What consumes events: one call per event, one `tick` after every drained batch (for periodic
+/// work such as evictions, flushing and counter reads).
+pub trait EventSink {
+    fn event(&mut self, ev: EventRef<'_>);
+    fn tick(&mut self, stats: &IngestStats);
+}
+
+/// Drains the ring buffer into `sink` until `stop` is set.
 pub fn run_loop(
     ring: &mut RingBuf<MapData>,
     stop: &Arc<AtomicBool>,
     poll_interval: Duration,
-    mut f: impl FnMut(EventRef<'_>),
-    mut tick: impl FnMut(&IngestStats),
+    sink: &mut impl EventSink,
 ) -> IngestStats {
     let mut stats = IngestStats::default();
     let fd = ring.as_raw_fd();
@@ -68,12 +73,12 @@ pub fn run_loop(
             match decode(&item) {
                 Some(ev) => {
                     stats.events += 1;
-                    f(ev)
+                    sink.event(ev)
                 }
                 None => stats.malformed += 1,
             }
         }
-        tick(&stats);
+        sink.tick(&stats);
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -89,8 +94,9 @@ pub fn run_loop(
     while let Some(item) = ring.next() {
         if let Some(ev) = decode(&item) {
             stats.events += 1;
-            f(ev);
+            sink.event(ev);
         }
     }
+    sink.tick(&stats);
     stats
 }

@@ -2,6 +2,7 @@
 
 pub mod capture_view;
 pub mod conntrack;
+pub mod daemon;
 pub mod correlate;
 pub mod discovery;
 pub mod export;

@@ -48,8 +48,79 @@ impl FilterArgs {
     }
 }
 
+#[derive(clap::Args, Clone, Default)]
+struct ExportFlags {
+    /// Exporters: otlp, console, jsonl, none (repeatable). Default: console, or otlp when an
+    /// OTLP endpoint is configured.
+    #[arg(long = "exporter")]
+    exporters: Vec<String>,
+    /// OTLP endpoint (overrides OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// grpc or http/protobuf (overrides OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL).
+    #[arg(long)]
+    protocol: Option<String>,
+    /// k=v,k2=v2 (overrides OTEL_EXPORTER_OTLP_[TRACES_]HEADERS).
+    #[arg(long)]
+    headers: Option<String>,
+    /// Export timeout in ms (overrides OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// gzip or none (overrides OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION).
+    #[arg(long)]
+    compression: Option<String>,
+    /// jsonl exporter output file (default stdout).
+    #[arg(long)]
+    jsonl_path: Option<std::path::PathBuf>,
+    /// Spans per OTLP request.
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// Longest wait before a partial batch is sent (ms).
+    #[arg(long)]
+    max_delay_ms: Option<u64>,
+    /// Spans queued for export; beyond it they are dropped and counted.
+    #[arg(long)]
+    max_queue: Option<usize>,
+}
+
+impl ExportFlags {
+    fn args(&self) -> tracewire::exportcfg::ExportArgs {
+        tracewire::exportcfg::ExportArgs {
+            exporters: self.exporters.clone(),
+            endpoint: self.endpoint.clone(),
+            protocol: self.protocol.clone(),
+            headers: self.headers.clone(),
+            timeout_ms: self.timeout_ms,
+            compression: self.compression.clone(),
+            jsonl_path: self.jsonl_path.clone(),
+            max_batch: self.max_batch,
+            max_delay_ms: self.max_delay_ms,
+            max_queue: self.max_queue,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// The daemon: capture, parse, build spans, link them into traces and export them.
+    Run {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        export: ExportFlags,
+        /// Keep SQL text as sent (with literals) in addition to the sanitized text.
+        #[arg(long)]
+        keep_raw_query: bool,
+        /// Most connections tracked; the least recently active are evicted beyond it.
+        #[arg(long, default_value_t = 16384)]
+        max_conns: usize,
+        /// Write final counters as JSON to this file on exit.
+        #[arg(long)]
+        stats_file: Option<std::path::PathBuf>,
+        /// Log counters every N seconds.
+        #[arg(long, default_value_t = 30)]
+        stats_interval: u64,
+    },
     /// Report the kernel, BTF and every hook the agent uses; non-zero exit when one is missing.
     Check,
     /// Print every captured connection and data event (the debugging view).
@@ -70,6 +141,21 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
+        Cmd::Run {
+            filter,
+            export,
+            keep_raw_query,
+            max_conns,
+            stats_file,
+            stats_interval,
+        } => run(
+            &filter,
+            &export,
+            keep_raw_query,
+            max_conns,
+            stats_file,
+            stats_interval,
+        ),
         Cmd::Check => check(),
         Cmd::Capture {
             filter,
@@ -88,6 +174,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(
+    filter: &FilterArgs,
+    export: &ExportFlags,
+    keep_raw_query: bool,
+    max_conns: usize,
+    stats_file: Option<std::path::PathBuf>,
+    stats_interval: u64,
+) -> Result<()> {
+    let export = tracewire::exportcfg::ExportConfig::from_env(&export.args())
+        .context("export configuration")?;
+    let mut conntrack = tracewire::conntrack::ConntrackConfig {
+        max_conns: max_conns.max(16),
+        ..Default::default()
+    };
+    conntrack.parser.keep_raw_query = keep_raw_query;
+    let cfg = tracewire::daemon::DaemonConfig {
+        probes: filter.probe_config(),
+        conntrack,
+        export,
+        channel_capacity: 65536,
+        stats_file,
+        stats_interval: Duration::from_secs(stats_interval.max(1)),
+    };
+    tracewire::daemon::run(cfg, stop_flag()?)?;
+    Ok(())
 }
 
 fn check() -> Result<()> {
@@ -141,6 +254,25 @@ fn signal_hook_register(sig: i32, flag: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
+/// Prints every event; flushes after every drained batch.
+struct CaptureSink<W: Write> {
+    cache: ConnInfoCache,
+    out: W,
+    json: bool,
+}
+
+impl<W: Write> tracewire::ingest::EventSink for CaptureSink<W> {
+    fn event(&mut self, ev: tracewire::ingest::EventRef<'_>) {
+        if let Some(line) = format_event(&mut self.cache, ev, self.json) {
+            let _ = writeln!(self.out, "{line}");
+        }
+    }
+
+    fn tick(&mut self, _: &tracewire::ingest::IngestStats) {
+        let _ = self.out.flush();
+    }
+}
+
 fn capture(f: &FilterArgs, json: bool, duration: Option<f64>) -> Result<()> {
     let mut probes = Probes::load(&f.probe_config())?;
     eprintln!(
@@ -156,23 +288,14 @@ fn capture(f: &FilterArgs, json: bool, duration: Option<f64>) -> Result<()> {
             s.store(true, Ordering::Relaxed);
         });
     }
-    let mut cache = ConnInfoCache::default();
     let stdout = std::io::stdout();
-    let out = std::cell::RefCell::new(std::io::BufWriter::new(stdout.lock()));
-    tracewire::ingest::run_loop(
-        &mut ring,
-        &stop,
-        Duration::from_millis(20),
-        |ev| {
-            if let Some(line) = format_event(&mut cache, ev, json) {
-                let _ = writeln!(out.borrow_mut(), "{line}");
-            }
-        },
-        |_| {
-            let _ = out.borrow_mut().flush();
-        },
-    );
-    let _ = out.borrow_mut().flush();
+    let mut sink = CaptureSink {
+        cache: ConnInfoCache::default(),
+        out: std::io::BufWriter::new(stdout.lock()),
+        json,
+    };
+    tracewire::ingest::run_loop(&mut ring, &stop, Duration::from_millis(20), &mut sink);
+    let _ = sink.out.flush();
     let c = probes.counters()?;
     eprintln!(
         "tracewire: kernel counters: data={} conn={} dropped={} truncated={} unknown_conns={} read_errors={} filtered={}",

@@ -1,0 +1,184 @@
+//! `tracewire run`: the kernel programs feed a dedicated ingest thread (ring buffer ->
+//! conntrack -> parsers -> exchanges); exchanges cross a bounded channel to the span pipeline
+//! (spans -> correlation -> exporters) on a small tokio runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+
+use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackStats};
+use crate::export::pipeline::{PipelineConfig, PipelineHandle, PipelineStats, spawn_span_pipeline};
+use crate::exportcfg::ExportConfig;
+use crate::ingest::{EventRef, EventSink, IngestStats, run_loop};
+use crate::model::Exchange;
+use crate::probes::{KernelCounters, ProbeConfig, Probes};
+
+pub struct DaemonConfig {
+    pub probes: ProbeConfig,
+    pub conntrack: ConntrackConfig,
+    pub export: ExportConfig,
+    /// Exchanges waiting for the span pipeline; beyond it they are dropped and counted.
+    pub channel_capacity: usize,
+    /// Where to write the final counters as JSON (benchmarks read it).
+    pub stats_file: Option<PathBuf>,
+    /// Log counters this often.
+    pub stats_interval: Duration,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct FinalStats {
+    pub kernel: KernelCounters,
+    pub conntrack: ConntrackStats,
+    pub exchanges_dropped_channel_full: u64,
+    pub spans_built: u64,
+    pub spans_exported: u64,
+    pub otlp_dropped: u64,
+    pub otlp_export_errors: u64,
+    /// Every loss anywhere: kernel ring buffer, channel, exporter queue and failures.
+    pub total_drops: u64,
+}
+
+/// Runs until `stop` is set (SIGINT/SIGTERM), then flushes and reports.
+pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
+    let mut probes = Probes::load(&cfg.probes)?;
+    let hooks: Vec<String> = probes
+        .attached
+        .iter()
+        .map(|h| format!("{}:{}", h.category, h.name))
+        .collect();
+    eprintln!(
+        "tracewire: tracing via {} tracepoints ({}); kprobes/fentry not used",
+        hooks.len(),
+        hooks.join(", ")
+    );
+    let mut ring = probes.take_ring()?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tracewire-export")
+        .enable_all()
+        .build()
+        .context("starting the export runtime")?;
+    let (tx, rx) = mpsc::channel::<Exchange>(cfg.channel_capacity);
+    let pipeline = rt
+        .block_on(async { spawn_span_pipeline(PipelineConfig::new(cfg.export.clone()), rx) })
+        .context("starting the span pipeline")?;
+
+    let mut sink = DaemonSink {
+        conntrack: Conntrack::new(cfg.conntrack.clone()),
+        out: Vec::with_capacity(64),
+        tx,
+        dropped: 0,
+        last_evict: Instant::now(),
+        last_log: Instant::now(),
+        stats_interval: cfg.stats_interval,
+        probes: &probes,
+        pipeline: &pipeline,
+    };
+    let ingest = run_loop(&mut ring, &stop, Duration::from_millis(10), &mut sink);
+    let DaemonSink {
+        conntrack,
+        tx,
+        dropped: ch_dropped,
+        ..
+    } = sink;
+    drop(tx);
+    let p: PipelineStats = rt.block_on(pipeline.shutdown(Duration::from_secs(5)));
+    let kernel = probes.counters().unwrap_or_default();
+    let fin = FinalStats {
+        kernel,
+        conntrack: conntrack.stats(),
+        exchanges_dropped_channel_full: ch_dropped,
+        spans_built: p.spans_built,
+        spans_exported: p.otlp_exported,
+        otlp_dropped: p.dropped(),
+        otlp_export_errors: p.otlp_export_errors,
+        total_drops: kernel.dropped_events + ch_dropped + p.dropped(),
+    };
+    eprintln!(
+        "tracewire: stopped: events={} spans_built={} exported={} total_drops={}",
+        ingest.events, fin.spans_built, fin.spans_exported, fin.total_drops
+    );
+    if let Some(path) = &cfg.stats_file {
+        std::fs::write(path, serde_json::to_string_pretty(&fin)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(fin)
+}
+
+/// The ingest thread's consumer: conntrack in, exchanges out to the span pipeline.
+struct DaemonSink<'a> {
+    conntrack: Conntrack,
+    out: Vec<Exchange>,
+    tx: mpsc::Sender<Exchange>,
+    dropped: u64,
+    last_evict: Instant,
+    last_log: Instant,
+    stats_interval: Duration,
+    probes: &'a Probes,
+    pipeline: &'a PipelineHandle,
+}
+
+impl DaemonSink<'_> {
+    fn send_all(&mut self) {
+        for ex in self.out.drain(..) {
+            // Never block the ingest thread: a full channel drops (and counts) the exchange.
+            if self.tx.try_send(ex).is_err() {
+                self.dropped += 1;
+            }
+        }
+    }
+}
+
+impl EventSink for DaemonSink<'_> {
+    fn event(&mut self, ev: EventRef<'_>) {
+        match ev {
+            EventRef::Conn(c) => self.conntrack.on_conn(c, &mut self.out),
+            EventRef::Data(h, p) => self.conntrack.on_data(h, p, &mut self.out),
+        }
+        if !self.out.is_empty() {
+            self.send_all();
+        }
+    }
+
+    fn tick(&mut self, _stats: &IngestStats) {
+        if self.last_evict.elapsed() > Duration::from_secs(1) {
+            self.conntrack.evict_idle(monotonic_ns(), &mut self.out);
+            self.send_all();
+            self.last_evict = Instant::now();
+        }
+        if self.last_log.elapsed() > self.stats_interval {
+            self.last_log = Instant::now();
+            let s = self.conntrack.stats();
+            let p = self.pipeline.stats();
+            let k = self.probes.counters().unwrap_or_default();
+            eprintln!(
+                "tracewire: conns={} records={} spans={} exported={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
+                self.conntrack.len(),
+                s.records,
+                p.spans_built,
+                p.otlp_exported,
+                k.dropped_events,
+                self.dropped,
+                p.dropped(),
+                s.unknown_protocol,
+                s.parse_errors
+            );
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns uses.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
