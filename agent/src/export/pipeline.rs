@@ -198,6 +198,15 @@ impl Sinks {
         if spans.is_empty() {
             return;
         }
+        if let Some(r) = &mut self.red {
+            for s in &spans {
+                r.record(s);
+            }
+            shared
+                .counters
+                .metrics_dropped_series
+                .store(r.dropped_series, Ordering::Relaxed);
+        }
         shared
             .counters
             .spans_emitted
