@@ -60,6 +60,9 @@ pub fn metric_name(s: &SpanData) -> &'static str {
     }
 }
 
+/// Points of one process: (pid, resource, (metric name, point)).
+type ProcessPoints = (u32, Arc<Resource>, Vec<(&'static str, HistogramDataPoint)>);
+
 type SeriesKey = (u32, &'static str, Vec<(&'static str, String)>);
 
 struct Series {
@@ -127,8 +130,7 @@ impl RedMetrics {
     /// Cumulative snapshot of every series.
     pub fn to_request(&self, now_unix_ns: u64) -> ExportMetricsServiceRequest {
         // pid -> (resource, metric name -> points)
-        let mut by_pid: Vec<(u32, Arc<Resource>, Vec<(&'static str, HistogramDataPoint)>)> =
-            Vec::new();
+        let mut by_pid: Vec<ProcessPoints> = Vec::new();
         let mut keys: Vec<&SeriesKey> = self.series.keys().collect();
         keys.sort();
         for key in keys {
