@@ -19,6 +19,8 @@ use crate::model::Exchange;
 use crate::spans::{ClockOffset, SkipReason, SpanConfig, SpanData, build_span};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
+const CLOCK_REMEASURE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub export: ExportConfig,
@@ -348,7 +350,9 @@ async fn run(
     shared: Arc<Shared>,
     metrics_join: Option<JoinHandle<()>>,
 ) -> Leftovers {
-    let clock = ClockOffset::measure();
+    // Re-measured now and then: the wall clock may be stepped or slewed (NTP).
+    let mut clock = ClockOffset::measure();
+    let mut clock_at = tokio::time::Instant::now();
     let mut procs = ProcessCache::new(cfg.discovery.clone());
     let mut corr = Correlator::new(cfg.correlate.clone());
     let mut tick = tokio::time::interval(cfg.tick);
@@ -381,6 +385,10 @@ async fn run(
                 }
             }
             _ = tick.tick() => {
+                if clock_at.elapsed() >= CLOCK_REMEASURE {
+                    clock = ClockOffset::measure();
+                    clock_at = tokio::time::Instant::now();
+                }
                 let now = ClockOffset::now_mono_ns();
                 let out = corr.poll(now);
                 sinks.emit(out, now, &shared);
