@@ -342,7 +342,6 @@ async fn collector_down(protocol: OtlpProtocol) {
         OtlpProtocol::Grpc => rx.grpc_endpoint(),
         OtlpProtocol::HttpProtobuf => rx.http_endpoint(),
     };
-    rx.stop().await;
     let batch = BatchConfig {
         max_batch: 5,
         max_delay: Duration::from_millis(20),
@@ -357,6 +356,30 @@ async fn collector_down(protocol: OtlpProtocol) {
         Err(e) => panic!("pipeline: {e}"),
     };
     let me = std::process::id();
+    // Connected and exporting first, so the collector dies under an open connection.
+    let base = ClockOffset::now_mono_ns();
+    for i in 0..5u64 {
+        let t = base + i * 10_000;
+        let ex = http_ex(
+            me,
+            1,
+            900 + i,
+            Role::Server,
+            "127.0.0.1:8080",
+            "127.0.0.1:50000",
+            "/before",
+            [t, t + 1, t + 2, t + 3],
+        );
+        assert!(tx.send(ex).await.is_ok());
+    }
+    assert!(
+        rx.wait_for_spans(5, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "{:?}",
+        handle.stats()
+    );
+    rx.stop().await;
     let base = ClockOffset::now_mono_ns();
     for i in 0..200u64 {
         let t = base + i * 10_000;
@@ -374,13 +397,13 @@ async fn collector_down(protocol: OtlpProtocol) {
     }
     // The queue (20) overflows while the collector is down; attempts fail and are counted.
     wait_stats(&handle, "drops and errors", |s| {
-        s.spans_emitted == 200 && s.otlp_dropped_queue_full > 0 && s.otlp_export_errors > 0
+        s.spans_emitted == 205 && s.otlp_dropped_queue_full > 0 && s.otlp_export_errors > 0
     })
     .await;
     let st = handle.stats();
-    assert_eq!(st.exchanges_received, 200);
+    assert_eq!(st.exchanges_received, 205);
     assert!(st.otlp_dropped_queue_full >= 200 - 20 - 5 * 2, "{st:?}");
-    assert_eq!(st.otlp_exported, 0);
+    assert_eq!(st.otlp_exported, 5);
     // Batches whose retry budget ran out are dropped and counted.
     wait_stats(&handle, "failed batches", |s| s.otlp_dropped_failed > 0).await;
     // Collector back: new spans flow again.
@@ -418,10 +441,10 @@ async fn collector_down(protocol: OtlpProtocol) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let st = handle.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(st.spans_emitted, 210);
+    assert_eq!(st.spans_emitted, 215);
     // Every span is accounted for: exported or counted as dropped.
-    assert_eq!(st.otlp_exported + st.dropped(), 210, "{st:?}");
-    assert!(st.otlp_exported >= 10);
+    assert_eq!(st.otlp_exported + st.dropped(), 215, "{st:?}");
+    assert!(st.otlp_exported >= 15);
     rx.stop().await;
 }
 
