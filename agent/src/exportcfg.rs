@@ -57,6 +57,9 @@ pub struct ExportArgs {
     pub max_batch: Option<usize>,
     pub max_delay_ms: Option<u64>,
     pub max_queue: Option<usize>,
+    /// Export RED metrics over OTLP (None: `OTEL_METRICS_EXPORTER=otlp` decides).
+    pub red_metrics: Option<bool>,
+    pub metrics_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,12 +98,23 @@ impl Default for BatchConfig {
     }
 }
 
+/// RED metrics (request rate, errors, duration histograms) derived from spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// gRPC server, or the full `/v1/metrics` URL for HTTP (same protocol/headers as traces).
+    pub endpoint: String,
+    pub interval: Duration,
+    /// Most distinct series kept (new ones are dropped and counted beyond it).
+    pub max_series: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportConfig {
     pub exporters: Vec<ExporterKind>,
     pub otlp: OtlpConfig,
     pub batch: BatchConfig,
     pub jsonl_path: Option<PathBuf>,
+    pub metrics: Option<MetricsConfig>,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -259,6 +273,42 @@ impl ExportConfig {
                 exporters.push(k);
             }
         }
+        // RED metrics: CLI, else OTEL_METRICS_EXPORTER (otlp enables), default off.
+        let metrics_on = match args.red_metrics {
+            Some(v) => v,
+            None => get("OTEL_METRICS_EXPORTER")
+                .is_some_and(|v| v.split(',').any(|x| x.trim() == "otlp")),
+        };
+        let metrics = if metrics_on {
+            let interval = match args.metrics_interval_ms {
+                Some(ms) => Duration::from_millis(ms),
+                None => opt_u64("OTEL_METRIC_EXPORT_INTERVAL", &get)?
+                    .map_or(Duration::from_secs(60), Duration::from_millis),
+            };
+            if interval.is_zero() {
+                return Err(ExportCfgError::Zero("metric export interval"));
+            }
+            let endpoint = match get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+                Some(e) => {
+                    check_url("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &e)?;
+                    e
+                }
+                None => match protocol {
+                    OtlpProtocol::Grpc => endpoint.clone(),
+                    OtlpProtocol::HttpProtobuf => match endpoint.strip_suffix("/v1/traces") {
+                        Some(base) => format!("{base}/v1/metrics"),
+                        None => format!("{}/v1/metrics", endpoint.trim_end_matches('/')),
+                    },
+                },
+            };
+            Some(MetricsConfig {
+                endpoint,
+                interval,
+                max_series: 10_000,
+            })
+        } else {
+            None
+        };
         Ok(ExportConfig {
             exporters,
             otlp: OtlpConfig {
@@ -270,6 +320,7 @@ impl ExportConfig {
             },
             batch,
             jsonl_path: args.jsonl_path.clone(),
+            metrics,
         })
     }
 }
@@ -398,6 +449,7 @@ mod tests {
                 },
                 batch: BatchConfig::default(),
                 jsonl_path: None,
+                metrics: None,
             })
         );
     }
@@ -465,6 +517,8 @@ mod tests {
             max_batch: Some(3),
             max_delay_ms: Some(7),
             max_queue: Some(9),
+            red_metrics: Some(true),
+            metrics_interval_ms: Some(500),
         };
         let c = match cfg(
             &args,
@@ -496,6 +550,49 @@ mod tests {
             (3, Duration::from_millis(7), 9)
         );
         assert_eq!(c.jsonl_path, Some(PathBuf::from("/tmp/x.jsonl")));
+        assert_eq!(
+            c.metrics,
+            Some(MetricsConfig {
+                endpoint: "http://cli:4317".into(),
+                interval: Duration::from_millis(500),
+                max_series: 10_000
+            })
+        );
+    }
+
+    #[test]
+    fn metrics_from_env() {
+        let m = |vars: &[(&str, &str)]| cfg(&ExportArgs::default(), vars).map(|c| c.metrics);
+        assert_eq!(m(&[]), Ok(None));
+        assert_eq!(m(&[("OTEL_METRICS_EXPORTER", "none")]), Ok(None));
+        assert_eq!(
+            m(&[
+                ("OTEL_METRICS_EXPORTER", "otlp"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "1500"),
+            ]),
+            Ok(Some(MetricsConfig {
+                endpoint: "http://c:4318/v1/metrics".into(),
+                interval: Duration::from_millis(1500),
+                max_series: 10_000
+            }))
+        );
+        assert_eq!(
+            m(&[
+                ("OTEL_METRICS_EXPORTER", "otlp"),
+                ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9/x"),
+            ])
+            .map(|c| c.map(|c| (c.endpoint, c.interval))),
+            Ok(Some(("http://m:9/x".to_string(), Duration::from_secs(60))))
+        );
+        assert_eq!(
+            m(&[
+                ("OTEL_METRICS_EXPORTER", "otlp"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "x")
+            ])
+            .map_err(|e| e.to_string()),
+            Err("OTEL_METRIC_EXPORT_INTERVAL: \"x\" is not a number of milliseconds".to_string())
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A local OTLP receiver for end-to-end tests: gRPC (TraceService) and HTTP/protobuf
-//! (`POST /v1/traces`) on 127.0.0.1, collecting every span with its resource. It can be told
-//! to refuse (UNAVAILABLE / 503) or to stop listening, and restarted on the same ports.
+//! (`POST /v1/traces`, `POST /v1/metrics`) on 127.0.0.1, collecting every span with its resource
+//! (and metrics). It can be told to refuse (UNAVAILABLE / 503) or to stop listening, and restarted
+//! on the same ports.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -11,6 +12,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -18,6 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -70,6 +78,7 @@ struct State {
     refused: AtomicU64,
     refuse: AtomicBool,
     headers: Mutex<Vec<(String, String)>>,
+    metrics: Mutex<Vec<ResourceMetrics>>,
 }
 
 impl State {
@@ -94,6 +103,78 @@ impl State {
             v.extend(out);
         }
         self.notify.notify_waiters();
+    }
+}
+
+impl State {
+    fn store_metrics(&self, req: ExportMetricsServiceRequest) {
+        if let Ok(mut v) = self.metrics.lock() {
+            v.extend(req.resource_metrics);
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+struct GrpcMetrics(Arc<State>);
+
+#[tonic::async_trait]
+impl MetricsService for GrpcMetrics {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        if self.0.refuse.load(Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable("refusing (test)"));
+        }
+        self.0.store_metrics(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+async fn http_metrics(
+    axum::extract::State(st): axum::extract::State<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    if st.refuse.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "refusing (test)").into_response();
+    }
+    let Some(raw) = decode_body(&headers, &body) else {
+        return (StatusCode::BAD_REQUEST, "bad gzip").into_response();
+    };
+    match ExportMetricsServiceRequest::decode(&raw[..]) {
+        Ok(req) => {
+            st.store_metrics(req);
+            let resp = ExportMetricsServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec();
+            (
+                StatusCode::OK,
+                [("content-type", "application/x-protobuf")],
+                resp,
+            )
+                .into_response()
+        }
+        Err(_) => (StatusCode::BAD_REQUEST, "bad protobuf").into_response(),
+    }
+}
+
+fn decode_body(headers: &HeaderMap, body: &Bytes) -> Option<Vec<u8>> {
+    let gz = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        == Some("gzip");
+    if gz {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .ok()?;
+        Some(out)
+    } else {
+        Some(body.to_vec())
     }
 }
 
@@ -142,21 +223,8 @@ async fn http_export(
             h.push((k.to_string(), v.to_str().unwrap_or("").to_string()));
         }
     }
-    let gz = headers
-        .get("content-encoding")
-        .and_then(|v| v.to_str().ok())
-        == Some("gzip");
-    let raw = if gz {
-        let mut out = Vec::new();
-        if flate2::read::GzDecoder::new(&body[..])
-            .read_to_end(&mut out)
-            .is_err()
-        {
-            return (StatusCode::BAD_REQUEST, "bad gzip").into_response();
-        }
-        out
-    } else {
-        body.to_vec()
+    let Some(raw) = decode_body(&headers, &body) else {
+        return (StatusCode::BAD_REQUEST, "bad gzip").into_response();
     };
     match ExportTraceServiceRequest::decode(&raw[..]) {
         Ok(req) => {
@@ -208,9 +276,12 @@ impl OtlpReceiver {
         let (gs, gr) = oneshot::channel::<()>();
         let svc = TraceServiceServer::new(Grpc(Arc::clone(&self.state)))
             .accept_compressed(CompressionEncoding::Gzip);
+        let msvc = MetricsServiceServer::new(GrpcMetrics(Arc::clone(&self.state)))
+            .accept_compressed(CompressionEncoding::Gzip);
         let gjoin = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
+                .add_service(msvc)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(g),
                     async {
@@ -222,6 +293,7 @@ impl OtlpReceiver {
         let (hs, hr) = oneshot::channel::<()>();
         let app = axum::Router::new()
             .route("/v1/traces", axum::routing::post(http_export))
+            .route("/v1/metrics", axum::routing::post(http_metrics))
             .with_state(Arc::clone(&self.state));
         let hjoin = tokio::spawn(async move {
             let _ = axum::serve(h, app)
@@ -313,6 +385,35 @@ impl OtlpReceiver {
             .lock()
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// Every ResourceMetrics received, in arrival order.
+    pub fn metrics(&self) -> Vec<ResourceMetrics> {
+        self.state
+            .metrics
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Wait until the ResourceMetrics received so far satisfy `pred`.
+    pub async fn wait_for_metrics(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[ResourceMetrics]) -> bool,
+    ) -> Option<Vec<ResourceMetrics>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            let m = self.metrics();
+            if pred(&m) {
+                return Some(m);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let m = self.metrics();
+                return pred(&m).then_some(m);
+            }
+        }
     }
 
     pub fn clear(&self) {

@@ -133,6 +133,7 @@ fn config(protocol: OtlpProtocol, endpoint: String, batch: BatchConfig) -> Pipel
         },
         batch,
         jsonl_path: None,
+        metrics: None,
     });
     cfg.correlate = CorrelatorConfig {
         hold: Duration::from_millis(150),
@@ -341,7 +342,6 @@ async fn collector_down(protocol: OtlpProtocol) {
         OtlpProtocol::Grpc => rx.grpc_endpoint(),
         OtlpProtocol::HttpProtobuf => rx.http_endpoint(),
     };
-    rx.stop().await;
     let batch = BatchConfig {
         max_batch: 5,
         max_delay: Duration::from_millis(20),
@@ -356,6 +356,30 @@ async fn collector_down(protocol: OtlpProtocol) {
         Err(e) => panic!("pipeline: {e}"),
     };
     let me = std::process::id();
+    // Connected and exporting first, so the collector dies under an open connection.
+    let base = ClockOffset::now_mono_ns();
+    for i in 0..5u64 {
+        let t = base + i * 10_000;
+        let ex = http_ex(
+            me,
+            1,
+            900 + i,
+            Role::Server,
+            "127.0.0.1:8080",
+            "127.0.0.1:50000",
+            "/before",
+            [t, t + 1, t + 2, t + 3],
+        );
+        assert!(tx.send(ex).await.is_ok());
+    }
+    assert!(
+        rx.wait_for_spans(5, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "{:?}",
+        handle.stats()
+    );
+    rx.stop().await;
     let base = ClockOffset::now_mono_ns();
     for i in 0..200u64 {
         let t = base + i * 10_000;
@@ -373,13 +397,13 @@ async fn collector_down(protocol: OtlpProtocol) {
     }
     // The queue (20) overflows while the collector is down; attempts fail and are counted.
     wait_stats(&handle, "drops and errors", |s| {
-        s.spans_emitted == 200 && s.otlp_dropped_queue_full > 0 && s.otlp_export_errors > 0
+        s.spans_emitted == 205 && s.otlp_dropped_queue_full > 0 && s.otlp_export_errors > 0
     })
     .await;
     let st = handle.stats();
-    assert_eq!(st.exchanges_received, 200);
+    assert_eq!(st.exchanges_received, 205);
     assert!(st.otlp_dropped_queue_full >= 200 - 20 - 5 * 2, "{st:?}");
-    assert_eq!(st.otlp_exported, 0);
+    assert_eq!(st.otlp_exported, 5);
     // Batches whose retry budget ran out are dropped and counted.
     wait_stats(&handle, "failed batches", |s| s.otlp_dropped_failed > 0).await;
     // Collector back: new spans flow again.
@@ -417,10 +441,10 @@ async fn collector_down(protocol: OtlpProtocol) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let st = handle.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(st.spans_emitted, 210);
+    assert_eq!(st.spans_emitted, 215);
     // Every span is accounted for: exported or counted as dropped.
-    assert_eq!(st.otlp_exported + st.dropped(), 210, "{st:?}");
-    assert!(st.otlp_exported >= 10);
+    assert_eq!(st.otlp_exported + st.dropped(), 215, "{st:?}");
+    assert!(st.otlp_exported >= 15);
     rx.stop().await;
 }
 
@@ -526,4 +550,94 @@ async fn pipeline_throughput_grpc() {
         100
     );
     rx.stop().await;
+}
+
+fn histogram_count(
+    rms: &[opentelemetry_proto::tonic::metrics::v1::ResourceMetrics],
+    name: &str,
+) -> u64 {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    // Cumulative: the latest snapshot carries the total.
+    rms.iter()
+        .rev()
+        .flat_map(|rm| rm.scope_metrics.iter())
+        .flat_map(|sm| sm.metrics.iter())
+        .filter(|m| m.name == name)
+        .find_map(|m| match &m.data {
+            Some(Data::Histogram(h)) => Some(h.data_points.iter().map(|p| p.count).sum()),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+async fn red_metrics(protocol: OtlpProtocol) {
+    use tracewire::exportcfg::MetricsConfig;
+    let rx = OtlpReceiver::start().await;
+    let (traces, metrics) = match protocol {
+        OtlpProtocol::Grpc => (rx.grpc_endpoint(), rx.grpc_endpoint()),
+        OtlpProtocol::HttpProtobuf => (
+            rx.http_endpoint(),
+            rx.http_endpoint().replace("/v1/traces", "/v1/metrics"),
+        ),
+    };
+    let mut cfg = config(protocol, traces, fast_batch());
+    cfg.export.metrics = Some(MetricsConfig {
+        endpoint: metrics,
+        interval: Duration::from_millis(200),
+        max_series: 100,
+    });
+    let (tx, erx) = mpsc::channel(16);
+    let handle = match spawn_span_pipeline(cfg, erx) {
+        Ok(h) => h,
+        Err(e) => panic!("pipeline: {e}"),
+    };
+    let me = std::process::id();
+    let base = ClockOffset::now_mono_ns();
+    for i in 0..3u64 {
+        let t = base + i * 10_000_000;
+        let ex = http_ex(
+            me,
+            1,
+            i,
+            Role::Server,
+            "127.0.0.1:8080",
+            "127.0.0.1:50000",
+            "/m",
+            [t, t + 1_000, t + 2_000_000, t + 3_000_000],
+        );
+        assert!(tx.send(ex).await.is_ok());
+    }
+    let got = rx
+        .wait_for_metrics(Duration::from_secs(10), |m| {
+            histogram_count(m, "http.server.request.duration") == 3
+        })
+        .await;
+    let Some(rms) = got else {
+        panic!("metrics: {:#?} stats {:?}", rx.metrics(), handle.stats())
+    };
+    let last = rms.iter().rev().find(|rm| !rm.scope_metrics.is_empty());
+    let pid = last
+        .and_then(|rm| rm.resource.as_ref())
+        .and_then(|r| tracewire_e2e::otlp_receiver::attr(&r.attributes, "process.pid"));
+    assert_eq!(pid, Some(me.to_string()));
+    assert_eq!(
+        last.map(|rm| rm.scope_metrics[0].scope.as_ref().map(|s| s.name.clone())),
+        Some(Some("tracewire".to_string()))
+    );
+    drop(tx);
+    let st = handle.shutdown(Duration::from_secs(5)).await;
+    assert!(st.metrics_exports >= 1, "{st:?}");
+    assert_eq!(st.metrics_dropped_series, 0);
+    assert_eq!(st.otlp_exported, 3);
+    rx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_metrics_grpc() {
+    red_metrics(OtlpProtocol::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_metrics_http() {
+    red_metrics(OtlpProtocol::HttpProtobuf).await;
 }

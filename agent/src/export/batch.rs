@@ -38,7 +38,7 @@ pub struct OtlpExporter {
 impl OtlpExporter {
     /// Must be called inside a tokio runtime.
     pub fn spawn(otlp: &OtlpConfig, batch: &BatchConfig) -> Result<Self, TransportError> {
-        let transport = Transport::new(otlp)?;
+        let transport = Transport::new(otlp, &otlp.endpoint)?;
         let (tx, rx) = mpsc::channel(batch.max_queue.max(1));
         let stats = Arc::new(OtlpStats::default());
         let join = tokio::spawn(worker(transport, batch.clone(), rx, Arc::clone(&stats)));

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod console;
 mod hex;
 pub mod jsonl;
+pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod transport;

@@ -10,12 +10,16 @@ use tokio::task::JoinHandle;
 use super::batch::{OtlpExporter, OtlpStats};
 use super::console::ConsoleTraces;
 use super::jsonl::JsonlWriter;
-use super::transport::TransportError;
+use super::metrics::RedMetrics;
+use super::transport::{Transport, TransportError};
 use crate::correlate::{CorrelateStats, Correlator, CorrelatorConfig};
 use crate::discovery::{DiscoveryConfig, ProcessCache};
 use crate::exportcfg::{ExportConfig, ExporterKind};
 use crate::model::Exchange;
 use crate::spans::{ClockOffset, SkipReason, SpanConfig, SpanData, build_span};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+
+const CLOCK_REMEASURE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -63,6 +67,9 @@ struct Counters {
     console_traces: AtomicU64,
     jsonl_written: AtomicU64,
     jsonl_errors: AtomicU64,
+    metrics_exports: AtomicU64,
+    metrics_errors: AtomicU64,
+    metrics_dropped_series: AtomicU64,
 }
 
 /// A snapshot of the pipeline's counters, for logging.
@@ -83,6 +90,10 @@ pub struct PipelineStats {
     pub console_traces_printed: u64,
     pub jsonl_written: u64,
     pub jsonl_errors: u64,
+    /// RED metric snapshots sent / failed, and series refused over the cap.
+    pub metrics_exports: u64,
+    pub metrics_errors: u64,
+    pub metrics_dropped_series: u64,
 }
 
 impl PipelineStats {
@@ -119,6 +130,9 @@ impl Shared {
             console_traces_printed: g(&c.console_traces),
             jsonl_written: g(&c.jsonl_written),
             jsonl_errors: g(&c.jsonl_errors),
+            metrics_exports: g(&c.metrics_exports),
+            metrics_errors: g(&c.metrics_errors),
+            metrics_dropped_series: g(&c.metrics_dropped_series),
         }
     }
 }
@@ -127,7 +141,13 @@ impl Shared {
 pub struct PipelineHandle {
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
-    join: JoinHandle<Option<OtlpExporter>>,
+    join: JoinHandle<Leftovers>,
+}
+
+/// What outlives the pipeline loop and is drained by `shutdown`.
+struct Leftovers {
+    otlp: Option<OtlpExporter>,
+    metrics: Option<JoinHandle<()>>,
 }
 
 impl PipelineHandle {
@@ -142,15 +162,25 @@ impl PipelineHandle {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let otlp = match tokio::time::timeout(deadline, &mut self.join).await {
-            Ok(Ok(o)) => o,
+        let left = match tokio::time::timeout(deadline, &mut self.join).await {
+            Ok(Ok(l)) => l,
             _ => {
                 self.join.abort();
-                None
+                Leftovers {
+                    otlp: None,
+                    metrics: None,
+                }
             }
         };
-        if let Some(o) = otlp {
+        if let Some(o) = left.otlp {
             o.shutdown(deadline.saturating_sub(start.elapsed())).await;
+        }
+        if let Some(mut m) = left.metrics
+            && tokio::time::timeout(deadline.saturating_sub(start.elapsed()), &mut m)
+                .await
+                .is_err()
+        {
+            m.abort();
         }
         self.shared.snapshot()
     }
@@ -161,12 +191,23 @@ struct Sinks {
     otlp: Option<OtlpExporter>,
     console: Option<ConsoleTraces>,
     jsonl: Option<JsonlWriter>,
+    red: Option<RedMetrics>,
+    metrics_tx: Option<mpsc::Sender<ExportMetricsServiceRequest>>,
 }
 
 impl Sinks {
     fn emit(&mut self, spans: Vec<SpanData>, now_ns: u64, shared: &Shared) {
         if spans.is_empty() {
             return;
+        }
+        if let Some(r) = &mut self.red {
+            for s in &spans {
+                r.record(s);
+            }
+            shared
+                .counters
+                .metrics_dropped_series
+                .store(r.dropped_series, Ordering::Relaxed);
         }
         shared
             .counters
@@ -199,6 +240,19 @@ impl Sinks {
                 && let Some(text) = c.push(s, now_ns)
             {
                 print_trace(&text, shared);
+            }
+        }
+    }
+
+    /// Queue a cumulative RED snapshot for the metrics sender (skipped if it is still busy).
+    fn export_metrics(&mut self, clock: &ClockOffset, shared: &Shared) {
+        if let (Some(r), Some(tx)) = (&self.red, &self.metrics_tx) {
+            let req = r.to_request(clock.to_unix_ns(ClockOffset::now_mono_ns()));
+            if !req.resource_metrics.is_empty() && tx.try_send(req).is_err() {
+                shared
+                    .counters
+                    .metrics_errors
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -252,12 +306,35 @@ pub fn spawn_span_pipeline(
         otlp: otlp.as_ref().map(|o| Arc::clone(o.stats())),
     });
     let (stop_tx, stop_rx) = oneshot::channel();
+    let (red, metrics_tx, metrics_join) = match &cfg.export.metrics {
+        Some(m) => {
+            let transport = Transport::new(&cfg.export.otlp, &m.endpoint)?;
+            let (tx, mrx) = mpsc::channel(2);
+            let join = tokio::spawn(metrics_sender(transport, mrx, Arc::clone(&shared)));
+            let start = ClockOffset::measure().to_unix_ns(ClockOffset::now_mono_ns());
+            (
+                Some(RedMetrics::new(start, m.max_series)),
+                Some(tx),
+                Some(join),
+            )
+        }
+        None => (None, None, None),
+    };
     let sinks = Sinks {
         otlp,
         console,
         jsonl,
+        red,
+        metrics_tx,
     };
-    let join = tokio::spawn(run(cfg, rx, stop_rx, sinks, Arc::clone(&shared)));
+    let join = tokio::spawn(run(
+        cfg,
+        rx,
+        stop_rx,
+        sinks,
+        Arc::clone(&shared),
+        metrics_join,
+    ));
     Ok(PipelineHandle {
         shared,
         stop: Some(stop_tx),
@@ -271,12 +348,23 @@ async fn run(
     mut stop: oneshot::Receiver<()>,
     mut sinks: Sinks,
     shared: Arc<Shared>,
-) -> Option<OtlpExporter> {
-    let clock = ClockOffset::measure();
+    metrics_join: Option<JoinHandle<()>>,
+) -> Leftovers {
+    // Re-measured now and then: the wall clock may be stepped or slewed (NTP).
+    let mut clock = ClockOffset::measure();
+    let mut clock_at = tokio::time::Instant::now();
     let mut procs = ProcessCache::new(cfg.discovery.clone());
     let mut corr = Correlator::new(cfg.correlate.clone());
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let metrics_every = cfg
+        .export
+        .metrics
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |m| m.interval);
+    let mut metrics_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + metrics_every, metrics_every);
+    metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             ex = rx.recv() => {
@@ -297,12 +385,17 @@ async fn run(
                 }
             }
             _ = tick.tick() => {
+                if clock_at.elapsed() >= CLOCK_REMEASURE {
+                    clock = ClockOffset::measure();
+                    clock_at = tokio::time::Instant::now();
+                }
                 let now = ClockOffset::now_mono_ns();
                 let out = corr.poll(now);
                 sinks.emit(out, now, &shared);
                 sinks.tick_console(now, false, &shared);
                 if let Ok(mut s) = shared.correlate.lock() { *s = corr.stats(); }
             }
+            _ = metrics_tick.tick() => sinks.export_metrics(&clock, &shared),
             _ = &mut stop => break,
         }
     }
@@ -310,8 +403,37 @@ async fn run(
     let out = corr.flush();
     sinks.emit(out, now, &shared);
     sinks.tick_console(now, true, &shared);
+    sinks.export_metrics(&clock, &shared);
     if let Ok(mut s) = shared.correlate.lock() {
         *s = corr.stats();
     }
-    sinks.otlp.take()
+    Leftovers {
+        otlp: sinks.otlp.take(),
+        metrics: metrics_join,
+    }
+}
+
+/// Sends RED snapshots; cumulative, so a failed one is simply superseded by the next.
+async fn metrics_sender(
+    mut transport: Transport,
+    mut rx: mpsc::Receiver<ExportMetricsServiceRequest>,
+    shared: Arc<Shared>,
+) {
+    while let Some(req) = rx.recv().await {
+        match transport.send_metrics(req).await {
+            Ok(()) => {
+                shared
+                    .counters
+                    .metrics_exports
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, "OTLP metrics export failed");
+                shared
+                    .counters
+                    .metrics_errors
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }

@@ -414,3 +414,78 @@ async fn pipeline_writes_jsonl_trees_and_counts_skips() {
     assert_eq!(pid, Some(serde_json::Value::String(me.to_string())));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn red_metrics_histograms_per_process_and_route() {
+    use super::metrics::{BOUNDS_S, RedMetrics, metric_name};
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let mut m = RedMetrics::new(1, 3);
+    // 3 ms, 30 ms server spans of pid 1; one 2 s client span of pid 1; one pid 2 span.
+    let a = sp(1, 1, Role::Server, "/a", 1, 1, None, (0, 3_000_000));
+    let b = sp(1, 1, Role::Server, "/b", 1, 2, None, (0, 30_000_000));
+    let c = sp(1, 1, Role::Client, "/c", 1, 3, None, (0, 2_000_000_000));
+    let d = sp(2, 1, Role::Server, "/d", 1, 4, None, (0, 1_000_000));
+    assert_eq!(metric_name(&a), "http.server.request.duration");
+    assert_eq!(metric_name(&c), "http.client.request.duration");
+    for s in [&a, &b, &c, &d] {
+        m.record(s);
+    }
+    // a and b share a series (url.path is not a metric attribute); cap 3 reached by d.
+    assert_eq!(m.series_count(), 3);
+    assert_eq!(m.dropped_series, 0);
+    let e = sp(3, 1, Role::Server, "/e", 1, 5, None, (0, 1));
+    m.record(&e);
+    assert_eq!(m.dropped_series, 1);
+    let req = m.to_request(99);
+    assert_eq!(req.resource_metrics.len(), 2);
+    let rm = &req.resource_metrics[0];
+    let svc = rm.resource.as_ref().map(|r| r.attributes[0].clone());
+    assert_eq!(
+        svc.and_then(|k| k.value).and_then(|v| v.value),
+        Some(PV::StringValue("svc1".into()))
+    );
+    let metrics = &rm.scope_metrics[0].metrics;
+    assert_eq!(metrics.len(), 2);
+    let server = metrics
+        .iter()
+        .find(|m| m.name == "http.server.request.duration");
+    let Some(Data::Histogram(h)) = server.and_then(|m| m.data.clone()) else {
+        panic!("no server histogram")
+    };
+    assert_eq!(server.map(|m| m.unit.as_str()), Some("s"));
+    assert_eq!(h.aggregation_temporality, 2);
+    assert_eq!(h.data_points.len(), 1);
+    let p = &h.data_points[0];
+    assert_eq!(p.count, 2);
+    assert_eq!(p.start_time_unix_nano, 1);
+    assert_eq!(p.time_unix_nano, 99);
+    assert!((p.sum.unwrap_or(0.0) - 0.033).abs() < 1e-9);
+    assert_eq!(p.min, Some(0.003));
+    assert_eq!(p.max, Some(0.03));
+    assert_eq!(p.explicit_bounds, BOUNDS_S.to_vec());
+    let mut want = vec![0u64; BOUNDS_S.len() + 1];
+    want[0] = 1; // 3 ms <= 5 ms
+    want[3] = 1; // 30 ms <= 50 ms
+    assert_eq!(p.bucket_counts, want);
+    let attr = |k: &str| {
+        p.attributes
+            .iter()
+            .find(|a| a.key == k)
+            .and_then(|a| a.value.clone())
+            .and_then(|v| v.value)
+    };
+    assert_eq!(
+        attr("http.request.method"),
+        Some(PV::StringValue("GET".into()))
+    );
+    assert_eq!(attr("http.response.status_code"), Some(PV::IntValue(200)));
+    assert_eq!(attr("url.scheme"), Some(PV::StringValue("http".into())));
+    assert_eq!(attr("url.path"), None);
+    let client = metrics
+        .iter()
+        .find(|m| m.name == "http.client.request.duration");
+    let Some(Data::Histogram(h)) = client.and_then(|m| m.data.clone()) else {
+        panic!("no client histogram")
+    };
+    assert_eq!(h.data_points[0].bucket_counts[10], 1); // 2 s <= 2.5 s
+}

@@ -1,7 +1,9 @@
-//! Sending one export request over OTLP/gRPC or OTLP/HTTP (protobuf).
+//! Sending one export request over OTLP/gRPC or OTLP/HTTP (protobuf), for traces or metrics.
 
 use std::io::Write;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
@@ -30,8 +32,9 @@ pub struct SendError {
 
 pub enum Transport {
     Grpc {
-        client: TraceServiceClient<Channel>,
+        channel: Channel,
         metadata: MetadataMap,
+        gzip: bool,
     },
     Http {
         client: reqwest::Client,
@@ -42,24 +45,23 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Build without connecting (the collector may be down at start).
-    pub fn new(cfg: &OtlpConfig) -> Result<Self, TransportError> {
+    /// Build without connecting (the collector may be down at start). `endpoint` is the gRPC
+    /// server or the full HTTP URL of the signal.
+    pub fn new(cfg: &OtlpConfig, endpoint: &str) -> Result<Self, TransportError> {
+        let gzip = cfg.compression == Compression::Gzip;
         match cfg.protocol {
             OtlpProtocol::Grpc => {
-                let mut ep = Endpoint::from_shared(cfg.endpoint.clone())
-                    .map_err(|e| TransportError::Endpoint(cfg.endpoint.clone(), e.to_string()))?
+                let bad = |e: &dyn std::fmt::Display| {
+                    TransportError::Endpoint(endpoint.to_string(), e.to_string())
+                };
+                let mut ep = Endpoint::from_shared(endpoint.to_string())
+                    .map_err(|e| bad(&e))?
                     .timeout(cfg.timeout)
                     .connect_timeout(cfg.timeout);
-                if cfg.endpoint.starts_with("https://") {
+                if endpoint.starts_with("https://") {
                     ep = ep
                         .tls_config(ClientTlsConfig::new().with_webpki_roots())
-                        .map_err(|e| {
-                            TransportError::Endpoint(cfg.endpoint.clone(), e.to_string())
-                        })?;
-                }
-                let mut client = TraceServiceClient::new(ep.connect_lazy());
-                if cfg.compression == Compression::Gzip {
-                    client = client.send_compressed(CompressionEncoding::Gzip);
+                        .map_err(|e| bad(&e))?;
                 }
                 let mut metadata = MetadataMap::new();
                 for (k, v) in &cfg.headers {
@@ -69,7 +71,11 @@ impl Transport {
                         .map_err(|_| TransportError::Header(k.clone()))?;
                     metadata.insert(key, val);
                 }
-                Ok(Transport::Grpc { client, metadata })
+                Ok(Transport::Grpc {
+                    channel: ep.connect_lazy(),
+                    metadata,
+                    gzip,
+                })
             }
             OtlpProtocol::HttpProtobuf => {
                 let client = reqwest::Client::builder()
@@ -87,9 +93,9 @@ impl Transport {
                 }
                 Ok(Transport::Http {
                     client,
-                    url: cfg.endpoint.clone(),
+                    url: endpoint.to_string(),
                     headers,
-                    gzip: cfg.compression == Compression::Gzip,
+                    gzip,
                 })
             }
         }
@@ -97,64 +103,98 @@ impl Transport {
 
     pub async fn send(&mut self, req: ExportTraceServiceRequest) -> Result<(), SendError> {
         match self {
-            Transport::Grpc { client, metadata } => {
-                let mut r = tonic::Request::new(req);
-                *r.metadata_mut() = metadata.clone();
-                match client.export(r).await {
-                    Ok(_) => Ok(()),
-                    Err(st) => Err(SendError {
-                        retryable: grpc_retryable(st.code()),
-                        message: format!("gRPC {:?}: {}", st.code(), st.message()),
-                    }),
-                }
-            }
-            Transport::Http {
-                client,
-                url,
-                headers,
+            Transport::Grpc {
+                channel,
+                metadata,
                 gzip,
             } => {
-                let mut body = req.encode_to_vec();
-                let mut rb = client
-                    .post(url.as_str())
-                    .headers(headers.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+                let mut client = TraceServiceClient::new(channel.clone());
                 if *gzip {
-                    let mut enc =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                    let gz = enc.write_all(&body).and_then(|_| enc.finish());
-                    match gz {
-                        Ok(b) => {
-                            body = b;
-                            rb = rb.header(reqwest::header::CONTENT_ENCODING, "gzip");
-                        }
-                        Err(e) => {
-                            return Err(SendError {
-                                retryable: false,
-                                message: format!("gzip: {e}"),
-                            });
-                        }
-                    }
+                    client = client.send_compressed(CompressionEncoding::Gzip);
                 }
-                match rb.body(body).send().await {
-                    Ok(resp) => {
-                        let code = resp.status().as_u16();
-                        if resp.status().is_success() {
-                            Ok(())
-                        } else {
-                            Err(SendError {
-                                retryable: http_retryable(code),
-                                message: format!("HTTP {code}"),
-                            })
-                        }
-                    }
-                    Err(e) => Err(SendError {
-                        retryable: true,
-                        message: format!("HTTP request: {e}"),
-                    }),
+                let mut r = tonic::Request::new(req);
+                *r.metadata_mut() = metadata.clone();
+                client.export(r).await.map(|_| ()).map_err(grpc_error)
+            }
+            Transport::Http { .. } => self.post(req.encode_to_vec()).await,
+        }
+    }
+
+    pub async fn send_metrics(
+        &mut self,
+        req: ExportMetricsServiceRequest,
+    ) -> Result<(), SendError> {
+        match self {
+            Transport::Grpc {
+                channel,
+                metadata,
+                gzip,
+            } => {
+                let mut client = MetricsServiceClient::new(channel.clone());
+                if *gzip {
+                    client = client.send_compressed(CompressionEncoding::Gzip);
+                }
+                let mut r = tonic::Request::new(req);
+                *r.metadata_mut() = metadata.clone();
+                client.export(r).await.map(|_| ()).map_err(grpc_error)
+            }
+            Transport::Http { .. } => self.post(req.encode_to_vec()).await,
+        }
+    }
+
+    async fn post(&self, mut body: Vec<u8>) -> Result<(), SendError> {
+        let Transport::Http {
+            client,
+            url,
+            headers,
+            gzip,
+        } = self
+        else {
+            return Err(SendError {
+                retryable: false,
+                message: "not an HTTP transport".into(),
+            });
+        };
+        let mut rb = client
+            .post(url.as_str())
+            .headers(headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+        if *gzip {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            match enc.write_all(&body).and_then(|_| enc.finish()) {
+                Ok(b) => {
+                    body = b;
+                    rb = rb.header(reqwest::header::CONTENT_ENCODING, "gzip");
+                }
+                Err(e) => {
+                    return Err(SendError {
+                        retryable: false,
+                        message: format!("gzip: {e}"),
+                    });
                 }
             }
         }
+        match rb.body(body).send().await {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => {
+                let code = resp.status().as_u16();
+                Err(SendError {
+                    retryable: http_retryable(code),
+                    message: format!("HTTP {code}"),
+                })
+            }
+            Err(e) => Err(SendError {
+                retryable: true,
+                message: format!("HTTP request: {e}"),
+            }),
+        }
+    }
+}
+
+fn grpc_error(st: tonic::Status) -> SendError {
+    SendError {
+        retryable: grpc_retryable(st.code()),
+        message: format!("gRPC {:?}: {}", st.code(), st.message()),
     }
 }
 
