@@ -103,15 +103,15 @@ fn data(dir: Dir, buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
     } else {
         None
     };
-    let messages = match counter {
+    let (messages, grpc_framed) = match counter {
         Some(c) => {
             let n = c.feed(visible);
             c.skip(unseen);
-            n
+            (n, c.looks_grpc(end_stream))
         }
         None => {
             st.stats.counters_dropped += 1;
-            0
+            (0, false)
         }
     };
     if end_stream {
@@ -123,6 +123,7 @@ fn data(dir: Dir, buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
             FrameKind::Data {
                 payload_len: h.len as u32,
                 messages,
+                grpc_framed,
                 end_stream,
             },
             h.total() as u64,
