@@ -218,11 +218,13 @@ fn record(stream_id: u32, s: StreamAsm, reset: bool, grpc_conn: bool) -> Record 
         headers_unknown: req.unknown || resp.unknown || rq.is_none(),
         reset,
     };
-    let (start_ns, request_end_ns) = if req.started {
-        (req.start_ns, req.end_ns)
-    } else {
-        (resp.start_ns, 0)
+    // A response can be seen first when the capture began mid-stream.
+    let start_ns = match (req.started, resp.started) {
+        (true, true) => req.start_ns.min(resp.start_ns),
+        (true, false) => req.start_ns,
+        _ => resp.start_ns,
     };
+    let request_end_ns = if req.started { req.end_ns } else { 0 };
     Record {
         protocol: ProtocolKind::Http2,
         start_ns,

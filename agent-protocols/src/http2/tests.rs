@@ -939,3 +939,30 @@ fn oversized_header_block_is_skipped_and_restarts_hpack() {
     assert_eq!(st.stats.header_blocks_skipped, 1);
     assert_eq!(st.req.hpack.restarts, 1);
 }
+
+/// Found by fuzzing: the response of a stream begun before the capture, then the client's
+/// RST_STREAM. The record starts with the first byte seen, whichever side.
+#[test]
+fn response_seen_before_request_frames() {
+    let mut se = Encoder::default();
+    let mut c = Conn::new();
+    c.feed(
+        Dir::Response,
+        &frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            9,
+            &block(&mut se, &[(":status", "200")]),
+        ),
+    ); // t = 10
+    c.feed(
+        Dir::Request,
+        &frame(TYPE_RST_STREAM, 0, 9, &8u32.to_be_bytes()),
+    ); // t = 20
+    assert_eq!(c.out.len(), 1);
+    let r = &c.out[0];
+    assert_eq!((r.start_ns, r.response_start_ns, r.end_ns), (10, 10, 11));
+    assert_eq!(r.request_end_ns, 21);
+    assert!(grpc(r).reset);
+    assert_eq!(grpc(r).http_status, Some(200));
+}
