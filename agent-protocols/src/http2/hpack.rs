@@ -16,6 +16,14 @@
 //! refers to), and a later reference to it decodes to the empty name, again reported as unknown.
 //! Anything that breaks this (a corrupt block, a block too large to decode, bytes lost) restarts
 //! the decoder empty.
+//!
+//! Crate choice: `httlib-hpack` decodes Huffman strings with flattened lookup tables;
+//! `loona-hpack` / `fluke-hpack` / `hpack` 0.3 (one lineage) build a hash map of the Huffman code
+//! for every string and walk it bit by bit, ~45x slower on real curl/nginx header blocks (95 us
+//! vs 2 us per request/response pair), which matters on the agent's hot path. `h2` keeps its
+//! HPACK module private. `httlib-hpack` slices its input without bounds checks in places; every
+//! representation reaches it only after [`next_repr`] has checked it is complete, so those
+//! paths see well-formed lengths only (and the fuzz target exercises them).
 
 use httlib_hpack::{Decoder, DecoderError};
 

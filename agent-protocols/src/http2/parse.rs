@@ -35,9 +35,12 @@ pub fn parse(dir: Dir, buf: &[u8], st: &mut State) -> Result<Frame> {
         TYPE_HEADERS | TYPE_PUSH_PROMISE => headers(dir, buf, h, st),
         TYPE_CONTINUATION => {
             // Its HEADERS was not seen (capture started late, bytes lost, block too large).
-            st.dir_mut(dir).hpack.restart();
-            st.stats.header_blocks_skipped += 1;
-            control(buf, h)
+            let r = control(buf, h);
+            if matches!(r, Ok(Parsed::Skip { .. })) {
+                st.dir_mut(dir).hpack.restart();
+                st.stats.header_blocks_skipped += 1;
+            }
+            r
         }
         TYPE_RST_STREAM => rst_stream(buf, h, st),
         TYPE_SETTINGS => settings(dir, buf, h, st),

@@ -579,6 +579,16 @@ fn mid_stream_capture_ignores_orphans() {
     let mut c = Conn::new();
     // DATA and a CONTINUATION of streams whose headers were never seen.
     let mut b = frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 7, &[0x82]);
+    // Waiting for the rest of an orphan CONTINUATION changes nothing.
+    let mut st = State::default();
+    assert!(matches!(
+        Http2::parse(Dir::Request, &b[..9], &mut st),
+        Ok(Parsed::Partial)
+    ));
+    assert_eq!(
+        (st.req.hpack.restarts, st.stats.header_blocks_skipped),
+        (0, 0)
+    );
     b.extend(frame(TYPE_DATA, FLAG_END_STREAM, 7, &grpc_msg(3)));
     c.feed(Dir::Request, &b);
     assert!(c.out.is_empty());
