@@ -81,6 +81,12 @@ struct ExportFlags {
     /// Spans queued for export; beyond it they are dropped and counted.
     #[arg(long)]
     max_queue: Option<usize>,
+    /// Also export RED metrics (request rate, errors, duration) over OTLP.
+    #[arg(long)]
+    red_metrics: bool,
+    /// RED metrics export interval (ms).
+    #[arg(long)]
+    metrics_interval_ms: Option<u64>,
 }
 
 impl ExportFlags {
@@ -96,6 +102,8 @@ impl ExportFlags {
             max_batch: self.max_batch,
             max_delay_ms: self.max_delay_ms,
             max_queue: self.max_queue,
+            red_metrics: self.red_metrics.then_some(true),
+            metrics_interval_ms: self.metrics_interval_ms,
         }
     }
 }

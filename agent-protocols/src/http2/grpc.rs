@@ -12,6 +12,8 @@ pub struct MessageCounter {
     remaining: u64,
     /// Bytes of the payload were not seen where a prefix may have been: counting stopped.
     lost: bool,
+    /// A prefix's flag byte was neither 0 nor 1: not gRPC framing.
+    bad_flag: bool,
 }
 
 impl MessageCounter {
@@ -39,7 +41,8 @@ impl MessageCounter {
             self.have += n as u8;
             data = data.get(n..).unwrap_or_default();
             if self.have == 5 {
-                let [_, a, b, c, d] = self.prefix;
+                let [flag, a, b, c, d] = self.prefix;
+                self.bad_flag |= flag > 1;
                 self.remaining = u64::from(u32::from_be_bytes([a, b, c, d]));
                 self.have = 0;
                 started = started.saturating_add(1);
@@ -60,6 +63,12 @@ impl MessageCounter {
     /// Would skipping `n` bytes keep the count exact (they lie inside the current body)?
     pub fn skips_losslessly(&self, n: u64) -> bool {
         !self.lost && self.have == 0 && self.remaining >= n
+    }
+
+    /// Has everything so far been valid gRPC framing (and, at the end of the stream, does it
+    /// end on a message boundary)?
+    pub fn looks_grpc(&self, end_stream: bool) -> bool {
+        !self.lost && !self.bad_flag && (!end_stream || (self.have == 0 && self.remaining == 0))
     }
 
     pub fn lost(&self) -> bool {
@@ -89,6 +98,19 @@ mod tests {
             assert_eq!(n, 3, "cut at {cut}");
             assert_eq!((c.have, c.remaining, c.lost), (0, 0, false));
         }
+    }
+
+    #[test]
+    fn framing_check() {
+        let mut c = MessageCounter::default();
+        c.feed(&msg(3));
+        assert!(c.looks_grpc(true));
+        c.feed(&msg(3)[..4]);
+        assert!(c.looks_grpc(false));
+        assert!(!c.looks_grpc(true));
+        let mut html = MessageCounter::default();
+        html.feed(b"<html>hello</html>");
+        assert!(!html.looks_grpc(false));
     }
 
     #[test]

@@ -35,9 +35,12 @@ pub fn parse(dir: Dir, buf: &[u8], st: &mut State) -> Result<Frame> {
         TYPE_HEADERS | TYPE_PUSH_PROMISE => headers(dir, buf, h, st),
         TYPE_CONTINUATION => {
             // Its HEADERS was not seen (capture started late, bytes lost, block too large).
-            st.dir_mut(dir).hpack.restart();
-            st.stats.header_blocks_skipped += 1;
-            control(buf, h)
+            let r = control(buf, h);
+            if matches!(r, Ok(Parsed::Skip { .. })) {
+                st.dir_mut(dir).hpack.restart();
+                st.stats.header_blocks_skipped += 1;
+            }
+            r
         }
         TYPE_RST_STREAM => rst_stream(buf, h, st),
         TYPE_SETTINGS => settings(dir, buf, h, st),
@@ -103,15 +106,15 @@ fn data(dir: Dir, buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
     } else {
         None
     };
-    let messages = match counter {
+    let (messages, grpc_framed) = match counter {
         Some(c) => {
             let n = c.feed(visible);
             c.skip(unseen);
-            n
+            (n, c.looks_grpc(end_stream))
         }
         None => {
             st.stats.counters_dropped += 1;
-            0
+            (0, false)
         }
     };
     if end_stream {
@@ -123,6 +126,7 @@ fn data(dir: Dir, buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
             FrameKind::Data {
                 payload_len: h.len as u32,
                 messages,
+                grpc_framed,
                 end_stream,
             },
             h.total() as u64,

@@ -20,6 +20,9 @@ pub struct Half {
     /// Trailers.
     trailers: Option<Box<HeaderFields>>,
     blocks: u32,
+    /// DATA seen, and all of it valid gRPC framing.
+    data: bool,
+    framing_ok: bool,
     /// A header block could not be (fully) decoded.
     unknown: bool,
     done: bool,
@@ -52,9 +55,12 @@ impl Half {
             }
             FrameKind::Data {
                 messages,
+                grpc_framed,
                 end_stream,
                 ..
             } => {
+                self.framing_ok = *grpc_framed && (self.framing_ok || !self.data);
+                self.data = true;
                 self.messages = self.messages.saturating_add(*messages);
                 self.done |= *end_stream;
             }
@@ -168,8 +174,14 @@ fn record(stream_id: u32, s: StreamAsm, reset: bool, grpc_conn: bool) -> Record 
         .or(rs.and_then(|h| h.grpc_status));
     let grpc = match ct_known {
         Some(ct) => is_grpc_type(Some(ct)),
-        // Content type not decoded: gRPC's own markers decide.
-        None => grpc_conn || grpc_status.is_some() || rq.is_some_and(|h| h.te_trailers),
+        // Content type not decoded: gRPC's own markers decide, or the request body being
+        // gRPC length-prefixed messages (and the response body too, when there is one).
+        None => {
+            grpc_conn
+                || grpc_status.is_some()
+                || rq.is_some_and(|h| h.te_trailers)
+                || (req.data && req.framing_ok && (!resp.data || resp.framing_ok))
+        }
     };
     let raw_path = rq.and_then(|h| h.path.clone());
     let (path, service, method) = match raw_path {
@@ -206,11 +218,13 @@ fn record(stream_id: u32, s: StreamAsm, reset: bool, grpc_conn: bool) -> Record 
         headers_unknown: req.unknown || resp.unknown || rq.is_none(),
         reset,
     };
-    let (start_ns, request_end_ns) = if req.started {
-        (req.start_ns, req.end_ns)
-    } else {
-        (resp.start_ns, 0)
+    // A response can be seen first when the capture began mid-stream.
+    let start_ns = match (req.started, resp.started) {
+        (true, true) => req.start_ns.min(resp.start_ns),
+        (true, false) => req.start_ns,
+        _ => resp.start_ns,
     };
+    let request_end_ns = if req.started { req.end_ns } else { 0 };
     Record {
         protocol: ProtocolKind::Http2,
         start_ns,

@@ -1,8 +1,9 @@
-//! Unit tests: frames built byte by byte, header blocks encoded with loona-hpack's encoder.
+//! Unit tests: frames built byte by byte, header blocks encoded with httlib-hpack's encoder the
+//! way common stacks encode them (Huffman strings, incremental indexing).
 
 use std::collections::VecDeque;
 
-use loona_hpack::Encoder;
+use httlib_hpack::Encoder;
 
 use super::types::*;
 use super::*;
@@ -28,7 +29,16 @@ fn grpc_msg(len: usize) -> Vec<u8> {
 }
 
 fn block(enc: &mut Encoder, h: &[(&str, &str)]) -> Vec<u8> {
-    enc.encode(h.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    let flags = Encoder::BEST_FORMAT
+        | Encoder::WITH_INDEXING
+        | Encoder::HUFFMAN_NAME
+        | Encoder::HUFFMAN_VALUE;
+    let mut dst = Vec::new();
+    for (n, v) in h {
+        let field = (n.as_bytes().to_vec(), v.as_bytes().to_vec(), flags);
+        enc.encode(field, &mut dst).expect("encodable");
+    }
+    dst
 }
 
 fn req_headers(enc: &mut Encoder, path: &str) -> Vec<u8> {
@@ -131,7 +141,7 @@ fn unary(req_enc: &mut Encoder, resp_enc: &mut Encoder, stream: u32) -> (Vec<u8>
 
 #[test]
 fn unary_call_every_field() {
-    let (mut qe, mut se) = (Encoder::new(), Encoder::new());
+    let (mut qe, mut se) = (Encoder::default(), Encoder::default());
     let (rq, rs) = unary(&mut qe, &mut se, 1);
     let mut c = Conn::new();
     let mut first = PREFACE.to_vec();
@@ -174,7 +184,7 @@ fn unary_call_every_field() {
 
 #[test]
 fn interleaved_streams_pair_by_id() {
-    let (mut qe, mut se) = (Encoder::new(), Encoder::new());
+    let (mut qe, mut se) = (Encoder::default(), Encoder::default());
     let h1 = req_headers(&mut qe, "/a.A/One");
     let h3 = req_headers(&mut qe, "/b.B/Two");
     let mut rq = frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &h1);
@@ -238,7 +248,7 @@ fn interleaved_streams_pair_by_id() {
 
 #[test]
 fn continuation_padding_and_priority() {
-    let mut qe = Encoder::new();
+    let mut qe = Encoder::default();
     let hb = req_headers(&mut qe, "/x.Y/Z");
     // PADDED | PRIORITY HEADERS carrying the first 10 bytes, two CONTINUATIONs with the rest.
     let mut p = vec![3u8];
@@ -279,6 +289,7 @@ fn continuation_padding_and_priority() {
             FrameKind::Data {
                 payload_len: dp.len() as u32,
                 messages: 1,
+                grpc_framed: true,
                 end_stream: true
             }
         ),
@@ -340,7 +351,7 @@ fn frame_over_receiver_max_is_too_large() {
 
 #[test]
 fn large_data_frame_skipped_and_counted() {
-    let (mut qe, mut se) = (Encoder::new(), Encoder::new());
+    let (mut qe, mut se) = (Encoder::default(), Encoder::default());
     let mut c = Conn::new();
     let mut rq = frame(
         TYPE_HEADERS,
@@ -378,7 +389,7 @@ fn large_data_frame_skipped_and_counted() {
 
 #[test]
 fn rst_stream_emits_reset_record() {
-    let mut qe = Encoder::new();
+    let mut qe = Encoder::default();
     let mut c = Conn::new();
     c.feed(
         Dir::Request,
@@ -413,7 +424,7 @@ fn rst_stream_emits_reset_record() {
 
 #[test]
 fn goaway_resets_unprocessed_streams_and_close_flushes() {
-    let mut qe = Encoder::new();
+    let mut qe = Encoder::default();
     let mut c = Conn::new();
     for id in [1, 3, 5] {
         let p = format!("/s.S/M{id}");
@@ -442,7 +453,7 @@ fn goaway_resets_unprocessed_streams_and_close_flushes() {
 
 #[test]
 fn plain_http2_request() {
-    let (mut qe, mut se) = (Encoder::new(), Encoder::new());
+    let (mut qe, mut se) = (Encoder::default(), Encoder::default());
     let mut c = Conn::new();
     let mut first = PREFACE.to_vec();
     first.extend(frame(
@@ -492,7 +503,7 @@ fn plain_http2_request() {
 
 #[test]
 fn informational_headers_are_not_the_response() {
-    let (mut qe, mut se) = (Encoder::new(), Encoder::new());
+    let (mut qe, mut se) = (Encoder::default(), Encoder::default());
     let mut c = Conn::new();
     c.feed(
         Dir::Request,
@@ -532,7 +543,7 @@ fn informational_headers_are_not_the_response() {
 /// entries come out unknown, never wrong; ids, sizes, timing and message counts are kept.
 #[test]
 fn mid_connection_start() {
-    let (mut qe, mut se) = (Encoder::new(), Encoder::new());
+    let (mut qe, mut se) = (Encoder::default(), Encoder::default());
     // Calls the capture does not see: they fill the encoders' dynamic tables.
     let _ = unary(&mut qe, &mut se, 1);
     // No preface, no SETTINGS: the capture starts here.
@@ -546,10 +557,16 @@ fn mid_connection_start() {
     let r = &c.out[0];
     let g = grpc(r);
     assert!(g.headers_unknown);
-    // loona's encoder inserts new names (content-type, te, traceparent, tracestate) with
-    // incremental indexing and refers to them later; static names (:path) stay literal.
-    assert_eq!(g.path.as_deref(), Some("helloworld.Greeter/SayHello"));
+    // Every field of the second call is a reference to an entry the first call inserted,
+    // except the static-table ones.
+    assert_eq!(g.path, None);
+    assert_eq!(g.service, None);
+    assert_eq!(g.authority, None);
     assert_eq!(g.traceparent, None);
+    assert_eq!(g.http_method.as_deref(), Some("POST"));
+    assert_eq!(g.http_status, Some(200));
+    // content-type, te and grpc-status are all references: the bodies' framing says gRPC.
+    assert!(!g.plain_http2);
     assert_eq!(g.stream_id, 3);
     assert_eq!((g.request_messages, g.response_messages), (1, 1));
     assert_eq!(r.request_bytes, rq.len() as u64);
@@ -562,6 +579,16 @@ fn mid_stream_capture_ignores_orphans() {
     let mut c = Conn::new();
     // DATA and a CONTINUATION of streams whose headers were never seen.
     let mut b = frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 7, &[0x82]);
+    // Waiting for the rest of an orphan CONTINUATION changes nothing.
+    let mut st = State::default();
+    assert!(matches!(
+        Http2::parse(Dir::Request, &b[..9], &mut st),
+        Ok(Parsed::Partial)
+    ));
+    assert_eq!(
+        (st.req.hpack.restarts, st.stats.header_blocks_skipped),
+        (0, 0)
+    );
     b.extend(frame(TYPE_DATA, FLAG_END_STREAM, 7, &grpc_msg(3)));
     c.feed(Dir::Request, &b);
     assert!(c.out.is_empty());
@@ -672,7 +699,7 @@ fn detection() {
 
 #[test]
 fn boundary_after_garbage() {
-    let mut qe = Encoder::new();
+    let mut qe = Encoder::default();
     let mut buf = b"\xff\xfe garbage \x01".to_vec();
     let at = buf.len();
     buf.extend(frame(
@@ -695,7 +722,7 @@ fn boundary_after_garbage() {
 
 #[test]
 fn lost_bytes_restart_hpack_and_counts_stay_sane() {
-    let (mut qe, mut se) = (Encoder::new(), Encoder::new());
+    let (mut qe, mut se) = (Encoder::default(), Encoder::default());
     let mut c = Conn::new();
     let (rq1, rs1) = unary(&mut qe, &mut se, 1);
     // Stream 1's request is captured with a hole: the tail is lost.
@@ -714,14 +741,16 @@ fn lost_bytes_restart_hpack_and_counts_stay_sane() {
     assert_eq!(g3.stream_id, 3);
     // The request decoder restarted: dynamic references from before the hole are unknown.
     assert!(g3.headers_unknown);
-    assert_eq!(g3.path.as_deref(), Some("helloworld.Greeter/SayHello"));
+    assert_eq!(g3.path, None);
+    // The connection was seen to carry gRPC: the stream is counted as gRPC.
+    assert!(!g3.plain_http2);
     assert_eq!(g3.request_messages, 1);
     assert!(!g3.reset);
 }
 
 #[test]
 fn stream_table_is_bounded() {
-    let mut qe = Encoder::new();
+    let mut qe = Encoder::default();
     let mut c = Conn::new();
     let hb = req_headers(&mut qe, "/a.B/C");
     let hb2 = req_headers(&mut qe, "/a.B/C");
@@ -733,12 +762,15 @@ fn stream_table_is_bounded() {
             2 * i + 1,
             if i == 0 { &hb } else { &hb2 },
         ));
-        if buf.len() > 30_000 {
+        // Fed in batches under the driver's queue cap, so the stream table is what drops.
+        if i % 100 == 99 {
             c.feed(Dir::Request, &buf);
             buf.clear();
         }
     }
     c.feed(Dir::Request, &buf);
+    assert_eq!(c.d.stats().parse_errors, 0);
+    assert_eq!(c.d.stats().queue_overflows, 0);
     assert_eq!(c.d.state().streams.len(), MAX_OPEN_STREAMS);
     assert_eq!(c.d.state().stats.streams_dropped, 5);
     assert_eq!(c.d.state().streams.keys().next(), Some(&11));
@@ -747,7 +779,7 @@ fn stream_table_is_bounded() {
 
 #[test]
 fn response_after_reset_is_not_a_second_record() {
-    let (mut qe, mut se) = (Encoder::new(), Encoder::new());
+    let (mut qe, mut se) = (Encoder::default(), Encoder::default());
     let mut c = Conn::new();
     c.feed(
         Dir::Request,
@@ -780,7 +812,7 @@ fn response_after_reset_is_not_a_second_record() {
 /// Before any request is seen (capture started late), a response opens its stream's entry.
 #[test]
 fn response_only_stream_from_before_the_capture() {
-    let mut se = Encoder::new();
+    let mut se = Encoder::default();
     let mut c = Conn::new();
     c.feed(
         Dir::Response,
@@ -850,12 +882,22 @@ fn settings_header_table_size_limits_the_peer_encoder() {
     let mut st = State::default();
     // The client allows the server's encoder a 100-byte table.
     let set = settings(&[(1, 100)]);
-    assert!(matches!(Http2::parse(Dir::Request, &set, &mut st), Ok(Parsed::Skip { .. })));
+    assert!(matches!(
+        Http2::parse(Dir::Request, &set, &mut st),
+        Ok(Parsed::Skip { .. })
+    ));
     // A response block resizing to 50 is fine; to 4096 is over the limit: not decodable.
-    let ok = frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0x20 | 31, 50 - 31, 0x88]);
+    let ok = frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &[0x20 | 31, 50 - 31, 0x88],
+    );
     match Http2::parse(Dir::Response, &ok, &mut st) {
         Ok(Parsed::Frame { frame, .. }) => match frame.kind {
-            FrameKind::Headers { fields: Some(f), .. } => assert_eq!(f.status, Some(200)),
+            FrameKind::Headers {
+                fields: Some(f), ..
+            } => assert_eq!(f.status, Some(200)),
             other => panic!("{other:?}"),
         },
         other => panic!("{other:?}"),
@@ -863,7 +905,10 @@ fn settings_header_table_size_limits_the_peer_encoder() {
     let over = frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &[0x3f, 0xe1, 0x1f, 0x88]);
     match Http2::parse(Dir::Response, &over, &mut st) {
         Ok(Parsed::Frame { frame, .. }) => {
-            assert!(matches!(frame.kind, FrameKind::Headers { fields: None, .. }))
+            assert!(matches!(
+                frame.kind,
+                FrameKind::Headers { fields: None, .. }
+            ))
         }
         other => panic!("{other:?}"),
     }
@@ -872,7 +917,9 @@ fn settings_header_table_size_limits_the_peer_encoder() {
     let req = frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0x3f, 0xe1, 0x1f, 0x82]);
     match Http2::parse(Dir::Request, &req, &mut st) {
         Ok(Parsed::Frame { frame, .. }) => match frame.kind {
-            FrameKind::Headers { fields: Some(f), .. } => assert_eq!(f.method.as_deref(), Some("GET")),
+            FrameKind::Headers {
+                fields: Some(f), ..
+            } => assert_eq!(f.method.as_deref(), Some("GET")),
             other => panic!("{other:?}"),
         },
         other => panic!("{other:?}"),
@@ -901,4 +948,31 @@ fn oversized_header_block_is_skipped_and_restarts_hpack() {
     }
     assert_eq!(st.stats.header_blocks_skipped, 1);
     assert_eq!(st.req.hpack.restarts, 1);
+}
+
+/// Found by fuzzing: the response of a stream begun before the capture, then the client's
+/// RST_STREAM. The record starts with the first byte seen, whichever side.
+#[test]
+fn response_seen_before_request_frames() {
+    let mut se = Encoder::default();
+    let mut c = Conn::new();
+    c.feed(
+        Dir::Response,
+        &frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            9,
+            &block(&mut se, &[(":status", "200")]),
+        ),
+    ); // t = 10
+    c.feed(
+        Dir::Request,
+        &frame(TYPE_RST_STREAM, 0, 9, &8u32.to_be_bytes()),
+    ); // t = 20
+    assert_eq!(c.out.len(), 1);
+    let r = &c.out[0];
+    assert_eq!((r.start_ns, r.response_start_ns, r.end_ns), (10, 10, 11));
+    assert_eq!(r.request_end_ns, 21);
+    assert!(grpc(r).reset);
+    assert_eq!(grpc(r).http_status, Some(200));
 }

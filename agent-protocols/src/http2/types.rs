@@ -19,6 +19,8 @@ pub const MAX_HEADER_BLOCK: usize = 32 * 1024;
 pub const MAX_HEADER_LIST: usize = 64 * 1024;
 /// Longest header value kept (longer values are cut at a character boundary).
 pub const MAX_VALUE_LEN: usize = 1024;
+/// HPACK's initial dynamic table size (RFC 7541 §4.2, SETTINGS_HEADER_TABLE_SIZE default).
+pub const DEFAULT_HPACK_TABLE: u32 = 4096;
 /// Largest HPACK dynamic table a decoder accepts (memory bound per direction).
 pub const MAX_HPACK_TABLE: usize = 64 * 1024;
 /// Open streams assembled per connection; the oldest is dropped beyond it.
@@ -71,10 +73,13 @@ pub enum FrameKind {
         fields: Option<Box<HeaderFields>>,
         end_stream: bool,
     },
-    /// `messages`: gRPC length-prefixed messages that start in this frame's payload.
+    /// `messages`: gRPC length-prefixed messages that start in this frame's payload;
+    /// `grpc_framed`: the stream's payload so far is valid gRPC framing (flag bytes 0/1, and at
+    /// END_STREAM a message boundary).
     Data {
         payload_len: u32,
         messages: u32,
+        grpc_framed: bool,
         end_stream: bool,
     },
     RstStream {
