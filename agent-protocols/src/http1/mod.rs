@@ -34,7 +34,11 @@ impl Protocol for Http1 {
         parse::parse(dir, buf, st)
     }
 
-    fn stitch(reqs: &mut VecDeque<Frame>, resps: &mut VecDeque<Frame>, st: &mut State) -> Vec<Record> {
+    fn stitch(
+        reqs: &mut VecDeque<Frame>,
+        resps: &mut VecDeque<Frame>,
+        st: &mut State,
+    ) -> Vec<Record> {
         stitch::stitch(reqs, resps, st)
     }
 
@@ -46,7 +50,11 @@ impl Protocol for Http1 {
             .collect();
     }
 
-    fn on_close(reqs: &mut VecDeque<Frame>, resps: &mut VecDeque<Frame>, st: &mut State) -> Vec<Record> {
+    fn on_close(
+        reqs: &mut VecDeque<Frame>,
+        resps: &mut VecDeque<Frame>,
+        st: &mut State,
+    ) -> Vec<Record> {
         stitch::on_close(reqs, resps, st)
     }
 }

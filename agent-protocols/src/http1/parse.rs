@@ -15,8 +15,23 @@ const STREAM_AT: usize = 4096;
 const MAX_CHUNK_LINE: usize = 1024;
 
 pub const METHODS: &[&[u8]] = &[
-    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
-    b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"PURGE",
+    b"GET",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"HEAD",
+    b"OPTIONS",
+    b"PATCH",
+    b"CONNECT",
+    b"TRACE",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"PURGE",
 ];
 
 type Res = Result<Parsed<Frame>, ParseError>;
@@ -223,7 +238,13 @@ fn parse_request(buf: &[u8], st: &mut State) -> Res {
     } else {
         Framing::None
     };
-    let out = body(buf, head_len, framing, Message::Request(Box::new(h)), &mut st.req_chunk)?;
+    let out = body(
+        buf,
+        head_len,
+        framing,
+        Message::Request(Box::new(h)),
+        &mut st.req_chunk,
+    )?;
     if !matches!(out, Parsed::Partial) {
         if st.methods.len() >= MAX_PENDING_METHODS {
             st.methods.pop_front();
@@ -246,7 +267,8 @@ fn parse_response(buf: &[u8], st: &mut State) -> Res {
     let status = resp.code.unwrap_or(0);
     let c = common(resp.headers)?;
     let answering = st.methods.front().copied().unwrap_or(MethodKind::Other);
-    let upgraded = status == 101 || (answering == MethodKind::Connect && (200..300).contains(&status));
+    let upgraded =
+        status == 101 || (answering == MethodKind::Connect && (200..300).contains(&status));
     if (100..200).contains(&status) && status != 101 {
         // Interim (100 Continue, 103 Early Hints): the final response follows.
         return Ok(Parsed::Skip { consumed: head_len });
@@ -257,11 +279,7 @@ fn parse_response(buf: &[u8], st: &mut State) -> Res {
         content_length: c.content_length,
         upgraded,
     };
-    let framing = if upgraded
-        || answering == MethodKind::Head
-        || status == 204
-        || status == 304
-    {
+    let framing = if upgraded || answering == MethodKind::Head || status == 204 || status == 304 {
         Framing::None
     } else if c.chunked {
         Framing::Chunked
@@ -283,7 +301,13 @@ fn parse_response(buf: &[u8], st: &mut State) -> Res {
             consumed: buf.len(),
         });
     };
-    let out = body(buf, head_len, framing, Message::Response(h), &mut st.resp_chunk)?;
+    let out = body(
+        buf,
+        head_len,
+        framing,
+        Message::Response(h),
+        &mut st.resp_chunk,
+    )?;
     if !matches!(out, Parsed::Partial) {
         st.methods.pop_front();
         st.upgrade_requested = false;
@@ -593,10 +617,10 @@ pub fn find_boundary(dir: Dir, buf: &[u8], from: usize) -> Option<usize> {
         let at = buf.get(i..).unwrap_or(&[]);
         // Message starts follow a line end (or the buffer start).
         let line_start = i == 0 || buf.get(i - 1) == Some(&b'\n');
-            line_start
-                && match dir {
-                    Dir::Request => method_at(at).is_some(),
-                    Dir::Response => status_line(at) == Some(true),
+        line_start
+            && match dir {
+                Dir::Request => method_at(at).is_some(),
+                Dir::Response => status_line(at) == Some(true),
             }
     })
 }

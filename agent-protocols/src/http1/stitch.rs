@@ -55,11 +55,19 @@ fn settle_front(q: &mut VecDeque<Frame>, closing: bool, st: &State) -> bool {
     }
 }
 
-pub fn stitch(reqs: &mut VecDeque<Frame>, resps: &mut VecDeque<Frame>, st: &mut State) -> Vec<Record> {
+pub fn stitch(
+    reqs: &mut VecDeque<Frame>,
+    resps: &mut VecDeque<Frame>,
+    st: &mut State,
+) -> Vec<Record> {
     pair(reqs, resps, st, false)
 }
 
-pub fn on_close(reqs: &mut VecDeque<Frame>, resps: &mut VecDeque<Frame>, st: &mut State) -> Vec<Record> {
+pub fn on_close(
+    reqs: &mut VecDeque<Frame>,
+    resps: &mut VecDeque<Frame>,
+    st: &mut State,
+) -> Vec<Record> {
     let mut out = pair(reqs, resps, st, true);
     // Requests never answered.
     while settle_front(reqs, true, st) {
@@ -74,7 +82,12 @@ pub fn on_close(reqs: &mut VecDeque<Frame>, resps: &mut VecDeque<Frame>, st: &mu
     out
 }
 
-fn pair(reqs: &mut VecDeque<Frame>, resps: &mut VecDeque<Frame>, st: &mut State, closing: bool) -> Vec<Record> {
+fn pair(
+    reqs: &mut VecDeque<Frame>,
+    resps: &mut VecDeque<Frame>,
+    st: &mut State,
+    closing: bool,
+) -> Vec<Record> {
     let mut out = Vec::new();
     loop {
         if !settle_front(resps, closing, st) {

@@ -72,8 +72,14 @@ fn request_head_fields() {
         Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     );
     assert_eq!(h.tracestate.as_deref(), Some("k=v"));
-    assert_eq!(h.b3.as_deref(), Some("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"));
-    assert_eq!(h.extra_headers, vec![("x-req".to_owned(), "abc".to_owned())]);
+    assert_eq!(
+        h.b3.as_deref(),
+        Some("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
+    );
+    assert_eq!(
+        h.extra_headers,
+        vec![("x-req".to_owned(), "abc".to_owned())]
+    );
     assert_eq!(st.methods, VecDeque::from([types::MethodKind::Other]));
     assert_eq!(st.outstanding_requests, 1);
 }
@@ -85,9 +91,15 @@ fn prefixes_are_partial() {
     // body as it arrives, even when the capture dropped it).
     let head = POST.len() - 7;
     for cut in 0..head {
-        assert!(matches!(Http1::parse(Dir::Request, &POST[..cut], &mut fresh()), Ok(Parsed::Partial)));
+        assert!(matches!(
+            Http1::parse(Dir::Request, &POST[..cut], &mut fresh()),
+            Ok(Parsed::Partial)
+        ));
     }
-    assert_eq!(frame(Dir::Request, &POST[..head], &mut fresh()).1, POST.len());
+    assert_eq!(
+        frame(Dir::Request, &POST[..head], &mut fresh()).1,
+        POST.len()
+    );
     assert_prefixes_partial::<Http1>(Dir::Request, b"GET / HTTP/1.0\r\n\r\n", fresh);
     assert_prefixes_partial::<Http1>(Dir::Response, CHUNKED, fresh);
     assert_prefixes_partial::<Http1>(Dir::Response, b"HTTP/1.1 204 No Content\r\n\r\n", fresh);
@@ -99,9 +111,25 @@ fn content_length_body_consumed_beyond_buffer() {
     let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nabc";
     let (f, n) = frame(Dir::Response, head, &mut st);
     assert_eq!(n, head.len() - 3 + 100_000);
-    assert_eq!(f.body, Body::Done { wire: 100_000, data: 100_000 });
-    let Message::Response(r) = f.msg else { panic!() };
-    assert_eq!(r, ResponseHead { version: "1.1", status: 200, content_length: Some(100_000), upgraded: false });
+    assert_eq!(
+        f.body,
+        Body::Done {
+            wire: 100_000,
+            data: 100_000
+        }
+    );
+    let Message::Response(r) = f.msg else {
+        panic!()
+    };
+    assert_eq!(
+        r,
+        ResponseHead {
+            version: "1.1",
+            status: 200,
+            content_length: Some(100_000),
+            upgraded: false
+        }
+    );
 }
 
 #[test]
@@ -111,16 +139,30 @@ fn chunked_whole() {
     assert_eq!(n, CHUNKED.len());
     let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".len();
     assert_eq!(f.head_bytes, head as u64);
-    assert_eq!(f.body, Body::Done { wire: (CHUNKED.len() - head) as u64, data: 11 });
+    assert_eq!(
+        f.body,
+        Body::Done {
+            wire: (CHUNKED.len() - head) as u64,
+            data: 11
+        }
+    );
     assert!(st.resp_chunk.is_none());
 }
 
 #[test]
 fn chunked_bad_framing_is_error() {
     let mut st = fresh();
-    let r = Http1::parse(Dir::Response, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", &mut st);
+    let r = Http1::parse(
+        Dir::Response,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        &mut st,
+    );
     assert!(matches!(r, Err(ParseError::Invalid(_))), "{r:?}");
-    let r = Http1::parse(Dir::Response, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", &mut st);
+    let r = Http1::parse(
+        Dir::Response,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
+        &mut st,
+    );
     assert!(matches!(r, Err(ParseError::Invalid(_))), "{r:?}");
 }
 
@@ -164,25 +206,43 @@ fn pipelined_keep_alive_with_head_and_post() {
     // HEAD response: content-length but no body.
     resps.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
     resps.extend_from_slice(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnope");
-    let (recs, d) = run(&[(Dir::Request, &reqs), (Dir::Response, &resps[..resps.len() - 1])]);
+    let (recs, d) = run(&[
+        (Dir::Request, &reqs),
+        (Dir::Response, &resps[..resps.len() - 1]),
+    ]);
     assert_eq!(recs.len(), 3, "{recs:?}");
     let h0 = http(&recs[0]);
-    assert_eq!((h0.method.as_str(), h0.path.as_str(), h0.status), ("GET", "/a/b", Some(200)));
+    assert_eq!(
+        (h0.method.as_str(), h0.path.as_str(), h0.status),
+        ("GET", "/a/b", Some(200))
+    );
     assert_eq!(h0.response_content_length, Some(5));
     assert_eq!(recs[0].request_bytes, GET.len() as u64);
     assert_eq!(recs[0].response_bytes, OK.len() as u64);
     let h1 = http(&recs[1]);
-    assert_eq!((h1.method.as_str(), h1.status, h1.response_content_length), ("HEAD", Some(200), Some(1234)));
-    assert_eq!(recs[1].response_bytes, b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n".len() as u64);
+    assert_eq!(
+        (h1.method.as_str(), h1.status, h1.response_content_length),
+        ("HEAD", Some(200), Some(1234))
+    );
+    assert_eq!(
+        recs[1].response_bytes,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n".len() as u64
+    );
     let h2 = http(&recs[2]);
     assert_eq!(h2.method, "POST");
     assert_eq!(h2.status, Some(404));
     assert_eq!(h2.content_type.as_deref(), Some("application/json"));
     assert_eq!(h2.request_content_length, Some(7));
     assert_eq!(recs[2].request_bytes, POST.len() as u64);
-    assert_eq!(recs[2].response_bytes, 3 + b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n".len() as u64);
+    assert_eq!(
+        recs[2].response_bytes,
+        3 + b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n".len() as u64
+    );
     for r in &recs {
-        assert_eq!((r.start_ns, r.request_end_ns, r.response_start_ns, r.end_ns), (10, 11, 20, 21));
+        assert_eq!(
+            (r.start_ns, r.request_end_ns, r.response_start_ns, r.end_ns),
+            (10, 11, 20, 21)
+        );
     }
     assert_eq!(d.stats().parse_errors, 0);
 }
@@ -190,14 +250,23 @@ fn pipelined_keep_alive_with_head_and_post() {
 #[test]
 fn expect_continue_interim_not_paired() {
     let (recs, _) = run(&[
-        (Dir::Request, b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"),
+        (
+            Dir::Request,
+            b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        ),
         (Dir::Response, b"HTTP/1.1 100 Continue\r\n\r\n"),
         (Dir::Request, b"data"),
-        (Dir::Response, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+        (
+            Dir::Response,
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+        ),
     ]);
     assert_eq!(recs.len(), 1);
     let h = http(&recs[0]);
-    assert_eq!((h.method.as_str(), h.status, h.request_content_length), ("PUT", Some(201), Some(4)));
+    assert_eq!(
+        (h.method.as_str(), h.status, h.request_content_length),
+        ("PUT", Some(201), Some(4))
+    );
     assert_eq!(recs[0].request_end_ns, 31);
     assert_eq!(recs[0].response_start_ns, 40);
 }
@@ -206,24 +275,42 @@ fn expect_continue_interim_not_paired() {
 fn close_delimited_response_emitted_on_close() {
     let (recs, mut d) = run(&[
         (Dir::Request, b"GET /old HTTP/1.0\r\n\r\n"),
-        (Dir::Response, b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>"),
+        (
+            Dir::Response,
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>",
+        ),
         (Dir::Response, b"</html>"),
     ]);
     assert!(recs.is_empty());
     let recs = d.close();
     assert_eq!(recs.len(), 1);
     let h = http(&recs[0]);
-    assert_eq!((h.version.as_str(), h.status, h.response_content_length), ("1.0", Some(200), Some(13)));
-    assert_eq!(recs[0].response_bytes, b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n".len() as u64 + 13);
+    assert_eq!(
+        (h.version.as_str(), h.status, h.response_content_length),
+        ("1.0", Some(200), Some(13))
+    );
+    assert_eq!(
+        recs[0].response_bytes,
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n".len() as u64 + 13
+    );
 }
 
 #[test]
 fn no_body_statuses() {
     let (recs, _) = run(&[
-        (Dir::Request, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"),
-        (Dir::Response, b"HTTP/1.1 304 Not Modified\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"),
+        (
+            Dir::Request,
+            b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+        ),
+        (
+            Dir::Response,
+            b"HTTP/1.1 304 Not Modified\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        ),
     ]);
-    assert_eq!(recs.iter().map(|r| http(r).status).collect::<Vec<_>>(), vec![Some(304), Some(204)]);
+    assert_eq!(
+        recs.iter().map(|r| http(r).status).collect::<Vec<_>>(),
+        vec![Some(304), Some(204)]
+    );
 }
 
 #[test]
@@ -244,8 +331,14 @@ fn websocket_upgrade_stops_parsing() {
 #[test]
 fn connect_tunnel() {
     let (recs, d) = run(&[
-        (Dir::Request, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
-        (Dir::Response, b"HTTP/1.1 200 Connection established\r\n\r\n"),
+        (
+            Dir::Request,
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        ),
+        (
+            Dir::Response,
+            b"HTTP/1.1 200 Connection established\r\n\r\n",
+        ),
         (Dir::Request, b"\x16\x03\x01\x00\x05hello"),
         (Dir::Response, b"\x16\x03\x03"),
     ]);
@@ -258,10 +351,19 @@ fn connect_tunnel() {
 #[test]
 fn rejected_upgrade_keeps_http() {
     let (recs, _) = run(&[
-        (Dir::Request, b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
-        (Dir::Response, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
+        (
+            Dir::Request,
+            b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ),
+        (
+            Dir::Response,
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+        ),
         (Dir::Request, b"GET /next HTTP/1.1\r\n\r\n"),
-        (Dir::Response, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        (
+            Dir::Response,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ),
     ]);
     assert_eq!(recs.len(), 2);
     assert_eq!(http(&recs[1]).path, "/next");
@@ -282,9 +384,15 @@ fn unanswered_request_on_close() {
 #[test]
 fn orphan_response_dropped() {
     let (recs, _) = run(&[
-        (Dir::Response, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        (
+            Dir::Response,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ),
         (Dir::Request, b"GET /x HTTP/1.1\r\n\r\n"),
-        (Dir::Response, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+        (
+            Dir::Response,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        ),
     ]);
     assert_eq!(recs.len(), 1);
     assert_eq!(http(&recs[0]).status, Some(404));
@@ -295,9 +403,16 @@ fn too_large_and_malformed() {
     let mut st = fresh();
     let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
     big.resize(parse::MAX_HEAD + 10, b'a');
-    assert!(matches!(Http1::parse(Dir::Request, &big, &mut st), Err(ParseError::TooLarge { .. })));
     assert!(matches!(
-        Http1::parse(Dir::Request, b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", &mut st),
+        Http1::parse(Dir::Request, &big, &mut st),
+        Err(ParseError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        Http1::parse(
+            Dir::Request,
+            b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            &mut st
+        ),
         Err(ParseError::Invalid(_))
     ));
     assert!(matches!(
@@ -305,7 +420,11 @@ fn too_large_and_malformed() {
         Err(ParseError::Invalid(_))
     ));
     assert!(matches!(
-        Http1::parse(Dir::Request, b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &mut st),
+        Http1::parse(
+            Dir::Request,
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            &mut st
+        ),
         Err(ParseError::Invalid(_))
     ));
     assert_eq!(st.outstanding_requests, 0);
@@ -315,13 +434,28 @@ fn too_large_and_malformed() {
 #[test]
 fn detect_and_boundary() {
     assert_eq!(Http1::detect(Dir::Request, GET), Confidence::Certain);
-    assert_eq!(Http1::detect(Dir::Request, b"GET /x HTTP/1.0\r\n"), Confidence::Certain);
+    assert_eq!(
+        Http1::detect(Dir::Request, b"GET /x HTTP/1.0\r\n"),
+        Confidence::Certain
+    );
     assert_eq!(Http1::detect(Dir::Request, b"GE"), Confidence::Maybe);
     assert_eq!(Http1::detect(Dir::Request, b"GET /abc"), Confidence::Maybe);
-    assert_eq!(Http1::detect(Dir::Request, b"GET /abc HT"), Confidence::Maybe);
-    assert_eq!(Http1::detect(Dir::Request, b"GET /abc FOO/1.1"), Confidence::No);
-    assert_eq!(Http1::detect(Dir::Request, b"GETS / HTTP/1.1"), Confidence::No);
-    assert_eq!(Http1::detect(Dir::Request, b"*3\r\n$3\r\nSET"), Confidence::No);
+    assert_eq!(
+        Http1::detect(Dir::Request, b"GET /abc HT"),
+        Confidence::Maybe
+    );
+    assert_eq!(
+        Http1::detect(Dir::Request, b"GET /abc FOO/1.1"),
+        Confidence::No
+    );
+    assert_eq!(
+        Http1::detect(Dir::Request, b"GETS / HTTP/1.1"),
+        Confidence::No
+    );
+    assert_eq!(
+        Http1::detect(Dir::Request, b"*3\r\n$3\r\nSET"),
+        Confidence::No
+    );
     assert_eq!(Http1::detect(Dir::Request, b""), Confidence::No);
     assert_eq!(Http1::detect(Dir::Response, OK), Confidence::Certain);
     assert_eq!(Http1::detect(Dir::Response, b"HTTP/1"), Confidence::Maybe);
@@ -329,8 +463,14 @@ fn detect_and_boundary() {
     assert_eq!(Http1::detect(Dir::Response, b"+OK\r\n"), Confidence::No);
     let buf = b"garbage\r\nmore GET x\r\nPOST /p HTTP/1.1\r\n";
     assert_eq!(Http1::find_boundary(Dir::Request, buf, 0), Some(21));
-    assert_eq!(Http1::find_boundary(Dir::Request, b"GET / HTTP/1.1\r\n", 0), Some(0));
-    assert_eq!(Http1::find_boundary(Dir::Request, b"GET / HTTP/1.1\r\n", 1), None);
+    assert_eq!(
+        Http1::find_boundary(Dir::Request, b"GET / HTTP/1.1\r\n", 0),
+        Some(0)
+    );
+    assert_eq!(
+        Http1::find_boundary(Dir::Request, b"GET / HTTP/1.1\r\n", 1),
+        None
+    );
     let buf = b"xx\r\nHTTP/1.1 200 OK\r\n";
     assert_eq!(Http1::find_boundary(Dir::Response, buf, 1), Some(4));
     assert_eq!(Http1::find_boundary(Dir::Response, b"HTTP/1.1 2", 0), None);
@@ -351,7 +491,12 @@ fn stitch_synthetic_frames() {
         end_ns: t + 1,
     };
     let resp = |status: u16, body: Body, t: u64| Frame {
-        msg: Message::Response(ResponseHead { version: "1.1", status, content_length: None, upgraded: false }),
+        msg: Message::Response(ResponseHead {
+            version: "1.1",
+            status,
+            content_length: None,
+            upgraded: false,
+        }),
         head_bytes: 30,
         body,
         start_ns: t,
@@ -364,16 +509,27 @@ fn stitch_synthetic_frames() {
         start_ns: t,
         end_ns: t + 5,
     };
-    let mut st = State { outstanding_requests: 2, ..State::default() };
+    let mut st = State {
+        outstanding_requests: 2,
+        ..State::default()
+    };
     let mut reqs = VecDeque::from([req("/1", 100), req("/2", 102)]);
     let mut resps = VecDeque::from([resp(200, Body::Chunked, 200)]);
-    assert!(Http1::stitch(&mut reqs, &mut resps, &mut st).is_empty(), "waits for the body end");
+    assert!(
+        Http1::stitch(&mut reqs, &mut resps, &mut st).is_empty(),
+        "waits for the body end"
+    );
     resps.push_back(body_end(500, 400, 300));
     resps.push_back(resp(500, Body::Done { wire: 2, data: 2 }, 400));
     let recs = Http1::stitch(&mut reqs, &mut resps, &mut st);
     assert_eq!(recs.len(), 2);
     assert_eq!(
-        (recs[0].start_ns, recs[0].request_end_ns, recs[0].response_start_ns, recs[0].end_ns),
+        (
+            recs[0].start_ns,
+            recs[0].request_end_ns,
+            recs[0].response_start_ns,
+            recs[0].end_ns
+        ),
         (100, 101, 200, 305)
     );
     assert_eq!((recs[0].request_bytes, recs[0].response_bytes), (20, 530));
