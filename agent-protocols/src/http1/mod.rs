@@ -1,46 +1,60 @@
-//! Http1 parser (stub until implemented: detects nothing).
+//! HTTP/1.0 and HTTP/1.1: request/response heads via `httparse`, bodies by content-length,
+//! chunked framing (streamed when large), or connection close; keep-alive, pipelining,
+//! interim 1xx responses, HEAD, and protocol upgrades (101 / CONNECT).
+
+mod parse;
+mod stitch;
+mod types;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 
-use crate::{Confidence, Dir, ParseError, Parsed, Protocol, ProtocolKind, Record, Timed};
+pub use types::{Body, Frame, Message, RequestHead, ResponseHead, State};
+
+use crate::{Confidence, Dir, ParseError, Parsed, ParserConfig, Protocol, ProtocolKind, Record};
 
 pub struct Http1;
 
-#[derive(Debug, Default)]
-pub struct Frame {
-    start_ns: u64,
-    end_ns: u64,
-}
-
-impl Timed for Frame {
-    fn set_timing(&mut self, start_ns: u64, end_ns: u64) {
-        self.start_ns = start_ns;
-        self.end_ns = end_ns;
-    }
-    fn start_ns(&self) -> u64 {
-        self.start_ns
-    }
-}
-
 impl Protocol for Http1 {
     type Frame = Frame;
-    type State = ();
+    type State = State;
     const KIND: ProtocolKind = ProtocolKind::Http1;
 
-    fn detect(_dir: Dir, _head: &[u8]) -> Confidence {
-        Confidence::No
+    fn detect(dir: Dir, head: &[u8]) -> Confidence {
+        parse::detect(dir, head)
     }
-    fn find_boundary(_dir: Dir, _buf: &[u8], _from: usize) -> Option<usize> {
-        None
+
+    fn find_boundary(dir: Dir, buf: &[u8], from: usize) -> Option<usize> {
+        parse::find_boundary(dir, buf, from)
     }
-    fn parse(_dir: Dir, _buf: &[u8], _st: &mut ()) -> Result<Parsed<Frame>, ParseError> {
-        Err(ParseError::Invalid("not implemented"))
+
+    fn parse(dir: Dir, buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseError> {
+        parse::parse(dir, buf, st)
     }
+
     fn stitch(
-        _reqs: &mut VecDeque<Frame>,
-        _resps: &mut VecDeque<Frame>,
-        _st: &mut (),
+        reqs: &mut VecDeque<Frame>,
+        resps: &mut VecDeque<Frame>,
+        st: &mut State,
     ) -> Vec<Record> {
-        Vec::new()
+        stitch::stitch(reqs, resps, st)
+    }
+
+    fn configure(st: &mut State, cfg: &ParserConfig) {
+        st.extra_headers = cfg
+            .extra_http_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+    }
+
+    fn on_close(
+        reqs: &mut VecDeque<Frame>,
+        resps: &mut VecDeque<Frame>,
+        st: &mut State,
+    ) -> Vec<Record> {
+        stitch::on_close(reqs, resps, st)
     }
 }

@@ -1,46 +1,52 @@
-//! Redis parser (stub until implemented: detects nothing).
+//! Redis (RESP2 and RESP3): array and inline commands, pipelining, MULTI/EXEC, SELECT,
+//! pub/sub (pushes and messages are never taken for replies), error replies.
+
+mod parse;
+mod resp;
+mod stitch;
+mod types;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 
-use crate::{Confidence, Dir, ParseError, Parsed, Protocol, ProtocolKind, Record, Timed};
+pub use types::{Command, Frame, Message, Reply, State};
+
+use crate::{Confidence, Dir, ParseError, Parsed, Protocol, ProtocolKind, Record};
 
 pub struct Redis;
 
-#[derive(Debug, Default)]
-pub struct Frame {
-    start_ns: u64,
-    end_ns: u64,
-}
-
-impl Timed for Frame {
-    fn set_timing(&mut self, start_ns: u64, end_ns: u64) {
-        self.start_ns = start_ns;
-        self.end_ns = end_ns;
-    }
-    fn start_ns(&self) -> u64 {
-        self.start_ns
-    }
-}
-
 impl Protocol for Redis {
     type Frame = Frame;
-    type State = ();
+    type State = State;
     const KIND: ProtocolKind = ProtocolKind::Redis;
 
-    fn detect(_dir: Dir, _head: &[u8]) -> Confidence {
-        Confidence::No
+    fn detect(dir: Dir, head: &[u8]) -> Confidence {
+        parse::detect(dir, head)
     }
-    fn find_boundary(_dir: Dir, _buf: &[u8], _from: usize) -> Option<usize> {
-        None
+
+    fn find_boundary(dir: Dir, buf: &[u8], from: usize) -> Option<usize> {
+        parse::find_boundary(dir, buf, from)
     }
-    fn parse(_dir: Dir, _buf: &[u8], _st: &mut ()) -> Result<Parsed<Frame>, ParseError> {
-        Err(ParseError::Invalid("not implemented"))
+
+    fn parse(dir: Dir, buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseError> {
+        parse::parse(dir, buf, st)
     }
+
     fn stitch(
-        _reqs: &mut VecDeque<Frame>,
-        _resps: &mut VecDeque<Frame>,
-        _st: &mut (),
+        reqs: &mut VecDeque<Frame>,
+        resps: &mut VecDeque<Frame>,
+        st: &mut State,
     ) -> Vec<Record> {
-        Vec::new()
+        stitch::stitch(reqs, resps, st)
+    }
+
+    fn on_close(
+        reqs: &mut VecDeque<Frame>,
+        resps: &mut VecDeque<Frame>,
+        st: &mut State,
+    ) -> Vec<Record> {
+        stitch::on_close(reqs, resps, st)
     }
 }
