@@ -113,6 +113,8 @@ pub struct ConnEvent {
     pub remote_addr: [u8; 16],
     /// Unix-domain sockets: the socket inode (matches /proc/net/unix and /proc/PID/fd).
     pub inode: u64,
+    /// The task's comm: names short-lived processes that are gone before /proc is read.
+    pub comm: [u8; 16],
 }
 
 /// Kernel-side state of one socket, keyed by its `struct sock` address.

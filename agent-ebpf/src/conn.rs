@@ -43,6 +43,7 @@ pub fn emit_conn(o: &KernelOffsets, s: &SockRef, st: &ConnState, op: u8, fd: i32
         fd,
         conn_id: st.conn_id,
         ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
         ..ConnEvent::default()
     };
     fill_tuple(o, s, &mut ev);

@@ -70,6 +70,12 @@ pub struct Conntrack {
     closed_parser_stats: DriverStats,
 }
 
+/// A NUL-padded kernel comm as a string.
+pub fn comm_str(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
 fn socket_addr(family: u16, raw: &[u8; 16], port: u16) -> Option<SocketAddr> {
     addr_of(family, raw).map(|ip| SocketAddr::new(ip, port))
 }
@@ -136,6 +142,7 @@ impl Conntrack {
             local: socket_addr(ev.family, &ev.local_addr, ev.local_port),
             remote: socket_addr(ev.family, &ev.remote_addr, ev.remote_port),
             unix_path: None,
+            comm: comm_str(&ev.comm),
         };
         self.make_room(out);
         self.stats.conns_opened += 1;
@@ -170,6 +177,7 @@ impl Conntrack {
                         local: None,
                         remote: None,
                         unix_path: None,
+                        comm: String::new(),
                     },
                     last_seen_ns: h.ts_exit_ns,
                     last_egress_tid: h.tid,

@@ -252,11 +252,17 @@ impl ExportConfig {
         if batch.max_queue == 0 {
             return Err(ExportCfgError::Zero("max queue size"));
         }
-        // Exporters: CLI, else OTEL_TRACES_EXPORTER, else otlp.
+        // Exporters: CLI, else OTEL_TRACES_EXPORTER, else otlp when an endpoint is configured,
+        // else the console (the embedded default: nothing leaves the node unless configured).
+        let endpoint_configured = args.endpoint.is_some()
+            || get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            || get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
         let names: Vec<String> = if args.exporters.is_empty() {
             get("OTEL_TRACES_EXPORTER")
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-                .unwrap_or_else(|| vec!["otlp".to_string()])
+                .unwrap_or_else(|| {
+                    vec![if endpoint_configured { "otlp" } else { "console" }.to_string()]
+                })
         } else {
             args.exporters.clone()
         };
@@ -439,7 +445,7 @@ mod tests {
         assert_eq!(
             c,
             Ok(ExportConfig {
-                exporters: vec![ExporterKind::Otlp],
+                exporters: vec![ExporterKind::Console],
                 otlp: OtlpConfig {
                     protocol: OtlpProtocol::HttpProtobuf,
                     endpoint: "http://localhost:4318/v1/traces".into(),

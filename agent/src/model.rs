@@ -29,6 +29,8 @@ pub struct ConnMeta {
     pub remote: Option<SocketAddr>,
     /// Unix-domain socket path when known.
     pub unix_path: Option<String>,
+    /// Kernel task name of the owner when the connection was seen (empty when unknown).
+    pub comm: String,
 }
 
 /// One finished request/response exchange on a connection, with the thread that did the I/O.

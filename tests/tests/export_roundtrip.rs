@@ -42,6 +42,7 @@ fn http_ex(
             local: Some(addr(local)),
             remote: Some(addr(remote)),
             unix_path: None,
+            comm: String::new(),
         },
         tid,
         record: Record {
@@ -73,6 +74,7 @@ fn redis_ex(pid: u32, tid: u32, t: [u64; 4]) -> Exchange {
             local: Some(addr("127.0.0.1:45000")),
             remote: Some(addr("127.0.0.1:6379")),
             unix_path: None,
+            comm: String::new(),
         },
         tid,
         record: Record {

@@ -92,13 +92,17 @@ impl ProcessCache {
 
     /// The resource for `pid`, read from procfs on first use or after the TTL. A process that
     /// is gone still gets a resource (named `pid-<n>`), so its spans are not lost.
-    pub fn resource(&mut self, pid: u32) -> Arc<Resource> {
+    /// `comm` is the kernel's task name, used when the process has already exited.
+    pub fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
         if let Some((res, at)) = self.map.get(&pid)
             && at.elapsed() < self.cfg.ttl
         {
             return Arc::clone(res);
         }
-        let info = read_process(&self.cfg.proc_root, pid, self.cfg.capture_cmdline);
+        let mut info = read_process(&self.cfg.proc_root, pid, self.cfg.capture_cmdline);
+        if info.exe_name.is_none() && !comm.is_empty() {
+            info.exe_name = Some(comm.to_string());
+        }
         let res = Arc::new(Resource::for_process(&info, &self.host));
         self.map.put(pid, (Arc::clone(&res), Instant::now()));
         res

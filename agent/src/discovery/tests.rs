@@ -93,7 +93,7 @@ fn live_child_process_is_read_from_proc() {
         },
         host(),
     );
-    let r = cache.resource(pid);
+    let r = cache.resource(pid, "");
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(r.service_name(), "sleepy");
@@ -112,7 +112,7 @@ fn live_child_process_is_read_from_proc() {
     );
     assert_eq!(r.attributes.get_int("process.pid"), Some(i64::from(pid)));
     // Cached: same Arc on the next call.
-    let again = cache.resource(pid);
+    let again = cache.resource(pid, "");
     assert!(Arc::ptr_eq(&r, &again));
     assert_eq!(cache.len(), 1);
 }
@@ -127,9 +127,20 @@ fn cache_is_bounded_and_cmdline_off_by_default() {
         host(),
     );
     let me = std::process::id();
-    let r = cache.resource(me);
+    let r = cache.resource(me, "");
     assert_eq!(r.attributes.get("process.command_line"), None);
-    cache.resource(999_999_001);
-    cache.resource(999_999_002);
+    cache.resource(999_999_001, "");
+    cache.resource(999_999_002, "");
     assert_eq!(cache.len(), 2);
+}
+
+#[test]
+fn exited_process_is_named_by_its_kernel_comm() {
+    let mut cache = ProcessCache::new(DiscoveryConfig::default());
+    let r = cache.resource(999_999_003, "curl");
+    assert_eq!(r.service_name(), "curl");
+    assert_eq!(
+        r.attributes.get_str("process.executable.name"),
+        Some("curl")
+    );
 }

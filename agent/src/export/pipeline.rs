@@ -370,7 +370,7 @@ async fn run(
             ex = rx.recv() => {
                 let Some(ex) = ex else { break };
                 shared.counters.exchanges.fetch_add(1, Ordering::Relaxed);
-                let res = procs.resource(ex.conn.pid);
+                let res = procs.resource(ex.conn.pid, &ex.conn.comm);
                 match build_span(&ex, res, &clock, &cfg.spans) {
                     Ok(span) => {
                         shared.counters.spans_built.fetch_add(1, Ordering::Relaxed);

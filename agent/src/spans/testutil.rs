@@ -57,6 +57,7 @@ pub fn exchange(
             local: Some(addr(local)),
             remote: Some(addr(remote)),
             unix_path: None,
+            comm: String::new(),
         },
         tid,
         record,
