@@ -7,7 +7,7 @@ pub const MAX_PAYLOAD: usize = 16 * 1024;
 /// Default payload prefix captured per syscall: a whole typical HTTP header block.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 4096;
 /// iovec entries walked per readv/writev/recvmsg/sendmsg.
-pub const MAX_IOV: u32 = 16;
+pub const MAX_IOV: u32 = 64;
 /// Ring buffer fill (bytes) at which the kernel wakes userspace; below it userspace polls.
 pub const DEFAULT_WAKEUP_BYTES: u32 = 256 * 1024;
 

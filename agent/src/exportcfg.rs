@@ -261,7 +261,14 @@ impl ExportConfig {
             get("OTEL_TRACES_EXPORTER")
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
                 .unwrap_or_else(|| {
-                    vec![if endpoint_configured { "otlp" } else { "console" }.to_string()]
+                    vec![
+                        if endpoint_configured {
+                            "otlp"
+                        } else {
+                            "console"
+                        }
+                        .to_string(),
+                    ]
                 })
         } else {
             args.exporters.clone()

@@ -2,8 +2,8 @@
 
 pub mod capture_view;
 pub mod conntrack;
-pub mod daemon;
 pub mod correlate;
+pub mod daemon;
 pub mod discovery;
 pub mod export;
 pub mod exportcfg;

@@ -3,5 +3,5 @@
 
 pub mod agent;
 pub mod env;
-pub mod servers;
 pub mod otlp_receiver;
+pub mod servers;

@@ -137,7 +137,11 @@ fn service(s: &ReceivedSpan) -> String {
 }
 
 /// The one span matching `pred`.
-fn one<'a>(spans: &'a [ReceivedSpan], what: &str, pred: impl Fn(&ReceivedSpan) -> bool) -> &'a ReceivedSpan {
+fn one<'a>(
+    spans: &'a [ReceivedSpan],
+    what: &str,
+    pred: impl Fn(&ReceivedSpan) -> bool,
+) -> &'a ReceivedSpan {
     let found: Vec<_> = spans.iter().filter(|s| pred(s)).collect();
     assert_eq!(found.len(), 1, "{what}: {}", describe(spans));
     found[0]
@@ -187,15 +191,33 @@ fn assert_checkout_tree(chain: &Chain, spans: &[ReceivedSpan], order: u32) -> Ve
         service(s) == "frontend" && kind(s) == SpanKind::Server
     });
     assert_eq!(fe_server.span.name, "GET");
-    assert_eq!(fe_server.attr("http.request.method").as_deref(), Some("GET"));
+    assert_eq!(
+        fe_server.attr("http.request.method").as_deref(),
+        Some("GET")
+    );
     assert_eq!(fe_server.attr("url.path").as_deref(), Some("/checkout"));
     assert_eq!(fe_server.attr("url.query").as_deref(), Some(query.as_str()));
     assert_eq!(fe_server.attr("url.scheme").as_deref(), Some("http"));
-    assert_eq!(fe_server.attr("http.response.status_code").as_deref(), Some("200"));
-    assert_eq!(fe_server.attr("network.protocol.version").as_deref(), Some("1.1"));
-    assert_eq!(fe_server.attr("server.port"), Some(chain.frontend_port.to_string()));
-    assert_eq!(fe_server.resource_attr("process.pid"), Some(chain.frontend.pid().to_string()));
-    assert_eq!(fe_server.resource_attr("telemetry.distro.name").as_deref(), Some("tracewire"));
+    assert_eq!(
+        fe_server.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        fe_server.attr("network.protocol.version").as_deref(),
+        Some("1.1")
+    );
+    assert_eq!(
+        fe_server.attr("server.port"),
+        Some(chain.frontend_port.to_string())
+    );
+    assert_eq!(
+        fe_server.resource_attr("process.pid"),
+        Some(chain.frontend.pid().to_string())
+    );
+    assert_eq!(
+        fe_server.resource_attr("telemetry.distro.name").as_deref(),
+        Some("tracewire")
+    );
 
     let fe_client = one(spans, "frontend CLIENT", |s| {
         service(s) == "frontend" && kind(s) == SpanKind::Client
@@ -203,16 +225,28 @@ fn assert_checkout_tree(chain: &Chain, spans: &[ReceivedSpan], order: u32) -> Ve
     assert_eq!(fe_client.span.name, "GET");
     assert_eq!(
         fe_client.attr("url.full"),
-        Some(format!("http://127.0.0.1:{}/order/{order}", chain.backend_port))
+        Some(format!(
+            "http://127.0.0.1:{}/order/{order}",
+            chain.backend_port
+        ))
     );
-    assert_eq!(fe_client.attr("server.port"), Some(chain.backend_port.to_string()));
-    assert_eq!(fe_client.attr("http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        fe_client.attr("server.port"),
+        Some(chain.backend_port.to_string())
+    );
+    assert_eq!(
+        fe_client.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
 
     let be_server = one(spans, "backend SERVER", |s| {
         service(s) == "backend" && kind(s) == SpanKind::Server
     });
     assert_eq!(be_server.attr("url.path"), Some(format!("/order/{order}")));
-    assert_eq!(be_server.resource_attr("process.pid"), Some(chain.backend.pid().to_string()));
+    assert_eq!(
+        be_server.resource_attr("process.pid"),
+        Some(chain.backend.pid().to_string())
+    );
 
     let pg = one(spans, "backend -> postgresql", |s| {
         s.attr("db.system.name").as_deref() == Some("postgresql")
@@ -238,7 +272,10 @@ fn assert_checkout_tree(chain: &Chain, spans: &[ReceivedSpan], order: u32) -> Ve
     assert_eq!(redis.span.name, "GET");
     assert_eq!(redis.attr("db.operation.name").as_deref(), Some("GET"));
     assert_eq!(redis.attr("db.namespace").as_deref(), Some("0"));
-    assert_eq!(redis.attr("server.port"), Some(chain.redis_port.to_string()));
+    assert_eq!(
+        redis.attr("server.port"),
+        Some(chain.redis_port.to_string())
+    );
 
     assert_child(fe_server, fe_client, "thread");
     assert_child(fe_client, be_server, "connection");
@@ -278,9 +315,16 @@ fn checkout_over(protocol: &str) {
     std::thread::sleep(Duration::from_secs(2));
     let spans = rx.spans();
     assert_eq!(spans.len(), 5, "exactly the tree: {}", describe(&spans));
-    assert!(spans.iter().all(|s| s.via == if protocol == "grpc" { "grpc" } else { "http" }));
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.via == if protocol == "grpc" { "grpc" } else { "http" })
+    );
     let trace = assert_checkout_tree(&chain, &spans, 1);
-    assert!(spans.iter().all(|s| s.span.trace_id == trace), "one trace id");
+    assert!(
+        spans.iter().all(|s| s.span.trace_id == trace),
+        "one trace id"
+    );
     assert!(spans.iter().all(|s| s.span.span_id.len() == 8));
     drop(agent);
 }
@@ -324,7 +368,10 @@ fn traceparent_in_request_joins_that_trace() {
     });
     assert_eq!(hex(&fe.span.trace_id), trace_id);
     assert_eq!(hex(&fe.span.parent_span_id), parent);
-    assert_eq!(fe.attr("tracewire.link.rule").as_deref(), Some("traceparent"));
+    assert_eq!(
+        fe.attr("tracewire.link.rule").as_deref(),
+        Some("traceparent")
+    );
     assert!(
         spans.iter().all(|s| hex(&s.span.trace_id) == trace_id),
         "the whole tree joined the caller's trace: {}",
@@ -425,11 +472,22 @@ fn grpc_client_to_server() {
         .block_on(rx.wait_for_spans(4, Duration::from_secs(20)))
         .unwrap_or_else(|| panic!("4 spans not received: {}", describe(&rx.spans())));
     for s in &spans {
-        assert_eq!(s.span.name, "helloworld.Greeter/SayHello", "{}", describe(&spans));
+        assert_eq!(
+            s.span.name,
+            "helloworld.Greeter/SayHello",
+            "{}",
+            describe(&spans)
+        );
         assert_eq!(s.attr("rpc.system.name").as_deref(), Some("grpc"));
-        assert_eq!(s.attr("rpc.method").as_deref(), Some("helloworld.Greeter/SayHello"));
+        assert_eq!(
+            s.attr("rpc.method").as_deref(),
+            Some("helloworld.Greeter/SayHello")
+        );
         assert_eq!(s.attr("network.protocol.version").as_deref(), Some("2"));
-        assert!(s.attr("http.request.method").is_none(), "an RPC span, not HTTP");
+        assert!(
+            s.attr("http.request.method").is_none(),
+            "an RPC span, not HTTP"
+        );
     }
     let status = |s: &ReceivedSpan| s.attr("rpc.response.status_code").unwrap_or_default();
     let ok_client = one(&spans, "OK client", |s| {

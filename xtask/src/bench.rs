@@ -353,7 +353,10 @@ pub fn run(runs: u32, seconds: u32) -> Result<()> {
     }
     {
         let (port, _redis) = start_redis(&dir)?;
-        for (p, name) in [(1, "redis GET/SET no pipelining"), (16, "redis GET/SET -P 16")] {
+        for (p, name) in [
+            (1, "redis GET/SET no pipelining"),
+            (16, "redis GET/SET -P 16"),
+        ] {
             let n = if p == 1 { 100_000 } else { 1_000_000 };
             let (u, t) = interleaved(name, runs, &bin, sink_port, &[port], &dir, || {
                 redis_bench(port, p, n)
@@ -389,9 +392,14 @@ fn tempfile_dir(base: &Path) -> Result<PathBuf> {
 }
 
 fn sink_bin() -> Result<PathBuf> {
-    sh(Command::new("cargo")
-        .current_dir(root())
-        .args(["build", "--release", "-p", "tracewire-e2e", "--bin", "otlp-sink"]))?;
+    sh(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "tracewire-e2e",
+        "--bin",
+        "otlp-sink",
+    ]))?;
     Ok(root().join("target/release/otlp-sink"))
 }
 
@@ -420,7 +428,14 @@ fn start_redis(dir: &Path) -> Result<(u16, Guard)> {
     let port = free_port()?;
     let g = Guard(
         Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--dir"])
             .arg(dir)
             .stdout(Stdio::null())
@@ -443,8 +458,13 @@ fn start_postgres(dir: &Path) -> Result<(u16, Guard)> {
     std::fs::create_dir_all(&data)?;
     let ids = output(Command::new("id").args(["-u", "postgres"]))?;
     let uid: u32 = ids.trim().parse()?;
-    let gid: u32 = output(Command::new("id").args(["-g", "postgres"]))?.trim().parse()?;
-    sh(Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir))?;
+    let gid: u32 = output(Command::new("id").args(["-g", "postgres"]))?
+        .trim()
+        .parse()?;
+    sh(Command::new("chown")
+        .arg("-R")
+        .arg("postgres:postgres")
+        .arg(dir))?;
     sh(Command::new(pg.join("initdb"))
         .args(["-A", "trust", "-U", "postgres", "-D"])
         .arg(&data)
@@ -455,7 +475,13 @@ fn start_postgres(dir: &Path) -> Result<(u16, Guard)> {
         Command::new(pg.join("postgres"))
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-k"])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-k",
+            ])
             .arg(dir)
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .uid(uid)
@@ -467,14 +493,32 @@ fn start_postgres(dir: &Path) -> Result<(u16, Guard)> {
     wait_port(port)?;
     std::thread::sleep(Duration::from_millis(500));
     let psql = |sql: &str| {
-        output(
-            Command::new("psql")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-c", sql]),
-        )
+        output(Command::new("psql").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-c",
+            sql,
+        ]))
     };
     psql("CREATE DATABASE bench")?;
     sh(Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-i", "-s", "2", "-q", "bench"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-i",
+            "-s",
+            "2",
+            "-q",
+            "bench",
+        ])
         .stderr(Stdio::null()))?;
     Ok((port, g))
 }
@@ -489,7 +533,10 @@ fn pipeline_bench(bin: &Path) -> Result<serde_json::Value> {
 fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Result<()> {
     let rows_json: Vec<serde_json::Value> = rows.iter().map(Row::json).collect();
     let json = serde_json::json!({ "scenarios": rows_json, "pipeline": pipeline });
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     let mut md = String::from(
         "| scenario | untraced (median) | traced (median) | ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
