@@ -108,27 +108,30 @@ impl ExportFlags {
     }
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
+    #[command(flatten)]
+    export: ExportFlags,
+    /// Keep SQL text as sent (with literals) in addition to the sanitized text.
+    #[arg(long)]
+    keep_raw_query: bool,
+    /// Most connections tracked; the least recently active are evicted beyond it.
+    #[arg(long, default_value_t = 16384)]
+    max_conns: usize,
+    /// Write final counters as JSON to this file on exit.
+    #[arg(long)]
+    stats_file: Option<std::path::PathBuf>,
+    /// Log counters every N seconds.
+    #[arg(long, default_value_t = 30)]
+    stats_interval: u64,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// The daemon: capture, parse, build spans, link them into traces and export them.
-    Run {
-        #[command(flatten)]
-        filter: FilterArgs,
-        #[command(flatten)]
-        export: ExportFlags,
-        /// Keep SQL text as sent (with literals) in addition to the sanitized text.
-        #[arg(long)]
-        keep_raw_query: bool,
-        /// Most connections tracked; the least recently active are evicted beyond it.
-        #[arg(long, default_value_t = 16384)]
-        max_conns: usize,
-        /// Write final counters as JSON to this file on exit.
-        #[arg(long)]
-        stats_file: Option<std::path::PathBuf>,
-        /// Log counters every N seconds.
-        #[arg(long, default_value_t = 30)]
-        stats_interval: u64,
-    },
+    Run(Box<RunArgs>),
     /// Report the kernel, BTF and every hook the agent uses; non-zero exit when one is missing.
     Check,
     /// Print every captured connection and data event (the debugging view).
@@ -149,21 +152,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Run {
-            filter,
-            export,
-            keep_raw_query,
-            max_conns,
-            stats_file,
-            stats_interval,
-        } => run(
-            &filter,
-            &export,
-            keep_raw_query,
-            max_conns,
-            stats_file,
-            stats_interval,
-        ),
+        Cmd::Run(args) => run(*args),
         Cmd::Check => check(),
         Cmd::Capture {
             filter,
@@ -184,14 +173,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(
-    filter: &FilterArgs,
-    export: &ExportFlags,
-    keep_raw_query: bool,
-    max_conns: usize,
-    stats_file: Option<std::path::PathBuf>,
-    stats_interval: u64,
-) -> Result<()> {
+fn run(args: RunArgs) -> Result<()> {
+    let RunArgs {
+        filter,
+        export,
+        keep_raw_query,
+        max_conns,
+        stats_file,
+        stats_interval,
+    } = args;
     let export = tracewire::exportcfg::ExportConfig::from_env(&export.args())
         .context("export configuration")?;
     let mut conntrack = tracewire::conntrack::ConntrackConfig {

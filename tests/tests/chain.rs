@@ -308,8 +308,7 @@ fn checkout_over(protocol: &str) {
         &[],
     );
     assert!(body.contains("\"item\": \"book\""), "{body}");
-    let spans = rt
-        .block_on(rx.wait_for_spans(5, Duration::from_secs(20)))
+    rt.block_on(rx.wait_for_spans(5, Duration::from_secs(20)))
         .unwrap_or_else(|| panic!("5 spans not received: {}", describe(&rx.spans())));
     // Nothing else arrives (e.g. connection-setup commands reported as calls).
     std::thread::sleep(Duration::from_secs(2));

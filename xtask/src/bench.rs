@@ -527,7 +527,7 @@ fn start_postgres(dir: &Path) -> Result<(u16, Guard)> {
 /// conntrack, parsers, span building and OTLP encoding on one core.
 fn pipeline_bench(bin: &Path) -> Result<serde_json::Value> {
     let out = output(Command::new(bin).args(["bench-pipeline", "--json"]))?;
-    Ok(serde_json::from_str(out.trim()).context("bench-pipeline output")?)
+    serde_json::from_str(out.trim()).context("bench-pipeline output")
 }
 
 fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Result<()> {
