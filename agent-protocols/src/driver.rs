@@ -41,7 +41,10 @@ struct ChunkTime {
 }
 
 struct DirState<F> {
+    /// Bytes `buf[start..]` are live; consumed bytes are dropped lazily (see `compact`) so that
+    /// many small frames in one chunk cost linear, not quadratic, time.
     buf: Vec<u8>,
+    start: usize,
     chunks: VecDeque<ChunkTime>,
     /// Bytes of the current frame's tail still to drop as they arrive.
     skip: u64,
@@ -56,6 +59,7 @@ impl<F> Default for DirState<F> {
     fn default() -> Self {
         Self {
             buf: Vec::new(),
+            start: 0,
             chunks: VecDeque::new(),
             skip: 0,
             pending: None,
@@ -66,9 +70,19 @@ impl<F> Default for DirState<F> {
 }
 
 impl<F> DirState<F> {
+    /// The unconsumed bytes.
+    fn live(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or(&[])
+    }
+
+    fn live_len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Marks `n` bytes consumed. Chunk offsets are live-relative, so they shift by `n`.
     fn drain(&mut self, n: usize) {
-        let n = n.min(self.buf.len());
-        self.buf.drain(..n);
+        let n = n.min(self.live_len());
+        self.start += n;
         while let Some(c) = self.chunks.front_mut() {
             if c.end <= n {
                 self.chunks.pop_front();
@@ -79,10 +93,23 @@ impl<F> DirState<F> {
         for c in self.chunks.iter_mut() {
             c.end -= n;
         }
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Drops consumed bytes before appending, once they are at least half the buffer.
+    fn compact(&mut self) {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
     }
 
     fn clear(&mut self) {
         self.buf.clear();
+        self.start = 0;
         self.chunks.clear();
     }
 
@@ -157,8 +184,9 @@ impl<P: Protocol> Driver<P> {
         }
 
         if !data.is_empty() {
+            ds.compact();
             ds.buf.extend_from_slice(data);
-            let end = ds.buf.len();
+            let end = ds.live_len();
             ds.chunks.push_back(ChunkTime {
                 end,
                 start_ns,
@@ -220,9 +248,9 @@ fn parse_loop<P: Protocol>(
     max_buffer: usize,
 ) {
     // A frame whose tail is still being skipped must finish before anything after it parses.
-    while ds.skip == 0 && !ds.buf.is_empty() {
+    while ds.skip == 0 && ds.live_len() > 0 {
         if ds.desynced {
-            match P::find_boundary(dir, &ds.buf, 0) {
+            match P::find_boundary(dir, ds.live(), 0) {
                 Some(at) => {
                     ds.drain(at);
                     ds.desynced = false;
@@ -235,34 +263,34 @@ fn parse_loop<P: Protocol>(
                 }
             }
         }
-        match P::parse(dir, &ds.buf, state) {
+        match P::parse(dir, ds.live(), state) {
             Ok(Parsed::Frame {
                 mut frame,
                 consumed,
             }) => {
                 let start = ds.start_ns();
-                if consumed <= ds.buf.len() {
+                if consumed <= ds.live_len() {
                     frame.set_timing(start, ds.end_ns_at(consumed));
                     ds.drain(consumed.max(1));
                     ds.frames.push_back(frame);
                     stats.frames += 1;
                 } else {
                     frame.set_timing(start, 0);
-                    ds.skip = (consumed - ds.buf.len()) as u64;
+                    ds.skip = (consumed - ds.live_len()) as u64;
                     ds.pending = Some(frame);
                     ds.clear();
                 }
             }
             Ok(Parsed::Skip { consumed }) => {
-                if consumed > ds.buf.len() {
-                    ds.skip = (consumed - ds.buf.len()) as u64;
+                if consumed > ds.live_len() {
+                    ds.skip = (consumed - ds.live_len()) as u64;
                     ds.clear();
                 } else {
                     ds.drain(consumed.max(1));
                 }
             }
             Ok(Parsed::Partial) => {
-                if ds.buf.len() > max_buffer {
+                if ds.live_len() > max_buffer {
                     stats.buffer_overflows += 1;
                     P::on_gap(dir, state);
                     ds.clear();
@@ -272,7 +300,7 @@ fn parse_loop<P: Protocol>(
             }
             Err(_) => {
                 stats.parse_errors += 1;
-                match P::find_boundary(dir, &ds.buf, 1) {
+                match P::find_boundary(dir, ds.live(), 1) {
                     Some(at) if at > 0 => {
                         ds.drain(at);
                         stats.resyncs += 1;
