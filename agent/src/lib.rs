@@ -1,5 +1,6 @@
 //! tracewire: the userspace daemon. See `shared/design.md` for the stages.
 
+pub mod benchpipe;
 pub mod capture_view;
 pub mod conntrack;
 pub mod correlate;

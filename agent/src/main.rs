@@ -145,6 +145,15 @@ enum Cmd {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Offline benchmark of the userspace path (conntrack, parsers, spans, correlation, OTLP
+    /// encoding) on synthetic captured events; one core.
+    BenchPipeline {
+        /// Request/response exchanges per protocol.
+        #[arg(long, default_value_t = 200_000)]
+        exchanges: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     Version,
 }
@@ -154,6 +163,21 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Run(args) => run(*args),
         Cmd::Check => check(),
+        Cmd::BenchPipeline { exchanges, json } => {
+            let http = tracewire::benchpipe::run(false, exchanges);
+            let redis = tracewire::benchpipe::run(true, exchanges);
+            if json {
+                println!("{}", serde_json::json!({ "http1": http, "redis": redis }));
+            } else {
+                for (name, f) in [("http1", http), ("redis", redis)] {
+                    println!(
+                        "{name}: {:.0} events/s, {:.0} spans/s ({} spans in {:.2}s, {} OTLP bytes)",
+                        f.events_per_s, f.spans_per_s, f.spans, f.seconds, f.otlp_bytes
+                    );
+                }
+            }
+            Ok(())
+        }
         Cmd::Capture {
             filter,
             json,
