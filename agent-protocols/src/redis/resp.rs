@@ -209,7 +209,9 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ParseError> {
                     if end > buf.len() {
                         // Only plain bulk strings are worth skipping unseen; errors and
                         // verbatim strings are short and wanted whole.
+                        // The command name and key must be seen whole.
                         let last = t == b'$'
+                            && !(top_item && item_idx <= 2)
                             && stack
                                 .as_slice()
                                 .iter()

@@ -252,7 +252,15 @@ fn prefixes_are_partial() {
     assert_prefixes_partial::<Redis>(Dir::Request, b"PING\r\n", fresh);
     // A final bulk payload is framed as soon as its header is seen (the driver skips the
     // payload as it arrives, even when the capture dropped it).
-    for (m, payload) in [(SET, 7), (b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n".as_slice(), 2)] {
+    // The command name and key are always seen whole.
+    assert_prefixes_partial::<Redis>(Dir::Request, b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n", fresh);
+    for (m, payload) in [
+        (SET, 7),
+        (
+            b"*3\r\n$4\r\nECHO\r\n$1\r\nk\r\n$3\r\nabc\r\n".as_slice(),
+            5,
+        ),
+    ] {
         let head = m.len() - payload;
         for cut in 0..head {
             assert!(
