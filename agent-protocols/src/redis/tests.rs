@@ -575,3 +575,66 @@ fn stitch_synthetic_frames() {
     assert_eq!(reqs.len(), 1);
     assert_eq!(st.outstanding_requests, 1);
 }
+
+#[test]
+fn big_aggregate_reply_streamed_not_buffered() {
+    // An 80 KiB LRANGE reply (over the 64 KiB buffer cap) arriving in 4 KiB reads, nested
+    // arrays included, then the next command's reply.
+    let mut big = b"*5000\r\n".to_vec();
+    for i in 0..5000 {
+        if i % 100 == 0 {
+            big.extend_from_slice(b"*2\r\n:1\r\n$3\r\nabc\r\n");
+        } else {
+            big.extend_from_slice(b"$10\r\n0123456789\r\n");
+        }
+    }
+    assert!(big.len() > 64 * 1024);
+    let mut d = Driver::<Redis>::new(&ParserConfig::default());
+    let mut recs = Vec::new();
+    let reqs =
+        b"*4\r\n$6\r\nLRANGE\r\n$1\r\nl\r\n$1\r\n0\r\n$2\r\n-1\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+    recs.extend(d.feed(Dir::Request, reqs, reqs.len() as u64, 1, 2));
+    let mut t = 10;
+    for piece in big.chunks(4096) {
+        recs.extend(d.feed(Dir::Response, piece, piece.len() as u64, t, t + 1));
+        t += 10;
+    }
+    recs.extend(d.feed(Dir::Response, b"$1\r\nv\r\n", 7, t, t + 1));
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(info(&recs[0]).command, "LRANGE");
+    assert_eq!(info(&recs[0]).key.as_deref(), Some("l"));
+    assert_eq!(info(&recs[1]).command, "GET");
+    assert_eq!(recs[1].response_bytes, 7);
+    assert_eq!(recs[1].response_start_ns, t);
+    assert_eq!(d.stats().buffer_overflows, 0);
+    assert_eq!(d.stats().parse_errors, 0);
+    assert_eq!(d.state().resp_skip, 0);
+}
+
+#[test]
+fn skip_values_counts_nested_elements() {
+    let buf = b"*2\r\n:1\r\n%1\r\n+a\r\n$3\r\nabc\r\n+NEXT\r\n";
+    assert_eq!(
+        resp::skip_values(buf, 1),
+        Ok(resp::Skipped {
+            consumed: buf.len() - 7,
+            pending: 0
+        })
+    );
+    // Stops inside an incomplete line; a bulk payload past the buffer is skipped blindly.
+    assert_eq!(
+        resp::skip_values(b":1\r\n:2", 3),
+        Ok(resp::Skipped {
+            consumed: 4,
+            pending: 2
+        })
+    );
+    assert_eq!(
+        resp::skip_values(b"$10\r\nab", 1),
+        Ok(resp::Skipped {
+            consumed: 17,
+            pending: 0
+        })
+    );
+    assert!(resp::skip_values(b"?\r\n", 1).is_err());
+}
