@@ -638,3 +638,35 @@ fn skip_values_counts_nested_elements() {
     );
     assert!(resp::skip_values(b"?\r\n", 1).is_err());
 }
+
+#[test]
+fn reply_older_than_request_is_not_its_answer() {
+    // The capture lost a command whose reply arrived; a later command must not take it.
+    let c = Frame {
+        msg: Message::Command(Command {
+            command: "GET".into(),
+            key: None,
+            args: 0,
+            select_db: None,
+        }),
+        bytes: 10,
+        start_ns: 50,
+        end_ns: 51,
+    };
+    let r = |t| Frame {
+        msg: Message::Reply(Reply::Status("OK".into())),
+        bytes: 5,
+        start_ns: t,
+        end_ns: t + 1,
+    };
+    let mut st = State {
+        outstanding_requests: 2,
+        ..State::default()
+    };
+    let mut reqs = VecDeque::from([c]);
+    let mut resps = VecDeque::from([r(10), r(60)]);
+    let recs = Redis::stitch(&mut reqs, &mut resps, &mut st);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].response_start_ns, 60);
+    assert_eq!(st.outstanding_requests, 0);
+}
