@@ -270,7 +270,9 @@ fn parse_response(buf: &[u8], st: &mut State) -> Res {
     let upgraded =
         status == 101 || (answering == MethodKind::Connect && (200..300).contains(&status));
     if (100..200).contains(&status) && status != 101 {
-        // Interim (100 Continue, 103 Early Hints): the final response follows.
+        // Interim (100 Continue, 103 Early Hints): the final response follows and accounts
+        // for these bytes.
+        st.interim_bytes = st.interim_bytes.saturating_add(head_len as u64);
         return Ok(Parsed::Skip { consumed: head_len });
     }
     let h = ResponseHead {
@@ -293,7 +295,7 @@ fn parse_response(buf: &[u8], st: &mut State) -> Res {
         return Ok(Parsed::Frame {
             frame: Frame {
                 msg: Message::Response(h),
-                head_bytes: head_len as u64,
+                head_bytes: (head_len as u64).saturating_add(std::mem::take(&mut st.interim_bytes)),
                 body: Body::UntilClose,
                 start_ns: 0,
                 end_ns: 0,
@@ -301,14 +303,17 @@ fn parse_response(buf: &[u8], st: &mut State) -> Res {
             consumed: buf.len(),
         });
     };
-    let out = body(
+    let mut out = body(
         buf,
         head_len,
         framing,
         Message::Response(h),
         &mut st.resp_chunk,
     )?;
-    if !matches!(out, Parsed::Partial) {
+    if let Parsed::Frame { frame, .. } = &mut out {
+        frame.head_bytes = frame
+            .head_bytes
+            .saturating_add(std::mem::take(&mut st.interim_bytes));
         st.methods.pop_front();
         st.upgrade_requested = false;
         if upgraded {
@@ -362,19 +367,22 @@ fn body(
             Chunks::More {
                 complete,
                 data,
-                reach,
+                open_chunk,
             } => {
-                if buf.len() - head_len < STREAM_AT && reach - head_len < STREAM_AT {
-                    return Ok(Parsed::Partial);
-                }
-                // Too big to buffer: hand out the head now, stream the remaining chunks.
+                // A chunk whose data runs past the buffer: hand out the head and let the driver
+                // skip to the chunk's end (even over bytes the capture lost); stream the rest.
+                let (consumed, data) = match open_chunk {
+                    Some((end, size)) => (end, data.saturating_add(size)),
+                    None if buf.len() - head_len >= STREAM_AT => (complete, data),
+                    None => return Ok(Parsed::Partial),
+                };
                 *chunk = Some(ChunkProgress {
-                    wire: (complete - head_len) as u64,
+                    wire: (consumed - head_len) as u64,
                     data,
                 });
                 Ok(Parsed::Frame {
                     frame: frame(Body::Chunked),
-                    consumed: complete,
+                    consumed,
                 })
             }
         },
@@ -384,11 +392,12 @@ fn body(
 enum Chunks {
     /// Body complete: ends at `end`, carrying `data` payload bytes.
     Done { end: usize, data: u64 },
-    /// Chunks up to `complete` are whole; the one after reaches at least to `reach`.
+    /// Chunks up to `complete` are whole (`data` payload bytes); `open_chunk` is the end and
+    /// size of the next chunk when its header is whole but its data runs past the buffer.
     More {
         complete: usize,
         data: u64,
-        reach: usize,
+        open_chunk: Option<(usize, u64)>,
     },
 }
 
@@ -465,24 +474,24 @@ fn scan_chunks(buf: &[u8], start: usize) -> Result<Chunks, ParseError> {
     let mut pos = start;
     let mut data = 0u64;
     loop {
-        let more = |reach| Chunks::More {
+        let more = |open_chunk| Chunks::More {
             complete: pos,
             data,
-            reach,
+            open_chunk,
         };
         match chunk_line(buf, pos)? {
-            ChunkLine::Partial => return Ok(more(buf.len())),
+            ChunkLine::Partial => return Ok(more(None)),
             ChunkLine::NotChunk => return Err(ParseError::Invalid("bad chunk framing")),
             ChunkLine::Size(0, after) => {
                 return Ok(match trailers(buf, after)? {
                     Some(end) => Chunks::Done { end, data },
-                    None => more(buf.len()),
+                    None => more(None),
                 });
             }
             ChunkLine::Size(n, after) => {
                 let end = chunk_end(after, n)?;
                 if end > buf.len() {
-                    return Ok(more(end));
+                    return Ok(more(Some((end, n))));
                 }
                 if buf.get(end - 2..end) != Some(b"\r\n") {
                     return Err(ParseError::Invalid("chunk not followed by CRLF"));

@@ -101,7 +101,29 @@ fn prefixes_are_partial() {
         POST.len()
     );
     assert_prefixes_partial::<Http1>(Dir::Request, b"GET / HTTP/1.0\r\n\r\n", fresh);
-    assert_prefixes_partial::<Http1>(Dir::Response, CHUNKED, fresh);
+    // Chunked: Partial until a chunk's data starts past the buffer (then streamed).
+    let first_data = CHUNKED.len() - b"hello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n".len();
+    for cut in 0..first_data {
+        assert!(
+            matches!(
+                Http1::parse(Dir::Response, &CHUNKED[..cut], &mut fresh()),
+                Ok(Parsed::Partial)
+            ),
+            "{cut}"
+        );
+    }
+    let (f, n) = frame(Dir::Response, CHUNKED, &mut fresh());
+    assert_eq!(
+        (f.body, n),
+        (Body::Done { wire: 40, data: 11 }, CHUNKED.len())
+    );
+    let mut st = fresh();
+    let (f, n) = frame(Dir::Response, &CHUNKED[..first_data + 2], &mut st);
+    assert_eq!((f.body, n), (Body::Chunked, first_data + 7));
+    assert_eq!(
+        st.resp_chunk,
+        Some(types::ChunkProgress { wire: 10, data: 5 })
+    );
     assert_prefixes_partial::<Http1>(Dir::Response, b"HTTP/1.1 204 No Content\r\n\r\n", fresh);
 }
 

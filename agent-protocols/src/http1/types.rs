@@ -99,6 +99,8 @@ pub struct State {
     pub resp_chunk: Option<ChunkProgress>,
     /// Response body running until close: captured bytes counted so far.
     pub close_body: Option<u64>,
+    /// Bytes of interim (1xx) responses, counted into the final response.
+    pub interim_bytes: u64,
     /// A request asked to switch protocols and no final response has been seen yet.
     pub upgrade_requested: bool,
     /// The connection switched protocols: nothing more is HTTP/1.

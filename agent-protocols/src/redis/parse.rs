@@ -8,6 +8,9 @@ const MAX_INLINE: usize = 64 * 1024;
 const MAX_COMMAND: usize = 32;
 const MAX_KEY: usize = 256;
 const MAX_ERROR: usize = 512;
+/// An incomplete value this big is handed out now and the rest skipped as it arrives, rather
+/// than buffered (large MGET/LRANGE/COMMAND DOCS replies, huge MSETs).
+pub const STREAM_AT: usize = 16 * 1024;
 
 /// Commands whose first argument is not a key, or must never be kept (credentials).
 const NO_KEY: &[&str] = &[
@@ -105,10 +108,25 @@ pub fn parse(dir: Dir, buf: &[u8], st: &mut State) -> Res {
     let Some(&first) = buf.first() else {
         return Ok(Parsed::Partial);
     };
+    let skip = match dir {
+        Dir::Request => &mut st.req_skip,
+        Dir::Response => &mut st.resp_skip,
+    };
+    if *skip > 0 {
+        let s = resp::skip_values(buf, *skip).inspect_err(|_| *skip = 0)?;
+        *skip = s.pending;
+        return Ok(if s.consumed == 0 {
+            Parsed::Partial
+        } else {
+            Parsed::Skip {
+                consumed: s.consumed,
+            }
+        });
+    }
     match dir {
         Dir::Request => {
             let out = if first == b'*' {
-                command(buf)?
+                command(buf, &mut st.req_skip)?
             } else if is_type_byte(first) {
                 return Err(ParseError::Invalid("RESP command is not an array"));
             } else {
@@ -119,7 +137,7 @@ pub fn parse(dir: Dir, buf: &[u8], st: &mut State) -> Res {
             }
             Ok(out)
         }
-        Dir::Response => reply(buf),
+        Dir::Response => reply(buf, &mut st.resp_skip),
     }
 }
 
@@ -172,10 +190,21 @@ fn frame(msg: Message, consumed: usize) -> Parsed<Frame> {
     }
 }
 
-fn command(buf: &[u8]) -> Res {
-    let (end, sum) = match resp::scan(buf)? {
-        Scan::Partial => return Ok(Parsed::Partial),
-        Scan::Done(end, sum) | Scan::Beyond(end, sum) => (end, sum),
+/// An incomplete value big enough to hand out now: where to cut it and its summary.
+fn early(scan: Scan, buf_len: usize, skip: &mut u64) -> Option<(usize, Summary)> {
+    match scan {
+        Scan::Done(end, sum) | Scan::Beyond(end, sum) => Some((end, sum)),
+        Scan::Partial { resume: Some(r) } if buf_len >= STREAM_AT && r.at > 0 => {
+            *skip = r.pending;
+            Some((r.at, r.summary))
+        }
+        Scan::Partial { .. } => None,
+    }
+}
+
+fn command(buf: &[u8], skip: &mut u64) -> Res {
+    let Some((end, sum)) = early(resp::scan(buf)?, buf.len(), skip) else {
+        return Ok(Parsed::Partial);
     };
     let n = sum.root_len.unwrap_or(0);
     if sum.root != b'*' || n <= 0 {
@@ -269,12 +298,10 @@ fn summarize(buf: &[u8], sum: &Summary) -> Reply {
     }
 }
 
-fn reply(buf: &[u8]) -> Res {
-    match resp::scan(buf)? {
-        Scan::Partial => Ok(Parsed::Partial),
-        Scan::Done(end, sum) | Scan::Beyond(end, sum) => {
-            Ok(frame(Message::Reply(summarize(buf, &sum)), end))
-        }
+fn reply(buf: &[u8], skip: &mut u64) -> Res {
+    match early(resp::scan(buf)?, buf.len(), skip) {
+        Some((end, sum)) => Ok(frame(Message::Reply(summarize(buf, &sum)), end)),
+        None => Ok(Parsed::Partial),
     }
 }
 

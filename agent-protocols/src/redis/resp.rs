@@ -39,7 +39,17 @@ pub enum Scan {
     Done(usize, Summary),
     /// The value ends at this offset, past the buffer: only a final bulk payload is missing.
     Beyond(usize, Summary),
-    Partial,
+    /// Incomplete. `resume` is set when the value could be handed out now and its rest
+    /// skipped: the offset where the next unread element starts, and how many elements are
+    /// still to read (none of them inside a streamed aggregate).
+    Partial { resume: Option<Resume> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub at: usize,
+    pub pending: u64,
+    pub summary: Summary,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +108,93 @@ impl Stack {
     }
 }
 
+fn partial(stack: &Stack, at: usize, summary: Summary) -> Scan {
+    let levels = stack.as_slice();
+    let countable = levels
+        .iter()
+        .all(|l| matches!(l.kind, Kind::Agg | Kind::Attr));
+    let pending = levels
+        .iter()
+        .fold(0u64, |n, l| n.saturating_add(l.remaining));
+    let resume = (countable && pending > 0).then_some(Resume {
+        at,
+        pending,
+        summary,
+    });
+    Scan::Partial { resume }
+}
+
+/// Outcome of skipping the rest of a value handed out early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    /// Bytes to drop (may run past the buffer when a bulk payload does).
+    pub consumed: usize,
+    /// Elements still to skip after those bytes.
+    pub pending: u64,
+}
+
+/// Skips up to `pending` elements at the start of `buf` without keeping anything: nested
+/// aggregates add their element counts to a flat counter, so depth costs nothing.
+pub fn skip_values(buf: &[u8], mut pending: u64) -> Result<Skipped, ParseError> {
+    let mut pos = 0usize;
+    while pending > 0 {
+        let Some(&t) = buf.get(pos) else { break };
+        let Some(line_end) = find_crlf(buf, pos + 1) else {
+            if buf.len() - pos > MAX_LINE {
+                return Err(ParseError::TooLarge {
+                    size: buf.len() - pos,
+                    max: MAX_LINE,
+                });
+            }
+            break;
+        };
+        let line = buf.get(pos + 1..line_end).unwrap_or(&[]);
+        let next = line_end + 2;
+        match t {
+            b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => {
+                pending -= 1;
+                pos = next;
+            }
+            b'$' | b'!' | b'=' => {
+                let n = parse_int(line).ok_or(ParseError::Invalid("bad RESP length"))?;
+                pending -= 1;
+                pos = next;
+                if n >= 0 {
+                    let end = usize::try_from(n)
+                        .ok()
+                        .and_then(|n| next.checked_add(n)?.checked_add(2))
+                        .ok_or(ParseError::Invalid("RESP length overflow"))?;
+                    pos = end;
+                    if end > buf.len() {
+                        break;
+                    }
+                }
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let n = parse_int(line).ok_or(ParseError::Invalid("bad RESP count"))?;
+                let n = u64::try_from(n).unwrap_or(0);
+                if n > MAX_ELEMENTS {
+                    return Err(ParseError::TooLarge {
+                        size: n as usize,
+                        max: MAX_ELEMENTS as usize,
+                    });
+                }
+                let count = if t == b'%' || t == b'|' { n * 2 } else { n };
+                if t != b'|' {
+                    pending -= 1;
+                }
+                pending = pending.saturating_add(count);
+                pos = next;
+            }
+            _ => return Err(ParseError::Invalid("bad RESP type byte while skipping")),
+        }
+    }
+    Ok(Skipped {
+        consumed: pos,
+        pending,
+    })
+}
+
 /// Scans one RESP value at the start of `buf`.
 pub fn scan(buf: &[u8]) -> Result<Scan, ParseError> {
     let mut stack = Stack {
@@ -113,7 +210,7 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ParseError> {
     let mut pos = 0usize;
     loop {
         let Some(&t) = buf.get(pos) else {
-            return Ok(Scan::Partial);
+            return Ok(partial(&stack, pos, sum));
         };
         let Some(line_end) = find_crlf(buf, pos + 1) else {
             return if buf.len() - pos > MAX_LINE {
@@ -122,7 +219,7 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ParseError> {
                     max: MAX_LINE,
                 })
             } else {
-                Ok(Scan::Partial)
+                Ok(partial(&stack, pos, sum))
             };
         };
         let line = buf.get(pos + 1..line_end).unwrap_or(&[]);
@@ -209,7 +306,9 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ParseError> {
                     if end > buf.len() {
                         // Only plain bulk strings are worth skipping unseen; errors and
                         // verbatim strings are short and wanted whole.
+                        // The command name and key must be seen whole.
                         let last = t == b'$'
+                            && !(top_item && item_idx <= 2)
                             && stack
                                 .as_slice()
                                 .iter()
@@ -220,7 +319,7 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ParseError> {
                         return Ok(if last {
                             Scan::Beyond(end, sum)
                         } else {
-                            Scan::Partial
+                            partial(&stack, pos, sum)
                         });
                     }
                     if buf.get(end - 2..end) != Some(b"\r\n") {
@@ -251,7 +350,7 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ParseError> {
                         .and_then(|n| next.checked_add(n)?.checked_add(2))
                         .ok_or(ParseError::Invalid("RESP length overflow"))?;
                     if end > buf.len() {
-                        return Ok(Scan::Partial);
+                        return Ok(Scan::Partial { resume: None });
                     }
                     completed = false;
                     pos = end;

@@ -90,6 +90,14 @@ pub fn stitch(
             }
             break;
         }
+        if let (Some(q), Some(r)) = (reqs.front(), resps.front())
+            && r.end_ns < q.start_ns
+        {
+            // Finished before this request began: it answers one the capture lost.
+            resps.pop_front();
+            st.outstanding_requests = reqs.len() as u64;
+            continue;
+        }
         let (Some(req), Some(resp)) = (reqs.pop_front(), resps.pop_front()) else {
             break;
         };

@@ -252,7 +252,15 @@ fn prefixes_are_partial() {
     assert_prefixes_partial::<Redis>(Dir::Request, b"PING\r\n", fresh);
     // A final bulk payload is framed as soon as its header is seen (the driver skips the
     // payload as it arrives, even when the capture dropped it).
-    for (m, payload) in [(SET, 7), (b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n".as_slice(), 2)] {
+    // The command name and key are always seen whole.
+    assert_prefixes_partial::<Redis>(Dir::Request, b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n", fresh);
+    for (m, payload) in [
+        (SET, 7),
+        (
+            b"*3\r\n$4\r\nECHO\r\n$1\r\nk\r\n$3\r\nabc\r\n".as_slice(),
+            5,
+        ),
+    ] {
         let head = m.len() - payload;
         for cut in 0..head {
             assert!(
@@ -566,4 +574,99 @@ fn stitch_synthetic_frames() {
     assert_eq!((recs[0].request_bytes, recs[0].response_bytes), (10, 5));
     assert_eq!(reqs.len(), 1);
     assert_eq!(st.outstanding_requests, 1);
+}
+
+#[test]
+fn big_aggregate_reply_streamed_not_buffered() {
+    // An 80 KiB LRANGE reply (over the 64 KiB buffer cap) arriving in 4 KiB reads, nested
+    // arrays included, then the next command's reply.
+    let mut big = b"*5000\r\n".to_vec();
+    for i in 0..5000 {
+        if i % 100 == 0 {
+            big.extend_from_slice(b"*2\r\n:1\r\n$3\r\nabc\r\n");
+        } else {
+            big.extend_from_slice(b"$10\r\n0123456789\r\n");
+        }
+    }
+    assert!(big.len() > 64 * 1024);
+    let mut d = Driver::<Redis>::new(&ParserConfig::default());
+    let mut recs = Vec::new();
+    let reqs =
+        b"*4\r\n$6\r\nLRANGE\r\n$1\r\nl\r\n$1\r\n0\r\n$2\r\n-1\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+    recs.extend(d.feed(Dir::Request, reqs, reqs.len() as u64, 1, 2));
+    let mut t = 10;
+    for piece in big.chunks(4096) {
+        recs.extend(d.feed(Dir::Response, piece, piece.len() as u64, t, t + 1));
+        t += 10;
+    }
+    recs.extend(d.feed(Dir::Response, b"$1\r\nv\r\n", 7, t, t + 1));
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(info(&recs[0]).command, "LRANGE");
+    assert_eq!(info(&recs[0]).key.as_deref(), Some("l"));
+    assert_eq!(info(&recs[1]).command, "GET");
+    assert_eq!(recs[1].response_bytes, 7);
+    assert_eq!(recs[1].response_start_ns, t);
+    assert_eq!(d.stats().buffer_overflows, 0);
+    assert_eq!(d.stats().parse_errors, 0);
+    assert_eq!(d.state().resp_skip, 0);
+}
+
+#[test]
+fn skip_values_counts_nested_elements() {
+    let buf = b"*2\r\n:1\r\n%1\r\n+a\r\n$3\r\nabc\r\n+NEXT\r\n";
+    assert_eq!(
+        resp::skip_values(buf, 1),
+        Ok(resp::Skipped {
+            consumed: buf.len() - 7,
+            pending: 0
+        })
+    );
+    // Stops inside an incomplete line; a bulk payload past the buffer is skipped blindly.
+    assert_eq!(
+        resp::skip_values(b":1\r\n:2", 3),
+        Ok(resp::Skipped {
+            consumed: 4,
+            pending: 2
+        })
+    );
+    assert_eq!(
+        resp::skip_values(b"$10\r\nab", 1),
+        Ok(resp::Skipped {
+            consumed: 17,
+            pending: 0
+        })
+    );
+    assert!(resp::skip_values(b"?\r\n", 1).is_err());
+}
+
+#[test]
+fn reply_older_than_request_is_not_its_answer() {
+    // The capture lost a command whose reply arrived; a later command must not take it.
+    let c = Frame {
+        msg: Message::Command(Command {
+            command: "GET".into(),
+            key: None,
+            args: 0,
+            select_db: None,
+        }),
+        bytes: 10,
+        start_ns: 50,
+        end_ns: 51,
+    };
+    let r = |t| Frame {
+        msg: Message::Reply(Reply::Status("OK".into())),
+        bytes: 5,
+        start_ns: t,
+        end_ns: t + 1,
+    };
+    let mut st = State {
+        outstanding_requests: 2,
+        ..State::default()
+    };
+    let mut reqs = VecDeque::from([c]);
+    let mut resps = VecDeque::from([r(10), r(60)]);
+    let recs = Redis::stitch(&mut reqs, &mut resps, &mut st);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].response_start_ns, 60);
+    assert_eq!(st.outstanding_requests, 0);
 }

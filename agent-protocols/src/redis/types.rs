@@ -73,6 +73,9 @@ pub struct State {
     pub subscribed: bool,
     /// Further confirmations of a multi-channel (UN)SUBSCRIBE still to come.
     pub extra_confirms: u32,
+    /// Elements of a big command / reply, handed out early, still to skip per direction.
+    pub req_skip: u64,
+    pub resp_skip: u64,
     /// Command frames parsed but not yet stitched.
     pub outstanding_requests: u64,
 }
