@@ -91,9 +91,12 @@ fn data(dir: Dir, buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
     let d = st.dir_mut(dir);
     // An incomplete frame is handed over now (its tail skipped by the driver as it arrives, or
     // lost to a truncated capture) when the unseen bytes lie inside a message body, so nothing
-    // is lost by not looking at them; frames over the default maximum size are handed over
-    // regardless. Otherwise wait for the rest.
-    if buf.len() < h.total() && h.len <= DEFAULT_MAX_FRAME_SIZE {
+    // is lost by not looking at them. Otherwise wait for more: for the whole frame when it is
+    // at most the default maximum size, else for at most that much payload (memory stays
+    // bounded; a larger frame still unclear then is handed over and its count given up).
+    // Waiting matters when the visible part ends before or inside a message prefix, e.g. a
+    // chunk that ends right after a large frame's header.
+    if buf.len() < wait_for(h) {
         let mut probe = d.counters.get(&h.stream_id).copied().unwrap_or_default();
         probe.feed(visible);
         if !probe.skips_losslessly(unseen) {
@@ -133,6 +136,11 @@ fn data(dir: Dir, buf: &[u8], h: FrameHeader, st: &mut State) -> Result<Frame> {
         ),
         consumed: h.total(),
     })
+}
+
+/// Bytes of a DATA frame (header included) worth buffering before handing it over incomplete.
+fn wait_for(h: FrameHeader) -> usize {
+    h.total().min(FRAME_HEADER_LEN + DEFAULT_MAX_FRAME_SIZE)
 }
 
 /// HEADERS (or PUSH_PROMISE) with its CONTINUATION frames, decoded as one block.

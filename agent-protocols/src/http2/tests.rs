@@ -877,6 +877,113 @@ fn data_frame_handed_over_once_the_rest_is_body() {
     }
 }
 
+/// A DATA frame over the default maximum size whose header ends a chunk (its message prefix
+/// not yet in): waited for, not handed over with the prefix unseen (which lost the count).
+#[test]
+fn large_data_frame_waits_for_its_message_prefix() {
+    let f = frame(TYPE_DATA, FLAG_END_STREAM, 1, &grpc_msg(20_000));
+    for cut in FRAME_HEADER_LEN..FRAME_HEADER_LEN + 5 {
+        assert!(
+            matches!(
+                Http2::parse(Dir::Request, &f[..cut], &mut State::default()),
+                Ok(Parsed::Partial)
+            ),
+            "cut {cut}"
+        );
+    }
+    let mut st = State::default();
+    match Http2::parse(Dir::Request, &f[..FRAME_HEADER_LEN + 5], &mut st) {
+        Ok(Parsed::Frame { frame, consumed }) => {
+            assert_eq!(consumed, f.len());
+            assert_eq!(frame.wire_len, f.len() as u64);
+            assert!(matches!(
+                frame.kind,
+                FrameKind::Data {
+                    payload_len: 20_005,
+                    messages: 1,
+                    grpc_framed: true,
+                    end_stream: true,
+                }
+            ));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_data_prefixes(&f, 1);
+}
+
+/// The same through the driver: the chunk ends right after the big frame's header.
+#[test]
+fn large_data_frame_header_alone_in_a_chunk_keeps_the_count() {
+    let (mut qe, mut se) = (Encoder::default(), Encoder::default());
+    let mut c = Conn::new();
+    let mut rq = frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &req_headers(&mut qe, "/s.S/Big"),
+    );
+    let data = frame(TYPE_DATA, FLAG_END_STREAM, 1, &grpc_msg(20_000));
+    let split = rq.len() + FRAME_HEADER_LEN;
+    rq.extend_from_slice(&data);
+    c.feed(Dir::Request, &rq[..split]);
+    c.feed(Dir::Request, &rq[split..split + 2]);
+    c.feed(Dir::Request, &rq[split + 2..]);
+    let mut rs = frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &resp_headers(&mut se));
+    rs.extend(frame(TYPE_DATA, 0, 1, &grpc_msg(1)));
+    rs.extend(frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS | FLAG_END_STREAM,
+        1,
+        &trailers(&mut se, "0", None),
+    ));
+    c.feed(Dir::Response, &rs);
+    assert_eq!(c.out.len(), 1);
+    let g = grpc(&c.out[0]);
+    assert_eq!((g.request_messages, g.response_messages), (1, 1));
+    assert_eq!(g.grpc_status, Some(0));
+    assert_eq!(c.out[0].request_bytes, rq.len() as u64);
+    assert_eq!(c.out[0].response_bytes, rs.len() as u64);
+    // The request ended with the chunk that carried the rest of the body.
+    assert_eq!(c.out[0].request_end_ns, 31);
+    assert_eq!(
+        *c.d.stats(),
+        crate::driver::DriverStats {
+            frames: 5,
+            records: 1,
+            ..Default::default()
+        }
+    );
+}
+
+/// Many small messages in one huge frame: at most the default maximum frame size is buffered
+/// waiting for a clear view, then the frame is handed over (count given up, memory bounded).
+#[test]
+fn huge_frame_of_small_messages_is_handed_over_after_16k() {
+    let mut payload = Vec::new();
+    while payload.len() < 40_000 {
+        payload.extend(grpc_msg(10));
+    }
+    let f = frame(TYPE_DATA, 0, 1, &payload);
+    let limit = FRAME_HEADER_LEN + DEFAULT_MAX_FRAME_SIZE;
+    assert!(matches!(
+        Http2::parse(Dir::Request, &f[..limit - 1], &mut State::default()),
+        Ok(Parsed::Partial)
+    ));
+    match Http2::parse(Dir::Request, &f[..limit], &mut State::default()) {
+        Ok(Parsed::Frame { frame, consumed }) => {
+            assert_eq!(consumed, f.len());
+            assert!(matches!(
+                frame.kind,
+                FrameKind::Data {
+                    grpc_framed: false,
+                    ..
+                }
+            ));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn settings_header_table_size_limits_the_peer_encoder() {
     let mut st = State::default();
