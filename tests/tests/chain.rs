@@ -513,3 +513,87 @@ fn grpc_client_to_server() {
     drop(agent);
     drop(server);
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn collector_down_then_back() {
+    if !require_ebpf("collector_down_then_back") {
+        return;
+    }
+    let rt = runtime();
+    let rx = rt.block_on(OtlpReceiver::start());
+    let chain = start_chain();
+    let agent = Agent::start(
+        &[
+            "run",
+            "--exporter",
+            "otlp",
+            "--endpoint",
+            &rx.grpc_endpoint(),
+            "--protocol",
+            "grpc",
+            "--pid",
+            &chain.frontend.pid().to_string(),
+            "--pid",
+            &chain.backend.pid().to_string(),
+            "--max-delay-ms",
+            "200",
+            "--max-queue",
+            "50",
+            "--stats-interval",
+            "1",
+        ],
+        &[],
+        "tracing via",
+    );
+    let url = format!("http://127.0.0.1:{}/checkout?id=1", chain.frontend_port);
+    // The collector goes away; traffic goes on.
+    rt.block_on(rx.stop());
+    for _ in 0..40 {
+        assert!(curl(&url, &[]).contains("book"));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let rss_down = rss_kib(agent.pid());
+    assert!(rss_down > 0, "agent still running");
+    assert!(
+        rss_down < 128 * 1024,
+        "agent RSS bounded while the collector is down: {rss_down} KiB"
+    );
+    // 200 spans were built but the queue holds 50: drops are counted, not buffered.
+    let log = agent.stderr().join("\n");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("drops:") && !l.contains("export=0 ")),
+        "export drops counted in the agent's log: {log}"
+    );
+    // The collector comes back: new traffic is exported again.
+    rt.block_on(rx.restart());
+    let after = format!("http://127.0.0.1:{}/checkout?id=2", chain.frontend_port);
+    assert!(curl(&after, &[]).contains("pen"));
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if rx
+                .spans()
+                .iter()
+                .any(|s| s.attr("url.query").as_deref() == Some("id=2"))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("export did not resume: {}", describe(&rx.spans()));
+    });
+    drop(agent);
+}

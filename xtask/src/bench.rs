@@ -12,11 +12,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::{build_agent, root, run as sh};
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -28,7 +28,7 @@ fn wait_port(port: u16) -> Result<()> {
 }
 
 /// A child stopped by pid on drop.
-struct Guard(Child);
+pub struct Guard(pub Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -50,7 +50,7 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -424,7 +424,7 @@ fn start_nginx(dir: &Path) -> Result<(u16, Guard)> {
     Ok((port, g))
 }
 
-fn start_redis(dir: &Path) -> Result<(u16, Guard)> {
+pub fn start_redis(dir: &Path) -> Result<(u16, Guard)> {
     let port = free_port()?;
     let g = Guard(
         Command::new("redis-server")
@@ -446,6 +446,27 @@ fn start_redis(dir: &Path) -> Result<(u16, Guard)> {
 }
 
 fn start_postgres(dir: &Path) -> Result<(u16, Guard)> {
+    let (port, g) = start_postgres_db(dir, "bench")?;
+    sh(Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-i",
+            "-s",
+            "2",
+            "-q",
+            "bench",
+        ])
+        .stderr(Stdio::null()))?;
+    Ok((port, g))
+}
+
+/// A fresh PostgreSQL cluster (trust auth) with database `db`.
+pub fn start_postgres_db(dir: &Path, db: &str) -> Result<(u16, Guard)> {
     use std::os::unix::process::CommandExt;
     let port = free_port()?;
     let pg = std::fs::read_dir("/usr/lib/postgresql")?
@@ -504,22 +525,7 @@ fn start_postgres(dir: &Path) -> Result<(u16, Guard)> {
             sql,
         ]))
     };
-    psql("CREATE DATABASE bench")?;
-    sh(Command::new("pgbench")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-i",
-            "-s",
-            "2",
-            "-q",
-            "bench",
-        ])
-        .stderr(Stdio::null()))?;
+    psql(&format!("CREATE DATABASE {db}"))?;
     Ok((port, g))
 }
 

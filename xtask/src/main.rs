@@ -2,6 +2,7 @@
 //! (idempotently), builds, and runs.
 
 mod bench;
+mod demo;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,12 @@ enum Cmd {
         no_fuzz: bool,
         /// Only run tests whose name contains this filter.
         filter: Option<String>,
+    },
+    /// A demo chain (curl -> frontend -> backend -> PostgreSQL + Redis) traced by the agent;
+    /// prints the trace trees.
+    Demo {
+        #[arg(long, default_value_t = 2)]
+        requests: u32,
     },
     /// Overhead benchmarks: traced vs untraced, written to target/bench/.
     Bench {
@@ -92,6 +99,10 @@ fn main() -> Result<()> {
             run(&mut c)
         }
         Cmd::Test { no_fuzz, filter } => test(no_fuzz, filter),
+        Cmd::Demo { requests } => {
+            setup::all()?;
+            demo::run(requests)
+        }
         Cmd::Bench { runs, seconds } => {
             setup::all()?;
             bench::run(runs, seconds)
