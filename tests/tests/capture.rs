@@ -351,3 +351,65 @@ fn process_filter_excludes_unselected_processes() {
         "nginx accept filtered"
     );
 }
+
+/// Captured events are the parsers' input: the client's view of a curl -> nginx keep-alive
+/// connection, fed to protocol detection and the HTTP/1 parser, gives one record per request.
+#[test]
+fn captured_events_replay_through_the_parser() {
+    use agent_protocols::{Detail, Dir, ParserConfig, stream};
+    if !require_ebpf("captured_events_replay_through_the_parser") {
+        return;
+    }
+    let nginx = Nginx::start("location /missing { return 404; }");
+    let agent = capture(&["--port", &nginx.port.to_string(), "--exe", "curl"]);
+    let url = |p: &str| format!("http://127.0.0.1:{}{p}", nginx.port);
+    let out = Command::new("curl")
+        .args(["-s", &url("/a?x=1"), &url("/missing"), &url("/c")])
+        .output()
+        .expect("curl");
+    assert!(out.status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    let client: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "data" && e["role"] == "client")
+        .collect();
+    assert!(!client.is_empty());
+    let first = payload(client[0]);
+    let kind = stream::choose(Dir::Request, &first).expect("detected");
+    let mut s = stream::Stream::new(kind, &ParserConfig::default());
+    let mut records = Vec::new();
+    for e in &client {
+        let dir = if e["direction"] == "egress" {
+            Dir::Request
+        } else {
+            Dir::Response
+        };
+        records.extend(s.feed(
+            dir,
+            &payload(e),
+            e["bytes"].as_u64().expect("bytes"),
+            e["ts_enter_ns"].as_u64().expect("ts"),
+            e["ts_exit_ns"].as_u64().expect("ts"),
+        ));
+    }
+    let got: Vec<(String, Option<String>, Option<u16>)> = records
+        .iter()
+        .map(|r| match &r.detail {
+            Detail::Http(h) => (h.path.clone(), h.query.clone(), h.status),
+            other => panic!("not HTTP: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("/a".to_string(), Some("x=1".to_string()), Some(200)),
+            ("/missing".to_string(), None, Some(404)),
+            ("/c".to_string(), None, Some(200)),
+        ]
+    );
+    for r in &records {
+        assert!(r.end_ns >= r.start_ns && r.response_start_ns >= r.request_end_ns);
+        assert!(r.request_bytes > 0 && r.response_bytes > 0);
+    }
+}
