@@ -31,6 +31,11 @@ pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
+/// Filter by pid or executable name (decidable before the socket is looked at).
+pub const FILTER_BY_PROCESS: u32 = 1;
+/// Filter by local/remote port (needs the socket).
+pub const FILTER_BY_PORT: u32 = 2;
+
 /// Data event flag: the payload is a prefix of what the syscall transferred.
 pub const FLAG_TRUNCATED: u8 = 1;
 
@@ -187,7 +192,7 @@ pub struct KernelOffsets {
 pub struct CaptureConfig {
     /// Payload prefix captured per syscall (<= MAX_PAYLOAD).
     pub capture_bytes: u32,
-    /// 1: only processes/ports in the filter maps are traced.
+    /// Bit set of FILTER_BY_*: which filter maps select what is traced (0: everything).
     pub filter_enabled: u32,
     /// The agent's own process, never traced.
     pub agent_pid: u32,

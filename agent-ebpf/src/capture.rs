@@ -2,14 +2,15 @@
 //! payload prefix at exit and hand it to userspace through the ring buffer.
 
 use agent_common::{
-    ActiveCall, DataHeader, EVENT_DATA, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD, counter,
+    ActiveCall, DataHeader, EVENT_DATA, FILTER_BY_PROCESS, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD,
+    counter,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
     generated::{bpf_loop, bpf_probe_read_user as probe_read_user_raw, bpf_ringbuf_output},
 };
 
-use crate::conn::lookup_or_discover;
+use crate::conn::{lookup_or_discover, process_selected};
 use crate::maps::{ACTIVE, EVENTS, config, count, offsets, scratch};
 use crate::sock::sock_of_fd;
 
@@ -23,7 +24,13 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
     let id = bpf_get_current_pid_tgid();
     let cfg = config();
-    if (id >> 32) as u32 == cfg.agent_pid {
+    let tgid = (id >> 32) as u32;
+    if tgid == cfg.agent_pid {
+        return;
+    }
+    // A pid/executable filter alone is decided before walking to the socket: unselected
+    // processes cost one or two hash lookups per syscall, not a dozen kernel reads.
+    if cfg.filter_enabled == FILTER_BY_PROCESS && !process_selected(tgid) {
         return;
     }
     let o = offsets();

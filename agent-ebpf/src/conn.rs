@@ -2,7 +2,8 @@
 //! connections that predate the agent), the process filter, and lifecycle events.
 
 use agent_common::{
-    CONN_OP_DISCOVERED, ConnEvent, ConnState, EVENT_CONN, KernelOffsets, ROLE_UNKNOWN, counter,
+    CONN_OP_DISCOVERED, ConnEvent, ConnState, EVENT_CONN, FILTER_BY_PORT, FILTER_BY_PROCESS,
+    KernelOffsets, ROLE_UNKNOWN, counter,
 };
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 
@@ -11,12 +12,9 @@ use crate::maps::{
 };
 use crate::sock::{SockRef, fill_tuple, ports};
 
-/// Whether the process filter selects this process/socket.
+/// Whether the pid or executable-name filter selects the current process.
 #[inline(always)]
-fn selected(o: &KernelOffsets, s: &SockRef, tgid: u32) -> bool {
-    if config().filter_enabled == 0 {
-        return true;
-    }
+pub fn process_selected(tgid: u32) -> bool {
     unsafe {
         if FILTER_PIDS.get(tgid).is_some() {
             return true;
@@ -26,9 +24,25 @@ fn selected(o: &KernelOffsets, s: &SockRef, tgid: u32) -> bool {
         {
             return true;
         }
-        let (l, r) = ports(o, s);
-        FILTER_PORTS.get(l).is_some() || FILTER_PORTS.get(r).is_some()
     }
+    false
+}
+
+/// Whether the process filter selects this process/socket.
+#[inline(always)]
+fn selected(o: &KernelOffsets, s: &SockRef, tgid: u32) -> bool {
+    let f = config().filter_enabled;
+    if f == 0 {
+        return true;
+    }
+    if f & FILTER_BY_PROCESS != 0 && process_selected(tgid) {
+        return true;
+    }
+    if f & FILTER_BY_PORT != 0 {
+        let (l, r) = ports(o, s);
+        return unsafe { FILTER_PORTS.get(l).is_some() || FILTER_PORTS.get(r).is_some() };
+    }
+    false
 }
 
 #[inline(always)]

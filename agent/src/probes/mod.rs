@@ -114,7 +114,7 @@ impl Probes {
         }
         let ccfg = CaptureConfig {
             capture_bytes: cfg.capture_bytes,
-            filter_enabled: u32::from(!cfg.filter.is_empty()),
+            filter_enabled: filter_bits(&cfg.filter),
             agent_pid: std::process::id(),
             ..CaptureConfig::default()
         };
@@ -165,6 +165,17 @@ impl Probes {
             filtered: get(counter::FILTERED),
         })
     }
+}
+
+fn filter_bits(f: &ProcessFilter) -> u32 {
+    let mut bits = 0;
+    if !f.pids.is_empty() || !f.exes.is_empty() {
+        bits |= agent_common::FILTER_BY_PROCESS;
+    }
+    if !f.ports.is_empty() {
+        bits |= agent_common::FILTER_BY_PORT;
+    }
+    bits
 }
 
 fn fill_filter(ebpf: &mut Ebpf, f: &ProcessFilter) -> Result<()> {
