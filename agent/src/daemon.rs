@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 
 use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackStats};
 use crate::export::pipeline::{PipelineConfig, PipelineHandle, PipelineStats, spawn_span_pipeline};
-use crate::exportcfg::ExportConfig;
 use crate::ingest::{EventRef, EventSink, IngestStats, run_loop};
 use crate::model::Exchange;
 use crate::probes::{KernelCounters, ProbeConfig, Probes};
@@ -20,7 +19,7 @@ use crate::probes::{KernelCounters, ProbeConfig, Probes};
 pub struct DaemonConfig {
     pub probes: ProbeConfig,
     pub conntrack: ConntrackConfig,
-    pub export: ExportConfig,
+    pub pipeline: PipelineConfig,
     /// Exchanges waiting for the span pipeline; beyond it they are dropped and counted.
     pub channel_capacity: usize,
     /// Where to write the final counters as JSON (benchmarks read it).
@@ -65,7 +64,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         .context("starting the export runtime")?;
     let (tx, rx) = mpsc::channel::<Exchange>(cfg.channel_capacity);
     let pipeline = rt
-        .block_on(async { spawn_span_pipeline(PipelineConfig::new(cfg.export.clone()), rx) })
+        .block_on(async { spawn_span_pipeline(cfg.pipeline.clone(), rx) })
         .context("starting the span pipeline")?;
 
     let mut sink = DaemonSink {

@@ -120,6 +120,19 @@ struct RunArgs {
     /// Most connections tracked; the least recently active are evicted beyond it.
     #[arg(long, default_value_t = 16384)]
     max_conns: usize,
+    /// Export process.command_line (off by default: command lines often carry secrets).
+    #[arg(long)]
+    command_line: bool,
+    /// host.name for every resource (default: this host's name; in Kubernetes pass the node
+    /// name).
+    #[arg(long, env = "TRACEWIRE_HOST_NAME")]
+    host_name: Option<String>,
+    /// How long a finished span waits for its parent or children before export (ms).
+    #[arg(long, default_value_t = 1500)]
+    link_hold_ms: u64,
+    /// Most finished spans held for linking; beyond it spans are released early (counted).
+    #[arg(long, default_value_t = 65536)]
+    max_held_spans: usize,
     /// Write final counters as JSON to this file on exit.
     #[arg(long)]
     stats_file: Option<std::path::PathBuf>,
@@ -205,9 +218,19 @@ fn run(args: RunArgs) -> Result<()> {
         max_conns,
         stats_file,
         stats_interval,
+        command_line,
+        host_name,
+        link_hold_ms,
+        max_held_spans,
     } = args;
     let export = tracewire::exportcfg::ExportConfig::from_env(&export.args())
         .context("export configuration")?;
+    let mut pipeline = tracewire::export::pipeline::PipelineConfig::new(export);
+    pipeline.discovery.capture_cmdline = command_line;
+    pipeline.discovery.host_name = host_name;
+    pipeline.spans.db_raw_query = keep_raw_query;
+    pipeline.correlate.hold = Duration::from_millis(link_hold_ms.max(1));
+    pipeline.correlate.max_held = max_held_spans.max(16);
     let mut conntrack = tracewire::conntrack::ConntrackConfig {
         max_conns: max_conns.max(16),
         ..Default::default()
@@ -216,7 +239,7 @@ fn run(args: RunArgs) -> Result<()> {
     let cfg = tracewire::daemon::DaemonConfig {
         probes: filter.probe_config(),
         conntrack,
-        export,
+        pipeline,
         channel_capacity: 65536,
         stats_file,
         stats_interval: Duration::from_secs(stats_interval.max(1)),
