@@ -120,6 +120,9 @@ pub struct ConnEvent {
     pub inode: u64,
     /// The task's comm: names short-lived processes that are gone before /proc is read.
     pub comm: [u8; 16],
+    /// Key of the connection in the kernel's CONNS map (the `struct sock` address), so userspace
+    /// can tell the kernel to stop capturing a connection it cannot parse.
+    pub sock: u64,
 }
 
 /// Kernel-side state of one socket, keyed by its `struct sock` address.

@@ -58,6 +58,7 @@ pub fn emit_conn(o: &KernelOffsets, s: &SockRef, st: &ConnState, op: u8, fd: i32
         conn_id: st.conn_id,
         ts_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        sock: s.sk,
         ..ConnEvent::default()
     };
     fill_tuple(o, s, &mut ev);

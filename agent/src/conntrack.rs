@@ -56,6 +56,8 @@ enum Proto {
 
 struct Conn {
     meta: ConnMeta,
+    /// Kernel map key (0 when unknown).
+    sock: u64,
     last_seen_ns: u64,
     last_egress_tid: u32,
     proto: Proto,
@@ -68,7 +70,12 @@ pub struct Conntrack {
     stats: ConntrackStats,
     /// Parser counters of connections already gone.
     closed_parser_stats: DriverStats,
+    /// Kernel keys of connections given up on, for the kernel to stop capturing.
+    ignored: Vec<u64>,
 }
+
+/// Ignore requests waiting for the next tick; more are simply not forwarded (capture goes on).
+const MAX_PENDING_IGNORES: usize = 4096;
 
 /// A NUL-padded kernel comm as a string.
 pub fn comm_str(raw: &[u8; 16]) -> String {
@@ -88,7 +95,13 @@ impl Conntrack {
             listening: ListeningPorts::default(),
             stats: ConntrackStats::default(),
             closed_parser_stats: DriverStats::default(),
+            ignored: Vec::new(),
         }
+    }
+
+    /// Kernel keys of connections whose protocol is unknown: capturing them further is waste.
+    pub fn take_ignored(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.ignored)
     }
 
     pub fn stats(&self) -> ConntrackStats {
@@ -147,12 +160,16 @@ impl Conntrack {
         self.make_room(out);
         self.stats.conns_opened += 1;
         match self.conns.get_mut(&ev.conn_id) {
-            Some(c) => c.meta = meta,
+            Some(c) => {
+                c.meta = meta;
+                c.sock = ev.sock;
+            }
             None => {
                 self.conns.insert(
                     ev.conn_id,
                     Conn {
                         meta,
+                        sock: ev.sock,
                         last_seen_ns: ev.ts_ns,
                         last_egress_tid: ev.tid,
                         proto: Proto::Detecting { attempts: 0 },
@@ -169,6 +186,7 @@ impl Conntrack {
             self.conns.insert(
                 h.conn_id,
                 Conn {
+                    sock: 0,
                     meta: ConnMeta {
                         conn_id: h.conn_id,
                         pid: h.pid,
@@ -204,6 +222,9 @@ impl Conntrack {
                     if *attempts >= DETECT_ATTEMPTS {
                         c.proto = Proto::Ignored;
                         self.stats.unknown_protocol += 1;
+                        if c.sock != 0 && self.ignored.len() < MAX_PENDING_IGNORES {
+                            self.ignored.push(c.sock);
+                        }
                     }
                     return;
                 }

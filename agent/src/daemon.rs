@@ -75,7 +75,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         last_evict: Instant::now(),
         last_log: Instant::now(),
         stats_interval: cfg.stats_interval,
-        probes: &probes,
+        probes: &mut probes,
         pipeline: &pipeline,
     };
     let ingest = run_loop(&mut ring, &stop, Duration::from_millis(10), &mut sink);
@@ -118,7 +118,7 @@ struct DaemonSink<'a> {
     last_evict: Instant,
     last_log: Instant,
     stats_interval: Duration,
-    probes: &'a Probes,
+    probes: &'a mut Probes,
     pipeline: &'a PipelineHandle,
 }
 
@@ -145,6 +145,10 @@ impl EventSink for DaemonSink<'_> {
     }
 
     fn tick(&mut self, _stats: &IngestStats) {
+        let ignored = self.conntrack.take_ignored();
+        if !ignored.is_empty() {
+            let _ = self.probes.ignore_conns(&ignored);
+        }
         if self.last_evict.elapsed() > Duration::from_secs(1) {
             self.conntrack.evict_idle(monotonic_ns(), &mut self.out);
             self.send_all();

@@ -6,7 +6,7 @@ pub mod hooks;
 
 use std::path::Path;
 
-use agent_common::{CaptureConfig, KernelOffsets, MAX_PAYLOAD, counter};
+use agent_common::{CaptureConfig, ConnState, KernelOffsets, MAX_PAYLOAD, counter};
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
@@ -149,6 +149,21 @@ impl Probes {
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Stops payload capture of these connections (kernel CONNS keys): userspace found no
+    /// protocol it parses in their first bytes.
+    pub fn ignore_conns(&mut self, socks: &[u64]) -> Result<()> {
+        let mut conns: BpfHashMap<_, u64, ConnState> =
+            BpfHashMap::try_from(self.ebpf.map_mut("CONNS").context("CONNS missing")?)?;
+        for sk in socks {
+            if let Ok(mut st) = conns.get(sk, 0) {
+                st.selected = 0;
+                // The socket may have closed meanwhile: a failed update is fine.
+                let _ = conns.insert(sk, st, 0);
+            }
+        }
+        Ok(())
     }
 
     pub fn counters(&self) -> Result<KernelCounters> {
