@@ -49,6 +49,9 @@ pub mod syscall {
     pub const SENDMSG: u8 = 6;
     pub const READV: u8 = 7;
     pub const WRITEV: u8 = 8;
+    /// sendfile: bytes go from a file to the socket without passing through user memory, so
+    /// the event carries the byte count only (parsers skip them as body).
+    pub const SENDFILE: u8 = 9;
 }
 
 /// Indices into the per-CPU counter array.

@@ -98,7 +98,9 @@ pub fn exit(ret: i64) {
     }
     let want = if (ret as u64) < cap { ret as u64 } else { cap };
 
-    let captured = if call.iovcnt == 0 {
+    let captured = if call.buf == 0 {
+        0
+    } else if call.iovcnt == 0 {
         copy_flat(ev, call.buf, want)
     } else {
         copy_iov(ev, call.buf, call.iovcnt, want)

@@ -73,6 +73,13 @@ vec_enter!(tw_enter_writev, syscall::WRITEV, DIR_EGRESS);
 msg_enter!(tw_enter_recvmsg, syscall::RECVMSG, DIR_INGRESS);
 msg_enter!(tw_enter_sendmsg, syscall::SENDMSG, DIR_EGRESS);
 
+/// sendfile(out_fd, in_fd, offset, count): socket bytes with no user buffer to copy.
+#[tracepoint]
+pub fn tw_enter_sendfile(ctx: TracePointContext) -> u32 {
+    capture::enter(arg(&ctx, 0), 0, 0, syscall::SENDFILE, DIR_EGRESS);
+    0
+}
+
 /// One exit program serves every data syscall: the entry stored what kind it was.
 #[tracepoint]
 pub fn tw_exit_data(ctx: TracePointContext) -> u32 {

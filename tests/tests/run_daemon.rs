@@ -63,3 +63,87 @@ fn unknown_protocol_connections_stop_being_captured() {
     assert!(filtered > 600, "the rest was skipped in the kernel: {v}");
     assert_eq!(v["spans_built"], 0);
 }
+
+/// nginx sends static files with sendfile(): the body never passes through user memory, yet
+/// each response must still pair with its request (the body is skipped by its byte count).
+#[test]
+fn static_files_sent_with_sendfile_keep_pairing() {
+    use tracewire_e2e::servers::Nginx;
+    if !require_ebpf("static_files_sent_with_sendfile_keep_pairing") {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tmp");
+    std::fs::write(root.path().join("big.bin"), vec![b'x'; 200_000]).expect("file");
+    let nginx = Nginx::start(&format!(
+        "location /static/ {{ alias {}/; sendfile on; }}",
+        root.path().display()
+    ));
+    let dir = tempfile::tempdir().expect("tmp");
+    let spans_file = dir.path().join("spans.jsonl");
+    let agent = Agent::start(
+        &[
+            "run",
+            "--exporter",
+            "jsonl",
+            "--jsonl-path",
+            spans_file.to_str().expect("utf-8"),
+            "--pid",
+            &nginx.pid().to_string(),
+            "--exe",
+            "nginx",
+        ],
+        &[],
+        "tracing via",
+    );
+    let u = |p: &str| format!("http://127.0.0.1:{}{p}", nginx.port);
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-w", "%{http_code} "]);
+    for p in ["/static/big.bin", "/after", "/static/big.bin", "/last"] {
+        // One connection (keep-alive); each body discarded.
+        curl.args(["-o", "/dev/null", &u(p)]);
+    }
+    let out = curl.output().expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200 200 200 200"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    agent.stop();
+    let text = std::fs::read_to_string(&spans_file).expect("spans file");
+    let mut got: Vec<(String, String, i64)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            let attr = |k: &str| {
+                v["attributes"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|kv| kv["key"] == k))
+                    .map(|kv| kv["value"].clone())
+                    .unwrap_or_default()
+            };
+            let path = attr("url.path")["stringValue"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let status = attr("http.response.status_code")["intValue"].clone();
+            let status = status
+                .as_i64()
+                .or_else(|| status.as_str().and_then(|s| s.parse().ok()))
+                .unwrap_or(0);
+            let start = v["startTimeUnixNano"].to_string();
+            (start, path, status)
+        })
+        .collect();
+    got.sort();
+    let paths: Vec<(String, i64)> = got.into_iter().map(|(_, p, s)| (p, s)).collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("/static/big.bin".to_string(), 200),
+            ("/after".to_string(), 200),
+            ("/static/big.bin".to_string(), 200),
+            ("/last".to_string(), 200),
+        ],
+        "{text}"
+    );
+}

@@ -42,6 +42,16 @@ pub static HOOKS: &[Hook] = &[
     sc!("tw_enter_sendmsg", "sys_enter_sendmsg", "sendmsg"),
     sc!("tw_exit_data", "sys_exit_sendmsg", "sendmsg"),
     sc!(
+        "tw_enter_sendfile",
+        "sys_enter_sendfile64",
+        "sendfile (byte count only)"
+    ),
+    sc!(
+        "tw_exit_data",
+        "sys_exit_sendfile64",
+        "sendfile (byte count only)"
+    ),
+    sc!(
         "tw_enter_connect",
         "sys_enter_connect",
         "client connections"
