@@ -399,7 +399,7 @@ mod tests {
         });
         let mut f = span(9, Role::Client, redis("SET"));
         f.resource = empty_res;
-        let all = vec![a, b, c, d, e, f];
+        let all = [a, b, c, d, e, f];
         for n in 0..=all.len() {
             let batch = all.get(..n).unwrap_or_default();
             let want = to_request(batch).encode_to_vec();
