@@ -9,12 +9,11 @@ use agent_common::{
     AF_INET, CONN_OP_ACCEPT, CONN_OP_CONNECT, ConnEvent, DIR_EGRESS, DIR_INGRESS, DataHeader,
     EVENT_CONN, EVENT_DATA, ROLE_CLIENT, ROLE_SERVER,
 };
-use prost::Message;
 
 use crate::conntrack::{Conntrack, ConntrackConfig};
 use crate::correlate::{Correlator, CorrelatorConfig};
 use crate::discovery::{DiscoveryConfig, ProcessCache};
-use crate::export::otlp::to_request;
+use crate::export::otlp::direct::encode_request;
 use crate::model::Exchange;
 use crate::spans::{ClockOffset, SpanConfig, build_span};
 
@@ -133,13 +132,16 @@ pub fn run(redis: bool, exchanges: u64) -> PipelineFigures {
     let mut out: Vec<Exchange> = Vec::with_capacity(16);
     let mut ready = Vec::with_capacity(1024);
     let (mut spans, mut otlp_bytes) = (0u64, 0u64);
+    let mut otlp_buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let t0 = Instant::now();
     for c in &conns {
         ct.on_conn(c, &mut out);
     }
     let mut encode = |ready: &mut Vec<_>| {
         if !ready.is_empty() {
-            otlp_bytes += to_request(ready).encode_to_vec().len() as u64;
+            otlp_buf.clear();
+            encode_request(ready, &mut otlp_buf);
+            otlp_bytes += otlp_buf.len() as u64;
             spans += ready.len() as u64;
             ready.clear();
         }

@@ -25,14 +25,15 @@ mod traceparent;
 
 pub use traceparent::{TraceParent, parse_traceparent};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use lru::LruCache;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use crate::spans::{AttrValue, SpanData, SpanKind};
+use crate::spans::{AttrValue, MonoTiming, SpanData, SpanKind};
 
 /// Which rule linked a span to its parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,30 +96,41 @@ pub struct CorrelateStats {
 const MAX_PER_THREAD: usize = 256;
 const MAX_PER_CONN: usize = 64;
 
-fn push_capped(v: &mut Vec<u64>, id: u64, cap: usize) {
-    if v.len() >= cap {
-        let excess = v.len() + 1 - cap;
-        v.drain(..excess);
-    }
-    v.push(id);
-}
-
 /// (client address, server address) of a connection.
 type ConnKey = (SocketAddr, SocketAddr);
+
+/// What the linking rules compare, kept inline in the indexes so a scan touches one small,
+/// contiguous array instead of the held spans.
+#[derive(Debug, Clone, Copy)]
+struct LinkFacts {
+    timing: MonoTiming,
+    stream_id: Option<u32>,
+}
 
 /// Could `srv` be the far end of exchange `cli` on the same connection? The server finished
 /// reading the request after the client started writing it, and started answering before the
 /// client finished reading. On a keep-alive connection only the true pair passes both.
-fn same_exchange(cli: &SpanData, srv: &SpanData) -> bool {
-    if let (Some(a), Some(b)) = (cli.link.stream_id, srv.link.stream_id)
+fn same_exchange(cli: &LinkFacts, srv: &LinkFacts) -> bool {
+    if let (Some(a), Some(b)) = (cli.stream_id, srv.stream_id)
         && a != b
     {
         return false;
     }
-    let c = &cli.link.timing;
-    let s = &srv.link.timing;
+    let c = &cli.timing;
+    let s = &srv.timing;
     let s_req_end = s.request_end_ns.max(s.start_ns);
     s_req_end >= c.start_ns && (s.response_start_ns == 0 || s.response_start_ns <= c.end_ns)
+}
+
+/// Does inbound request `server` contain the start of outbound call `client`?
+fn contains(server: &MonoTiming, client: &MonoTiming) -> bool {
+    let c = client.start_ns;
+    let open_until = if server.response_start_ns == 0 {
+        server.end_ns
+    } else {
+        server.response_start_ns
+    };
+    server.start_ns <= c && server.request_end_ns <= c && c <= open_until
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,7 +150,11 @@ enum ParentRef {
 
 #[derive(Debug)]
 struct Entry {
-    span: SpanData,
+    /// The span until it is released (moved out then; the facts below stay for late children).
+    span: Option<SpanData>,
+    kind: SpanKind,
+    span_id: [u8; 8],
+    facts: LinkFacts,
     arrived_ns: u64,
     parent: Option<ParentRef>,
     /// Containing inbound requests seen on the same thread (rule c).
@@ -151,17 +167,59 @@ struct Entry {
     thread: (u32, u32),
 }
 
+/// One exchange indexed under its connection key.
+#[derive(Debug, Clone, Copy)]
+struct KeyRef {
+    id: u64,
+    seq: u64,
+    facts: LinkFacts,
+}
+
+/// The last `MAX_PER_CONN` held exchanges of one connection end, oldest first.
+type KeyIndex = FxHashMap<ConnKey, VecDeque<KeyRef>>;
+
+/// The most recent `MAX_PER_THREAD` held spans of one thread (both kinds together), split by
+/// kind so each rule scans only the kind it links to. `pos` numbers the thread's arrivals; a
+/// span is in the window while `pos >= next_pos - MAX_PER_THREAD`.
+#[derive(Debug, Default)]
+struct ThreadIndex {
+    next_pos: u64,
+    /// (pos, id, start of the request) of server spans.
+    servers: VecDeque<(u64, u64, MonoTiming)>,
+    /// (pos, id) of client spans.
+    clients: VecDeque<(u64, u64)>,
+}
+
+impl ThreadIndex {
+    /// Drop spans that fell out of the window of the last `MAX_PER_THREAD` arrivals.
+    fn prune(&mut self) {
+        let lo = self.next_pos.saturating_sub(MAX_PER_THREAD as u64);
+        while self.servers.front().is_some_and(|s| s.0 < lo) {
+            self.servers.pop_front();
+        }
+        while self.clients.front().is_some_and(|c| c.0 < lo) {
+            self.clients.pop_front();
+        }
+    }
+}
+
+/// Held spans are numbered in arrival order and only ever removed oldest first, so they live in
+/// a deque indexed by `id - base`; every index below refers to them by id.
 pub struct Correlator {
     cfg: CorrelatorConfig,
     hold_ns: u64,
-    entries: HashMap<u64, Entry>,
-    order: VecDeque<u64>,
-    next_id: u64,
-    clients_by_key: HashMap<ConnKey, Vec<u64>>,
-    servers_by_key: HashMap<ConnKey, Vec<u64>>,
-    by_thread: HashMap<(u32, u32), Vec<u64>>,
-    seq: LruCache<u64, u64>,
+    entries: VecDeque<Entry>,
+    /// Id of `entries[0]`.
+    base: u64,
+    /// Ids not yet released, in arrival order (released ones are skipped lazily).
+    unreleased: VecDeque<u64>,
+    clients_by_key: KeyIndex,
+    servers_by_key: KeyIndex,
+    by_thread: FxHashMap<(u32, u32), ThreadIndex>,
+    seq: LruCache<u64, u64, FxBuildHasher>,
     out: Vec<SpanData>,
+    due: Vec<(u64, bool)>,
+    scratch: Vec<(u64, u64)>,
     stats: CorrelateStats,
 }
 
@@ -174,17 +232,6 @@ fn random_nonzero<const N: usize>() -> [u8; N] {
     }
 }
 
-fn contains(server: &SpanData, client: &SpanData) -> bool {
-    let s = &server.link.timing;
-    let c = client.link.timing.start_ns;
-    let open_until = if s.response_start_ns == 0 {
-        s.end_ns
-    } else {
-        s.response_start_ns
-    };
-    s.start_ns <= c && s.request_end_ns <= c && c <= open_until
-}
-
 impl Correlator {
     pub fn new(cfg: CorrelatorConfig) -> Self {
         let hold_ns = u64::try_from(cfg.hold.as_nanos()).unwrap_or(u64::MAX);
@@ -192,14 +239,16 @@ impl Correlator {
         Correlator {
             cfg,
             hold_ns,
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            next_id: 0,
-            clients_by_key: HashMap::new(),
-            servers_by_key: HashMap::new(),
-            by_thread: HashMap::new(),
-            seq: LruCache::new(conns),
+            entries: VecDeque::new(),
+            base: 0,
+            unreleased: VecDeque::new(),
+            clients_by_key: FxHashMap::default(),
+            servers_by_key: FxHashMap::default(),
+            by_thread: FxHashMap::default(),
+            seq: LruCache::with_hasher(conns, FxBuildHasher),
             out: Vec::new(),
+            due: Vec::new(),
+            scratch: Vec::new(),
             stats: CorrelateStats::default(),
         }
     }
@@ -215,15 +264,28 @@ impl Correlator {
 
     /// Spans not yet released.
     pub fn pending(&self) -> usize {
-        self.entries.values().filter(|e| !e.released).count()
+        self.entries.iter().filter(|e| !e.released).count()
+    }
+
+    fn next_id(&self) -> u64 {
+        self.base.saturating_add(self.entries.len() as u64)
+    }
+
+    fn get(&self, id: u64) -> Option<&Entry> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.entries.get(i)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Entry> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.entries.get_mut(i)
     }
 
     /// Add a finished span. `now_ns` is the correlator's clock (monotonic ns).
     pub fn push(&mut self, mut span: SpanData, now_ns: u64) {
         self.stats.received += 1;
         span.span_id = random_nonzero();
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_id();
         let seq = self.next_seq(&span);
         let key = match (span.link.local, span.link.remote) {
             (Some(l), Some(r)) => Some(match span.kind {
@@ -234,7 +296,13 @@ impl Correlator {
         };
         let thread = (span.pid, span.link.tid);
         let mut entry = Entry {
-            span,
+            kind: span.kind,
+            span_id: span.span_id,
+            facts: LinkFacts {
+                timing: span.link.timing,
+                stream_id: span.link.stream_id,
+            },
+            span: Some(span),
             arrived_ns: now_ns,
             parent: None,
             thread_candidates: 0,
@@ -244,17 +312,20 @@ impl Correlator {
             seq,
             thread,
         };
-        match entry.span.kind {
+        match entry.kind {
             SpanKind::Server => self.link_server(id, &mut entry),
             SpanKind::Client => self.link_client(id, &mut entry),
         }
-        push_capped(
-            self.by_thread.entry(thread).or_default(),
-            id,
-            MAX_PER_THREAD,
-        );
-        self.entries.insert(id, entry);
-        self.order.push_back(id);
+        let ti = self.by_thread.entry(thread).or_default();
+        let pos = ti.next_pos;
+        ti.next_pos += 1;
+        match entry.kind {
+            SpanKind::Server => ti.servers.push_back((pos, id, entry.facts.timing)),
+            SpanKind::Client => ti.clients.push_back((pos, id)),
+        }
+        ti.prune();
+        self.entries.push_back(entry);
+        self.unreleased.push_back(id);
         while self.entries.len() > self.cfg.max_held {
             if !self.evict_oldest() {
                 break;
@@ -272,52 +343,59 @@ impl Correlator {
         v
     }
 
+    fn index_key(index: &mut KeyIndex, key: ConnKey, r: KeyRef) {
+        let v = index.entry(key).or_default();
+        if v.len() >= MAX_PER_CONN {
+            let excess = v.len() + 1 - MAX_PER_CONN;
+            v.drain(..excess);
+        }
+        v.push_back(r);
+    }
+
     fn link_server(&mut self, id: u64, entry: &mut Entry) {
         // Rule a: traceparent.
-        if let Some(tp) = entry
-            .span
-            .link
-            .traceparent
-            .as_deref()
-            .and_then(parse_traceparent)
+        if let Some(span) = entry.span.as_mut()
+            && let Some(tp) = span.link.traceparent.as_deref().and_then(parse_traceparent)
         {
             entry.parent = Some(ParentRef::Remote {
                 trace_id: tp.trace_id,
                 span_id: tp.parent_id,
             });
             entry.trace_id = Some(tp.trace_id);
-            entry.span.trace_state = entry.span.link.tracestate.clone();
+            span.trace_state = span.link.tracestate.clone();
         }
         if let Some(key) = entry.key {
             // Rule b: the client end of this connection is already here.
             if entry.parent.is_none()
                 && let Some(cid) = self.best_pair(&self.clients_by_key, key, entry)
-                && let Some(c) = self.entries.get(&cid)
+                && let Some(c) = self.get(cid)
             {
                 entry.parent = Some(ParentRef::Local {
                     id: cid,
                     rule: LinkRule::Connection,
-                    parent_start: c.span.link.timing.start_ns,
+                    parent_start: c.facts.timing.start_ns,
                 });
             }
-            push_capped(
-                self.servers_by_key.entry(key).or_default(),
+            let r = KeyRef {
                 id,
-                MAX_PER_CONN,
-            );
+                seq: entry.seq,
+                facts: entry.facts,
+            };
+            Self::index_key(&mut self.servers_by_key, key, r);
         }
         // Rule c: undecided clients of this thread that this request contains.
-        let start = entry.span.link.timing.start_ns;
-        let ids = self
-            .by_thread
-            .get(&entry.thread)
-            .cloned()
-            .unwrap_or_default();
-        for cid in ids {
-            let Some(c) = self.entries.get_mut(&cid) else {
+        let start = entry.facts.timing.start_ns;
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        if let Some(ti) = self.by_thread.get_mut(&entry.thread) {
+            ti.prune();
+            ids.extend(ti.clients.iter().copied());
+        }
+        for &(_, cid) in &ids {
+            let Some(c) = self.get_mut(cid) else {
                 continue;
             };
-            if c.span.kind != SpanKind::Client || !contains(&entry.span, &c.span) {
+            if !contains(&entry.facts.timing, &c.facts.timing) {
                 continue;
             }
             c.thread_candidates = c.thread_candidates.saturating_add(1);
@@ -341,26 +419,23 @@ impl Correlator {
                 });
             }
         }
+        self.scratch = ids;
     }
 
     /// The other end of `me` among the exchanges indexed under `key`: it must pass
     /// [`same_exchange`]; the same request number wins, then the closest start. For a client
     /// looking for its server, only servers still without a parent qualify.
-    fn best_pair(
-        &self,
-        index: &HashMap<ConnKey, Vec<u64>>,
-        key: ConnKey,
-        me: &Entry,
-    ) -> Option<u64> {
+    fn best_pair(&self, index: &KeyIndex, key: ConnKey, me: &Entry) -> Option<u64> {
+        let refs = index.get(&key)?;
         let mut best: Option<(u64, (bool, u64))> = None;
-        for id in index.get(&key).map(Vec::as_slice).unwrap_or(&[]) {
-            let Some(o) = self.entries.get(id) else {
-                continue;
-            };
-            let ok = match me.span.kind {
-                SpanKind::Server => same_exchange(&o.span, &me.span),
+        for o in refs {
+            let ok = match me.kind {
+                SpanKind::Server => same_exchange(&o.facts, &me.facts),
                 SpanKind::Client => {
-                    !o.released && o.parent.is_none() && same_exchange(&me.span, &o.span)
+                    same_exchange(&me.facts, &o.facts)
+                        && self
+                            .get(o.id)
+                            .is_some_and(|e| !e.released && e.parent.is_none())
                 }
             };
             if !ok {
@@ -368,14 +443,10 @@ impl Correlator {
             }
             let score = (
                 o.seq != me.seq,
-                o.span
-                    .link
-                    .timing
-                    .start_ns
-                    .abs_diff(me.span.link.timing.start_ns),
+                o.facts.timing.start_ns.abs_diff(me.facts.timing.start_ns),
             );
             if best.is_none_or(|(_, b)| score < b) {
-                best = Some((*id, score));
+                best = Some((o.id, score));
             }
         }
         best.map(|(id, _)| id)
@@ -385,8 +456,8 @@ impl Correlator {
         if let Some(key) = entry.key {
             // Rule b: the server end already arrived (it usually finishes first).
             if let Some(sid) = self.best_pair(&self.servers_by_key, key, entry) {
-                let start = entry.span.link.timing.start_ns;
-                if let Some(s) = self.entries.get_mut(&sid)
+                let start = entry.facts.timing.start_ns;
+                if let Some(s) = self.get_mut(sid)
                     && !s.released
                     && s.parent.is_none()
                 {
@@ -397,31 +468,27 @@ impl Correlator {
                     });
                 }
             }
-            push_capped(
-                self.clients_by_key.entry(key).or_default(),
+            let r = KeyRef {
                 id,
-                MAX_PER_CONN,
-            );
+                seq: entry.seq,
+                facts: entry.facts,
+            };
+            Self::index_key(&mut self.clients_by_key, key, r);
         }
         // Rule c: an inbound request of this thread that contains this call.
         let mut best: Option<(u64, u64)> = None;
         let mut candidates = 0u32;
-        for sid in self
-            .by_thread
-            .get(&entry.thread)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            let Some(s) = self.entries.get(sid) else {
-                continue;
-            };
-            if s.span.kind != SpanKind::Server || !contains(&s.span, &entry.span) {
-                continue;
-            }
-            candidates = candidates.saturating_add(1);
-            let st = s.span.link.timing.start_ns;
-            if best.is_none_or(|(_, b)| st > b) {
-                best = Some((*sid, st));
+        if let Some(ti) = self.by_thread.get_mut(&entry.thread) {
+            ti.prune();
+            for &(_, sid, timing) in &ti.servers {
+                if !contains(&timing, &entry.facts.timing) {
+                    continue;
+                }
+                candidates = candidates.saturating_add(1);
+                let st = timing.start_ns;
+                if best.is_none_or(|(_, b)| st > b) {
+                    best = Some((sid, st));
+                }
             }
         }
         entry.thread_candidates = candidates;
@@ -436,40 +503,58 @@ impl Correlator {
 
     /// Release the oldest entry early (buffer full). Returns false when empty.
     fn evict_oldest(&mut self) -> bool {
-        let Some(id) = self.order.pop_front() else {
+        let Some(e) = self.entries.front() else {
             return false;
         };
-        if let Some(e) = self.entries.get(&id)
-            && !e.released
-        {
+        let id = self.base;
+        if !e.released {
             self.stats.forced_releases += 1;
             self.release(id, true);
         }
-        self.remove(id);
+        self.remove_oldest();
         true
     }
 
-    fn remove(&mut self, id: u64) {
-        let Some(e) = self.entries.remove(&id) else {
+    /// Drop the oldest held entry and its index slots (always the oldest of each index).
+    fn remove_oldest(&mut self) {
+        let Some(e) = self.entries.pop_front() else {
             return;
         };
+        let id = self.base;
+        self.base += 1;
         if let Some(k) = e.key {
-            let map = match e.span.kind {
+            let map = match e.kind {
                 SpanKind::Client => &mut self.clients_by_key,
                 SpanKind::Server => &mut self.servers_by_key,
             };
             if let Some(v) = map.get_mut(&k) {
-                v.retain(|x| *x != id);
+                if v.front().is_some_and(|r| r.id == id) {
+                    v.pop_front();
+                }
                 if v.is_empty() {
                     map.remove(&k);
                 }
             }
         }
-        if let Some(v) = self.by_thread.get_mut(&e.thread) {
-            v.retain(|x| *x != id);
-            if v.is_empty() {
+        if let Some(ti) = self.by_thread.get_mut(&e.thread) {
+            match e.kind {
+                SpanKind::Server => {
+                    if ti.servers.front().is_some_and(|s| s.1 == id) {
+                        ti.servers.pop_front();
+                    }
+                }
+                SpanKind::Client => {
+                    if ti.clients.front().is_some_and(|c| c.1 == id) {
+                        ti.clients.pop_front();
+                    }
+                }
+            }
+            if ti.servers.is_empty() && ti.clients.is_empty() {
                 self.by_thread.remove(&e.thread);
             }
+        }
+        while self.unreleased.front().is_some_and(|u| *u < self.base) {
+            self.unreleased.pop_front();
         }
     }
 
@@ -477,13 +562,13 @@ impl Correlator {
     fn parent_trace(&self, p: &ParentRef) -> Option<Option<[u8; 16]>> {
         match p {
             ParentRef::Remote { trace_id, .. } => Some(Some(*trace_id)),
-            ParentRef::Local { id, .. } => self.entries.get(id).map(|e| e.trace_id),
+            ParentRef::Local { id, .. } => self.get(*id).map(|e| e.trace_id),
         }
     }
 
     /// Decide and emit one entry. `force`: do not wait for an undecided parent.
     fn release(&mut self, id: u64, force: bool) -> bool {
-        let Some(e) = self.entries.get(&id) else {
+        let Some(e) = self.get(id) else {
             return false;
         };
         if e.released {
@@ -498,11 +583,7 @@ impl Correlator {
                     link = Some(match p {
                         ParentRef::Remote { span_id, .. } => (LinkRule::Traceparent, span_id, None),
                         ParentRef::Local { id: pid, rule, .. } => {
-                            let sid = self
-                                .entries
-                                .get(&pid)
-                                .map(|x| x.span.span_id)
-                                .unwrap_or([0; 8]);
+                            let sid = self.get(pid).map(|x| x.span_id).unwrap_or([0; 8]);
                             if matches!(rule, LinkRule::Thread) && e.thread_candidates > 1 {
                                 (
                                     LinkRule::ThreadGuess,
@@ -523,13 +604,15 @@ impl Correlator {
                 }
             },
         };
-        let Some(e) = self.entries.get_mut(&id) else {
+        let Some(e) = self.get_mut(id) else {
             return false;
         };
         let tid = trace_id.unwrap_or_else(random_nonzero);
         e.trace_id = Some(tid);
         e.released = true;
-        let mut span = e.span.clone();
+        let Some(mut span) = e.span.take() else {
+            return false;
+        };
         span.trace_id = tid;
         match link {
             Some((rule, parent_span, conf)) => {
@@ -561,18 +644,23 @@ impl Correlator {
     pub fn poll(&mut self, now_ns: u64) -> Vec<SpanData> {
         let max_wait = self.hold_ns.saturating_mul(4);
         // Unreleased spans whose window passed (arrival order: stop at the first young one).
-        let mut due: Vec<(u64, bool)> = Vec::new();
-        for id in &self.order {
-            let Some(e) = self.entries.get(id) else {
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        while let Some(&id) = self.unreleased.front() {
+            let Some(e) = self.get(id) else {
+                self.unreleased.pop_front();
                 continue;
             };
+            if e.released {
+                self.unreleased.pop_front();
+                continue;
+            }
             let age = now_ns.saturating_sub(e.arrived_ns);
             if age < self.hold_ns {
                 break;
             }
-            if !e.released {
-                due.push((*id, age >= max_wait));
-            }
+            self.unreleased.pop_front();
+            due.push((id, age >= max_wait));
         }
         // Parents first when possible; repeat while releases unblock children.
         for _ in 0..16 {
@@ -582,28 +670,28 @@ impl Correlator {
                 break;
             }
         }
+        // Still waiting for their parent: back to the front, in arrival order.
+        for &(id, _) in due.iter().rev() {
+            self.unreleased.push_front(id);
+        }
+        self.due = due;
         // Retention: keep released entries one more window for late children.
         let retention = self.hold_ns.saturating_mul(2);
-        while let Some(&id) = self.order.front() {
-            let done = match self.entries.get(&id) {
-                Some(e) => e.released && now_ns.saturating_sub(e.arrived_ns) >= retention,
-                None => true,
-            };
-            if !done {
+        while let Some(e) = self.entries.front() {
+            if !(e.released && now_ns.saturating_sub(e.arrived_ns) >= retention) {
                 break;
             }
-            self.order.pop_front();
-            self.remove(id);
+            self.remove_oldest();
         }
         std::mem::take(&mut self.out)
     }
 
     /// Release everything now (shutdown).
     pub fn flush(&mut self) -> Vec<SpanData> {
+        let (lo, hi) = (self.base, self.next_id());
         for _ in 0..16 {
-            let ids: Vec<u64> = self.order.iter().copied().collect();
             let mut progress = false;
-            for id in ids {
+            for id in lo..hi {
                 if self.release(id, false) {
                     progress = true;
                 }
@@ -612,10 +700,10 @@ impl Correlator {
                 break;
             }
         }
-        let ids: Vec<u64> = self.order.iter().copied().collect();
-        for id in ids {
+        for id in lo..hi {
             self.release(id, true);
         }
+        self.unreleased.clear();
         std::mem::take(&mut self.out)
     }
 }

@@ -633,3 +633,151 @@ fn correlator_throughput() {
         n as f64 / el.as_secs_f64()
     );
 }
+
+/// Rule c sees the last MAX_PER_THREAD spans of a thread, counted over both kinds: the
+/// containing request is found behind 255 later spans of the thread, not behind 256.
+#[test]
+fn thread_window_counts_both_kinds() {
+    for (others, linked) in [(255u64, true), (256, false)] {
+        let mut c = Correlator::new(cfg());
+        let srv = exchange(
+            1,
+            5,
+            7,
+            Role::Server,
+            "127.0.0.1:80",
+            "127.0.0.1:3000",
+            record(
+                ProtocolKind::Http1,
+                (100, 110, 1_000_000, 1_000_010),
+                http_detail("GET", "/", Some(200)),
+            ),
+        );
+        c.push(span(&srv), 1);
+        // Later spans of the same thread that contain nothing (half servers, half clients
+        // that start before the request).
+        for k in 0..others {
+            let role = if k % 2 == 0 {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let ex = exchange(
+                k + 10,
+                5,
+                7,
+                role,
+                "127.0.0.1:4000",
+                "127.0.0.1:6379",
+                record(
+                    ProtocolKind::Http1,
+                    (1, 2, 3, 4),
+                    http_detail("GET", "/x", Some(200)),
+                ),
+            );
+            c.push(span(&ex), 2);
+        }
+        let call = exchange(
+            5000,
+            5,
+            7,
+            Role::Client,
+            "127.0.0.1:4001",
+            "127.0.0.1:6379",
+            record(ProtocolKind::Redis, (500, 501, 502, 503), redis("GET")),
+        );
+        c.push(span(&call), 3);
+        let out = c.poll(HOLD + 10);
+        assert_eq!(out.len(), others as usize + 2, "others={others}");
+        let call_span = out
+            .iter()
+            .find(|s| s.start_unix_ns == 500)
+            .unwrap_or_else(|| panic!("call span missing"));
+        let srv_span = out
+            .iter()
+            .find(|s| s.start_unix_ns == 100)
+            .unwrap_or_else(|| panic!("server span missing"));
+        if linked {
+            assert_eq!(call_span.parent_span_id, Some(srv_span.span_id));
+            assert_eq!(call_span.trace_id, srv_span.trace_id);
+            assert_eq!(c.stats().linked_thread, 1);
+        } else {
+            assert_eq!(call_span.parent_span_id, None);
+            assert_eq!(c.stats().linked_thread, 0);
+        }
+    }
+}
+
+/// The indexes shrink with the held spans: nothing is left once every span is past its
+/// retention, and no index outgrows its cap while spans are evicted early.
+#[test]
+fn indexes_stay_bounded_and_drain() {
+    let mut c = Correlator::new(CorrelatorConfig {
+        max_held: 500,
+        ..cfg()
+    });
+    let mut now = 0u64;
+    let mut max_held = 0;
+    for k in 0..2_000u64 {
+        let t = 1_000_000 + k * 1_000;
+        let port = 40_000 + (k % 8) as u16;
+        let cli = format!("127.0.0.1:{port}");
+        let cl = exchange(
+            k * 2 + 1,
+            10,
+            (k % 3) as u32,
+            Role::Client,
+            &cli,
+            "127.0.0.1:8080",
+            record(
+                ProtocolKind::Http1,
+                (t, t + 10, t + 500, t + 600),
+                http_detail("GET", "/a", Some(200)),
+            ),
+        );
+        let sv = exchange(
+            k * 2 + 2,
+            20,
+            1,
+            Role::Server,
+            "127.0.0.1:8080",
+            &cli,
+            record(
+                ProtocolKind::Http1,
+                (t + 20, t + 30, t + 400, t + 450),
+                http_detail("GET", "/a", Some(200)),
+            ),
+        );
+        c.push(span(&sv), now);
+        c.push(span(&cl), now + 1);
+        // 100 pairs per window: the due ones are released at each poll and the released ones
+        // kept for retention overflow the 500 slots, so the oldest are evicted (already released).
+        now += HOLD / 100;
+        max_held = max_held.max(c.held());
+        assert!(c.held() <= 500);
+        assert!(c.unreleased.len() <= c.held());
+        assert!(c.clients_by_key.values().all(|v| v.len() <= MAX_PER_CONN));
+        assert!(c.servers_by_key.values().all(|v| v.len() <= MAX_PER_CONN));
+        assert!(
+            c.by_thread
+                .values()
+                .all(|t| t.servers.len() + t.clients.len() <= MAX_PER_THREAD)
+        );
+        if k % 100 == 99 {
+            c.poll(now);
+        }
+    }
+    assert_eq!(max_held, 500);
+    // Release the rest inside their wait limit, then let the retention pass.
+    c.poll(now + HOLD + 10);
+    assert_eq!(c.pending(), 0);
+    c.poll(now + 3 * HOLD);
+    assert_eq!(c.stats().linked_connection, 2_000);
+    assert_eq!(c.stats().forced_releases, 0);
+    assert_eq!(c.held(), 0);
+    assert!(c.unreleased.is_empty());
+    assert!(c.clients_by_key.is_empty());
+    assert!(c.servers_by_key.is_empty());
+    assert!(c.by_thread.is_empty());
+    assert_eq!(c.stats().released, 4_000);
+}

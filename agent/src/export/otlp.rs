@@ -102,3 +102,310 @@ pub fn to_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
             .collect(),
     }
 }
+
+/// Direct protobuf encoding of the request [`to_request`] builds, without the intermediate
+/// messages (no string copies, no per-span allocations). The bytes are identical to
+/// `to_request(spans).encode_to_vec()`.
+pub mod direct {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+    use crate::discovery::Resource;
+    use crate::spans::{AttrValue, Attributes, SpanData, SpanKind, StatusCode};
+
+    use super::SCOPE_NAME;
+
+    const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+    fn delim_len(tag: u32, len: usize) -> usize {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+
+    fn put_delim_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    }
+
+    /// A proto3 string/bytes field: omitted when empty.
+    fn bytes_len(tag: u32, b: &[u8]) -> usize {
+        if b.is_empty() {
+            0
+        } else {
+            delim_len(tag, b.len())
+        }
+    }
+
+    fn put_bytes(tag: u32, b: &[u8], buf: &mut Vec<u8>) {
+        if !b.is_empty() {
+            put_delim_header(tag, b.len(), buf);
+            buf.extend_from_slice(b);
+        }
+    }
+
+    fn any_value_len(v: &AttrValue) -> usize {
+        // A oneof member is present even when it holds the default value.
+        match v {
+            AttrValue::Str(s) => delim_len(1, s.len()),
+            AttrValue::Bool(_) => key_len(2) + 1,
+            AttrValue::Int(i) => key_len(3) + encoded_len_varint(*i as u64),
+            AttrValue::F64(_) => key_len(4) + 8,
+        }
+    }
+
+    fn put_any_value(v: &AttrValue, buf: &mut Vec<u8>) {
+        match v {
+            AttrValue::Str(s) => {
+                put_delim_header(1, s.len(), buf);
+                buf.extend_from_slice(s.as_bytes());
+            }
+            AttrValue::Bool(b) => {
+                encode_key(2, WireType::Varint, buf);
+                buf.push(u8::from(*b));
+            }
+            AttrValue::Int(i) => {
+                encode_key(3, WireType::Varint, buf);
+                encode_varint(*i as u64, buf);
+            }
+            AttrValue::F64(f) => {
+                encode_key(4, WireType::SixtyFourBit, buf);
+                buf.extend_from_slice(&f.to_le_bytes());
+            }
+        }
+    }
+
+    fn key_value_len(k: &str, v: &AttrValue) -> usize {
+        bytes_len(1, k.as_bytes()) + delim_len(2, any_value_len(v))
+    }
+
+    fn attrs_len(tag: u32, a: &Attributes) -> usize {
+        a.iter()
+            .map(|(k, v)| delim_len(tag, key_value_len(k, v)))
+            .sum()
+    }
+
+    fn put_attrs(tag: u32, a: &Attributes, buf: &mut Vec<u8>) {
+        for (k, v) in a.iter() {
+            put_delim_header(tag, key_value_len(k, v), buf);
+            put_bytes(1, k.as_bytes(), buf);
+            put_delim_header(2, any_value_len(v), buf);
+            put_any_value(v, buf);
+        }
+    }
+
+    fn kind_code(s: &SpanData) -> u64 {
+        match s.kind {
+            SpanKind::Server => 2,
+            SpanKind::Client => 3,
+        }
+    }
+
+    fn status_len(s: &SpanData) -> usize {
+        let code: u64 = match s.status.code {
+            StatusCode::Unset => 0,
+            StatusCode::Ok => 1,
+            StatusCode::Error => 2,
+        };
+        bytes_len(2, s.status.message.as_bytes())
+            + if code == 0 {
+                0
+            } else {
+                key_len(3) + encoded_len_varint(code)
+            }
+    }
+
+    fn put_status(s: &SpanData, buf: &mut Vec<u8>) {
+        let code: u64 = match s.status.code {
+            StatusCode::Unset => 0,
+            StatusCode::Ok => 1,
+            StatusCode::Error => 2,
+        };
+        put_bytes(2, s.status.message.as_bytes(), buf);
+        if code != 0 {
+            encode_key(3, WireType::Varint, buf);
+            encode_varint(code, buf);
+        }
+    }
+
+    fn span_len(s: &SpanData) -> usize {
+        let parent = s.parent_span_id.as_ref().map_or(&[][..], |p| &p[..]);
+        bytes_len(1, &s.trace_id)
+            + bytes_len(2, &s.span_id)
+            + bytes_len(3, s.trace_state.as_deref().unwrap_or("").as_bytes())
+            + bytes_len(4, parent)
+            + key_len(16)
+            + 4
+            + bytes_len(5, s.name.as_bytes())
+            + key_len(6)
+            + encoded_len_varint(kind_code(s))
+            + if s.start_unix_ns == 0 {
+                0
+            } else {
+                key_len(7) + 8
+            }
+            + if s.end_unix_ns == 0 {
+                0
+            } else {
+                key_len(8) + 8
+            }
+            + attrs_len(9, &s.attributes)
+            + delim_len(15, status_len(s))
+    }
+
+    fn put_span(s: &SpanData, len: usize, buf: &mut Vec<u8>) {
+        put_delim_header(2, len, buf);
+        let parent = s.parent_span_id.as_ref().map_or(&[][..], |p| &p[..]);
+        put_bytes(1, &s.trace_id, buf);
+        put_bytes(2, &s.span_id, buf);
+        put_bytes(3, s.trace_state.as_deref().unwrap_or("").as_bytes(), buf);
+        put_bytes(4, parent, buf);
+        put_bytes(5, s.name.as_bytes(), buf);
+        encode_key(6, WireType::Varint, buf);
+        encode_varint(kind_code(s), buf);
+        if s.start_unix_ns != 0 {
+            encode_key(7, WireType::SixtyFourBit, buf);
+            buf.extend_from_slice(&s.start_unix_ns.to_le_bytes());
+        }
+        if s.end_unix_ns != 0 {
+            encode_key(8, WireType::SixtyFourBit, buf);
+            buf.extend_from_slice(&s.end_unix_ns.to_le_bytes());
+        }
+        put_attrs(9, &s.attributes, buf);
+        put_delim_header(15, status_len(s), buf);
+        put_status(s, buf);
+        // flags (tag 16, encoded after 15 like prost does): sampled-context bits, never zero.
+        let flags: u32 = 0x100 | if s.parent_span_id.is_some() { 0x200 } else { 0 };
+        encode_key(16, WireType::ThirtyTwoBit, buf);
+        buf.extend_from_slice(&flags.to_le_bytes());
+    }
+
+    fn scope_len() -> usize {
+        bytes_len(1, SCOPE_NAME.as_bytes()) + bytes_len(2, VERSION.as_bytes())
+    }
+
+    /// Spans of one resource, as indexes into the batch (first-appearance order).
+    struct Group<'a> {
+        resource: &'a Resource,
+        spans: Vec<(usize, usize)>,
+    }
+
+    /// Encode the export request for `spans` into `buf` (appended).
+    pub fn encode_request(spans: &[SpanData], buf: &mut Vec<u8>) {
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        for (i, s) in spans.iter().enumerate() {
+            let len = span_len(s);
+            match groups
+                .iter_mut()
+                .find(|g| std::ptr::eq(g.resource, &*s.resource) || *g.resource == *s.resource)
+            {
+                Some(g) => g.spans.push((i, len)),
+                None => groups.push(Group {
+                    resource: &s.resource,
+                    spans: vec![(i, len)],
+                }),
+            }
+        }
+        for g in &groups {
+            let res_len = attrs_len(1, &g.resource.attributes);
+            let spans_len: usize = g.spans.iter().map(|&(_, l)| delim_len(2, l)).sum();
+            let scope_spans_len = delim_len(1, scope_len()) + spans_len;
+            let rs_len = delim_len(1, res_len) + delim_len(2, scope_spans_len);
+            put_delim_header(1, rs_len, buf);
+            put_delim_header(1, res_len, buf);
+            put_attrs(1, &g.resource.attributes, buf);
+            put_delim_header(2, scope_spans_len, buf);
+            put_delim_header(1, scope_len(), buf);
+            put_bytes(1, SCOPE_NAME.as_bytes(), buf);
+            put_bytes(2, VERSION.as_bytes(), buf);
+            for &(i, len) in &g.spans {
+                if let Some(s) = spans.get(i) {
+                    put_span(s, len, buf);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use agent_protocols::ProtocolKind;
+    use prost::Message;
+
+    use super::direct::encode_request;
+    use super::to_request;
+    use crate::discovery::Resource;
+    use crate::model::Role;
+    use crate::spans::testutil::*;
+    use crate::spans::{AttrValue, ClockOffset, SpanConfig, SpanData, SpanStatus, build_span};
+
+    fn span(pid: u32, role: Role, detail: agent_protocols::Detail) -> SpanData {
+        let ex = exchange(
+            1,
+            pid,
+            7,
+            role,
+            "127.0.0.1:8080",
+            "127.0.0.1:40000",
+            record(
+                ProtocolKind::Http1,
+                (1_000_000, 1_000_100, 1_900_000, 2_000_000),
+                detail,
+            ),
+        );
+        match build_span(
+            &ex,
+            resource(pid),
+            &ClockOffset::fixed(5),
+            &SpanConfig::default(),
+        ) {
+            Ok(s) => s,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    fn direct(spans: &[SpanData]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_request(spans, &mut buf);
+        buf
+    }
+
+    #[test]
+    fn direct_encoding_matches_prost_byte_for_byte() {
+        let mut a = span(1, Role::Server, http_detail("GET", "/a", Some(200)));
+        a.trace_id = [1; 16];
+        a.span_id = [2; 8];
+        let mut b = span(1, Role::Client, redis("GET"));
+        b.resource = Arc::clone(&a.resource);
+        b.parent_span_id = Some([2; 8]);
+        b.trace_state = Some("k=v".into());
+        b.status = SpanStatus::error("boom");
+        b.attributes.set("flag", true);
+        b.attributes.set("neg", AttrValue::Int(-3));
+        b.attributes.set("zero", AttrValue::Int(0));
+        b.attributes.set("ratio", AttrValue::F64(0.25));
+        b.attributes.set("empty", "");
+        b.attributes.set("", "keyless");
+        // Same resource content, another Arc: grouped with the first.
+        let mut c = span(1, Role::Server, http_detail("POST", "/c", Some(500)));
+        c.resource = resource(1);
+        // Another process, a zero start time and a long name (multi-byte length prefixes).
+        let mut d = span(2, Role::Client, pg("SELECT", "orders"));
+        d.start_unix_ns = 0;
+        d.name = "x".repeat(300);
+        let e = span(3, Role::Server, http_detail("GET", "/e", None));
+        let empty_res = Arc::new(Resource {
+            pid: 9,
+            attributes: Default::default(),
+        });
+        let mut f = span(9, Role::Client, redis("SET"));
+        f.resource = empty_res;
+        let all = [a, b, c, d, e, f];
+        for n in 0..=all.len() {
+            let batch = all.get(..n).unwrap_or_default();
+            let want = to_request(batch).encode_to_vec();
+            assert_eq!(direct(batch), want, "first {n} spans");
+        }
+        let many: Vec<SpanData> = (0..200).map(|i| all[i % all.len()].clone()).collect();
+        assert_eq!(direct(&many), to_request(&many).encode_to_vec());
+    }
+}

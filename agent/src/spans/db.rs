@@ -16,7 +16,7 @@ fn set_server(a: &mut Attributes, conn: &ConnMeta) {
 }
 
 pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built {
-    let mut a = Attributes::default();
+    let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
     let system = s.system.as_str();
     a.set("db.system.name", system);
     if let Some(db) = s.database.as_deref().filter(|d| !d.is_empty()) {
@@ -68,7 +68,7 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
 }
 
 pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
-    let mut a = Attributes::default();
+    let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
     a.set("db.system.name", "redis");
     let cmd = if r.command.is_empty() {
         "redis"

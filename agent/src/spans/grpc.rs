@@ -35,7 +35,7 @@ fn server_error(code: u32) -> bool {
 }
 
 pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built {
-    let mut a = Attributes::default();
+    let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
     a.set("rpc.system.name", "grpc");
     let method = g
         .path

@@ -60,7 +60,7 @@ pub(crate) fn build_http2_plain(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -
 }
 
 fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
-    let mut a = Attributes::default();
+    let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
     let known = KNOWN_METHODS.contains(&r.method);
     let name = if known {
         r.method.to_string()

@@ -75,7 +75,13 @@ pub type AttrKey = Cow<'static, str>;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Attributes(pub Vec<(AttrKey, AttrValue)>);
 
+/// Room for a span's attributes plus the correlator's link attributes without regrowing.
+pub(crate) const SPAN_ATTR_CAPACITY: usize = 16;
+
 impl Attributes {
+    pub fn with_capacity(n: usize) -> Self {
+        Attributes(Vec::with_capacity(n))
+    }
     pub fn set(&mut self, key: impl Into<AttrKey>, value: impl Into<AttrValue>) {
         let key = key.into();
         let value = value.into();
