@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::ingest::EventRef;
-use crate::listening::ListeningPorts;
+use crate::listening::{Inferred, ListeningPorts};
 
 pub fn family_name(f: u16) -> &'static str {
     match f {
@@ -62,11 +62,11 @@ impl ConnInfoCache {
     pub fn on_conn(&mut self, ev: &ConnEvent) -> ConnEvent {
         let mut ev = *ev;
         if ev.role == 0 && ev.family != AF_UNIX && ev.local_port != 0 {
-            // Predates the agent: a listening local port means we accepted it.
-            ev.role = if self.listening.is_listening(ev.local_port) {
-                ROLE_SERVER
-            } else {
-                ROLE_CLIENT
+            // Predates the agent: the socket tables tell who accepted it.
+            ev.role = match self.listening.infer(ev.local_port, ev.remote_port) {
+                Inferred::Server => ROLE_SERVER,
+                Inferred::Client => ROLE_CLIENT,
+                Inferred::Unknown => 0,
             };
         }
         if ev.op == CONN_OP_CLOSE {

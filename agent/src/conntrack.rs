@@ -11,7 +11,7 @@ use agent_common::{
 use agent_protocols::{Dir, ParserConfig, ProtocolKind, driver::DriverStats, stream};
 
 use crate::capture_view::addr_of;
-use crate::listening::ListeningPorts;
+use crate::listening::{Inferred, ListeningPorts};
 use crate::model::{ConnMeta, Exchange, Role};
 
 /// Data events tried for detection before a connection is left alone.
@@ -138,11 +138,11 @@ impl Conntrack {
             ROLE_CLIENT => Role::Client,
             ROLE_SERVER => Role::Server,
             _ if ev.family != AF_UNIX && ev.local_port != 0 => {
-                // Predates the agent: a listening local port means this side accepted it.
-                if self.listening.is_listening(ev.local_port) {
-                    Role::Server
-                } else {
-                    Role::Client
+                // Predates the agent: the socket tables tell who accepted it, or traffic will.
+                match self.listening.infer(ev.local_port, ev.remote_port) {
+                    Inferred::Server => Role::Server,
+                    Inferred::Client => Role::Client,
+                    Inferred::Unknown => Role::Unknown,
                 }
             }
             _ => Role::Unknown,

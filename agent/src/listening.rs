@@ -8,6 +8,15 @@ pub struct ListeningPorts {
     ports: HashSet<u16>,
     read_at: Option<Instant>,
     max_age: Duration,
+    ephemeral: Option<(u16, u16)>,
+}
+
+/// What the tables say about who accepted a connection that predates the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inferred {
+    Server,
+    Client,
+    Unknown,
 }
 
 impl Default for ListeningPorts {
@@ -16,6 +25,7 @@ impl Default for ListeningPorts {
             ports: HashSet::new(),
             read_at: None,
             max_age: Duration::from_secs(1),
+            ephemeral: read_ephemeral_range(),
         }
     }
 }
@@ -25,7 +35,36 @@ impl ListeningPorts {
         if self.read_at.is_none_or(|t| t.elapsed() > self.max_age) {
             self.refresh();
         }
+        if !self.ports.contains(&port)
+            && self
+                .read_at
+                .is_some_and(|t| t.elapsed() > Duration::from_millis(50))
+        {
+            // A listener may have appeared since the last read: one cheap re-read settles it.
+            self.refresh();
+        }
         self.ports.contains(&port)
+    }
+
+    /// The role of a connection seen first through data: a listening local port means this
+    /// side accepted it; a listening remote port means it connected. When the tables cannot
+    /// tell (both or neither listen), an ephemeral local port against a fixed remote port
+    /// means a client. Otherwise the traffic decides later.
+    pub fn infer(&mut self, local: u16, remote: u16) -> Inferred {
+        match (self.is_listening(local), self.is_listening(remote)) {
+            (true, false) => return Inferred::Server,
+            (false, true) => return Inferred::Client,
+            _ => {}
+        }
+        let Some((lo, hi)) = self.ephemeral else {
+            return Inferred::Unknown;
+        };
+        let eph = |p: u16| (lo..=hi).contains(&p);
+        match (eph(local), eph(remote)) {
+            (true, false) => Inferred::Client,
+            (false, true) => Inferred::Server,
+            _ => Inferred::Unknown,
+        }
     }
 
     fn refresh(&mut self) {
@@ -37,6 +76,12 @@ impl ListeningPorts {
         }
         self.read_at = Some(Instant::now());
     }
+}
+
+fn read_ephemeral_range() -> Option<(u16, u16)> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
 }
 
 /// Ports in state 0A (LISTEN) of a /proc/net/tcp table.

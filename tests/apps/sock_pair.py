@@ -26,7 +26,10 @@ def server(port, chunk, expect):
             break
         got += len(b)
     c.sendall(b"ok")
+    c.recv(16)
     c.close()
+    # Keep listening until stopped: the agent may look at the socket tables after the exchange.
+    time.sleep(30)
 
 
 def client(port, mode, size, go_file=None):
