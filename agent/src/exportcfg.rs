@@ -90,7 +90,8 @@ impl Default for BatchConfig {
         BatchConfig {
             max_batch: 512,
             max_delay: Duration::from_millis(1000),
-            max_queue: 4096,
+            // The correlator releases spans in bursts (every tick); the queue absorbs a burst.
+            max_queue: 16384,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             max_retry_time: Duration::from_secs(30),

@@ -131,7 +131,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 1500)]
     link_hold_ms: u64,
     /// Most finished spans held for linking; beyond it spans are released early (counted).
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, default_value_t = 32768)]
     max_held_spans: usize,
     /// Write final counters as JSON to this file on exit.
     #[arg(long)]
@@ -240,7 +240,7 @@ fn run(args: RunArgs) -> Result<()> {
         probes: filter.probe_config(),
         conntrack,
         pipeline,
-        channel_capacity: 65536,
+        channel_capacity: 16384,
         stats_file,
         stats_interval: Duration::from_secs(stats_interval.max(1)),
     };

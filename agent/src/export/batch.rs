@@ -9,7 +9,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::otlp::to_request;
 use super::transport::{Transport, TransportError};
 use crate::exportcfg::{BatchConfig, OtlpConfig};
 use crate::spans::SpanData;
@@ -81,6 +80,9 @@ impl OtlpExporter {
     }
 }
 
+/// Export requests in flight at once.
+const MAX_CONCURRENT_EXPORTS: usize = 4;
+
 async fn worker(
     mut transport: Transport,
     cfg: BatchConfig,
@@ -88,6 +90,7 @@ async fn worker(
     stats: Arc<OtlpStats>,
 ) {
     let max_batch = cfg.max_batch.max(1);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_EXPORTS));
     let mut buf: Vec<SpanData> = Vec::with_capacity(max_batch.min(4096));
     let mut flush_at: Option<Instant> = None;
     loop {
@@ -105,8 +108,18 @@ async fn worker(
                 }
                 buf.push(span);
                 if buf.len() >= max_batch {
-                    send_with_retry(&mut transport, &cfg, std::mem::take(&mut buf), &stats).await;
+                    // Full batches go out concurrently (bounded), so one slow round trip does
+                    // not stall the queue behind it.
+                    let batch = std::mem::take(&mut buf);
                     flush_at = None;
+                    let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                        return;
+                    };
+                    let (mut t, c, s) = (transport.clone(), cfg.clone(), Arc::clone(&stats));
+                    tokio::spawn(async move {
+                        send_with_retry(&mut t, &c, batch, &s).await;
+                        drop(permit);
+                    });
                 }
             }
             Some(None) => {
@@ -114,7 +127,8 @@ async fn worker(
                 flush_at = None;
             }
             None => {
-                // Closed: drain.
+                // Closed: wait for the concurrent sends, then drain.
+                let _ = in_flight.acquire_many(MAX_CONCURRENT_EXPORTS as u32).await;
                 while !buf.is_empty() {
                     let n = buf.len().min(max_batch);
                     let rest = buf.split_off(n);
@@ -142,12 +156,15 @@ async fn send_with_retry(
         return;
     }
     let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-    let req = to_request(&batch);
+    // Encoded once, straight from the spans; retries resend the same bytes.
+    let mut buf = Vec::with_capacity(batch.len() * 512);
+    super::otlp::direct::encode_request(&batch, &mut buf);
+    let body = bytes::Bytes::from(buf);
     drop(batch);
     let started = Instant::now();
     let mut backoff = cfg.initial_backoff;
     loop {
-        match transport.send(req.clone()).await {
+        match transport.send_encoded(body.clone()).await {
             Ok(()) => {
                 stats.exported.fetch_add(n, Ordering::Relaxed);
                 stats.batches_sent.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,7 @@ pub mod jsonl;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
+pub mod rawcodec;
 pub mod transport;
 
 pub use batch::{OtlpExporter, OtlpStats};

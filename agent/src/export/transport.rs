@@ -30,6 +30,7 @@ pub struct SendError {
     pub message: String,
 }
 
+#[derive(Clone)]
 pub enum Transport {
     Grpc {
         channel: Channel,
@@ -117,6 +118,36 @@ impl Transport {
                 client.export(r).await.map(|_| ()).map_err(grpc_error)
             }
             Transport::Http { .. } => self.post(req.encode_to_vec()).await,
+        }
+    }
+
+    /// Sends a trace export request that is already protobuf-encoded.
+    pub async fn send_encoded(&mut self, body: bytes::Bytes) -> Result<(), SendError> {
+        match self {
+            Transport::Grpc {
+                channel,
+                metadata,
+                gzip,
+            } => {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                if *gzip {
+                    grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+                }
+                grpc.ready().await.map_err(|e| SendError {
+                    retryable: true,
+                    message: format!("gRPC channel: {e}"),
+                })?;
+                let mut r = tonic::Request::new(body);
+                *r.metadata_mut() = metadata.clone();
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                );
+                grpc.unary(r, path, super::rawcodec::RawCodec)
+                    .await
+                    .map(|_| ())
+                    .map_err(grpc_error)
+            }
+            Transport::Http { .. } => self.post(body.to_vec()).await,
         }
     }
 

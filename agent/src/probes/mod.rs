@@ -43,7 +43,8 @@ impl Default for ProbeConfig {
         Self {
             capture_bytes: agent_common::DEFAULT_CAPTURE_BYTES,
             filter: ProcessFilter::default(),
-            ring_bytes: 32 * 1024 * 1024,
+            // 8 MiB holds ~40k typical events: dozens of 10 ms poll intervals at 100k+ req/s.
+            ring_bytes: 8 * 1024 * 1024,
         }
     }
 }
