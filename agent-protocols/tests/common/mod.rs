@@ -32,6 +32,7 @@ struct Event {
     role: String,
     direction: String,
     bytes: u64,
+    captured: u64,
     ts_enter_ns: u64,
     ts_exit_ns: u64,
     payload_b64: String,
@@ -65,6 +66,7 @@ pub fn load_fixture(path: impl AsRef<Path>) -> Vec<Chunk> {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(&ev.payload_b64)
                 .unwrap_or_else(|e| panic!("{}:{}: {e}", p.display(), i + 1));
+            assert_eq!(data.len() as u64, ev.captured, "{}:{}", p.display(), i + 1);
             // The client sends requests; the server receives them.
             let dir = match (ev.role.as_str(), ev.direction.as_str()) {
                 ("client", "egress") | ("server", "ingress") => Dir::Request,

@@ -2,10 +2,12 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use agent_protocols::driver::{Driver, DriverStats};
 use agent_protocols::http2::Http2;
 use agent_protocols::{Dir, ParserConfig, Record};
-use base64::Engine;
 
 #[derive(Debug, Clone)]
 pub struct Chunk {
@@ -24,32 +26,16 @@ pub fn fixture_path(name: &str) -> String {
     )
 }
 
+/// Loads `tests/fixtures/http2/<name>.jsonl` with the shared fixture loader.
 pub fn load(name: &str) -> Vec<Chunk> {
-    let text = std::fs::read_to_string(fixture_path(name)).expect("fixture readable");
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("fixture line is JSON");
-            let s = |k: &str| v[k].as_str().expect(k).to_owned();
-            let n = |k: &str| v[k].as_u64().expect(k);
-            let egress = s("direction") == "egress";
-            let client = s("role") == "client";
-            let dir = if egress == client {
-                Dir::Request
-            } else {
-                Dir::Response
-            };
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(s("payload_b64"))
-                .expect("base64 payload");
-            assert_eq!(data.len() as u64, n("captured"));
-            Chunk {
-                dir,
-                data,
-                total: n("bytes"),
-                start_ns: n("ts_enter_ns"),
-                end_ns: n("ts_exit_ns"),
-            }
+    common::load_fixture(fixture_path(name))
+        .into_iter()
+        .map(|c| Chunk {
+            dir: c.dir,
+            data: c.data,
+            total: c.total,
+            start_ns: c.start_ns,
+            end_ns: c.end_ns,
         })
         .collect()
 }

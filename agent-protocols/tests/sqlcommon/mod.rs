@@ -1,12 +1,13 @@
 //! Fixture loading and replay helpers for the SQL parser tests and benches.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use agent_protocols::driver::{Driver, DriverStats};
 use agent_protocols::{Dir, ParserConfig, Protocol, Record};
-use base64::Engine;
 
 /// One captured chunk of one connection.
 #[derive(Debug, Clone)]
@@ -20,35 +21,17 @@ pub struct Chunk {
     pub ts_exit_ns: u64,
 }
 
-/// Loads `tests/fixtures/<protocol>/<name>.jsonl`.
+/// Loads `tests/fixtures/<protocol>/<name>.jsonl` with the shared fixture loader.
 pub fn load(protocol: &str, name: &str) -> Vec<Chunk> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(protocol)
-        .join(format!("{name}.jsonl"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("fixture line is JSON");
-            let role = v["role"].as_str().expect("role");
-            let egress = v["direction"].as_str().expect("direction") == "egress";
-            let dir = match (role == "client", egress) {
-                (true, true) | (false, false) => Dir::Request,
-                _ => Dir::Response,
-            };
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(v["payload_b64"].as_str().expect("payload_b64"))
-                .expect("base64 payload");
-            Chunk {
-                conn_id: v["conn_id"].as_u64().expect("conn_id"),
-                dir,
-                bytes: v["bytes"].as_u64().expect("bytes"),
-                data,
-                ts_enter_ns: v["ts_enter_ns"].as_u64().expect("ts_enter_ns"),
-                ts_exit_ns: v["ts_exit_ns"].as_u64().expect("ts_exit_ns"),
-            }
+    common::load_fixture(format!("{protocol}/{name}.jsonl"))
+        .into_iter()
+        .map(|c| Chunk {
+            conn_id: c.conn_id,
+            dir: c.dir,
+            data: c.data,
+            bytes: c.total,
+            ts_enter_ns: c.start_ns,
+            ts_exit_ns: c.end_ns,
         })
         .collect()
 }

@@ -4,8 +4,6 @@ use std::io::Write;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
@@ -99,25 +97,6 @@ impl Transport {
                     gzip,
                 })
             }
-        }
-    }
-
-    pub async fn send(&mut self, req: ExportTraceServiceRequest) -> Result<(), SendError> {
-        match self {
-            Transport::Grpc {
-                channel,
-                metadata,
-                gzip,
-            } => {
-                let mut client = TraceServiceClient::new(channel.clone());
-                if *gzip {
-                    client = client.send_compressed(CompressionEncoding::Gzip);
-                }
-                let mut r = tonic::Request::new(req);
-                *r.metadata_mut() = metadata.clone();
-                client.export(r).await.map(|_| ()).map_err(grpc_error)
-            }
-            Transport::Http { .. } => self.post(req.encode_to_vec()).await,
         }
     }
 
