@@ -577,8 +577,11 @@ fn collector_down_then_back() {
             .any(|l| l.contains("drops:") && !l.contains("export=0 ")),
         "export drops counted in the agent's log: {log}"
     );
-    // The collector comes back: new traffic is exported again.
+    // The collector comes back: the retried backlog arrives (export resumed), and new traffic
+    // is exported again.
     rt.block_on(rx.restart());
+    rt.block_on(rx.wait_for_spans(1, Duration::from_secs(30)))
+        .unwrap_or_else(|| panic!("export did not resume after the collector came back"));
     let after = format!("http://127.0.0.1:{}/checkout?id=2", chain.frontend_port);
     assert!(curl(&after, &[]).contains("pen"));
     rt.block_on(async {
