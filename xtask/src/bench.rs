@@ -257,6 +257,52 @@ fn pgbench(port: u16, select_only: bool, seconds: u32) -> Result<Sample> {
     })
 }
 
+/// pgbench -S held at 10k transactions/s while traced: every transaction must come out as a
+/// span (the target: no span lost at 10k requests/s), and every loss is counted.
+fn fixed_rate_no_loss(
+    bin: &Path,
+    sink_port: u16,
+    port: u16,
+    seconds: u32,
+    dir: &Path,
+) -> Result<serde_json::Value> {
+    let agent = start_agent(bin, sink_port, &[port], dir)?;
+    let out = output(
+        Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .args([
+                "-S",
+                "-R",
+                "10000",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-T",
+                &seconds.to_string(),
+            ])
+            .arg("bench"),
+    )?;
+    let transactions: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split(['/', ' ']).next())
+        .and_then(|v| v.trim().parse().ok())
+        .context("pgbench printed no transaction count")?;
+    std::thread::sleep(Duration::from_secs(3));
+    drop(agent.guard);
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&agent.stats_path)?)?;
+    let r = serde_json::json!({
+        "scenario": "pgbench -S -R 10000 traced",
+        "transactions": transactions,
+        "spans_exported": stats["spans_exported"],
+        "total_drops": stats["total_drops"],
+    });
+    eprintln!("bench fixed rate 10k: {r}");
+    Ok(r)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -368,7 +414,7 @@ pub fn run(runs: u32, seconds: u32) -> Result<()> {
             });
         }
     }
-    {
+    let rate_check = {
         let (port, _pg) = start_postgres(&dir)?;
         for (sel, name) in [(true, "pgbench select-only"), (false, "pgbench tpc-b")] {
             let (u, t) = interleaved(name, runs, &bin, sink_port, &[port], &dir, || {
@@ -380,8 +426,10 @@ pub fn run(runs: u32, seconds: u32) -> Result<()> {
                 traced: t,
             });
         }
-    }
-    let pipeline = pipeline_bench(&bin)?;
+        fixed_rate_no_loss(&bin, sink_port, port, seconds.max(10), &dir)?
+    };
+    let mut pipeline = pipeline_bench(&bin)?;
+    pipeline["fixed_rate_10k"] = rate_check;
     write_results(&out_dir, &rows, &pipeline)
 }
 
