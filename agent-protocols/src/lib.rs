@@ -66,6 +66,37 @@ pub trait Timed {
     fn start_ns(&self) -> u64;
 }
 
+/// A frame that is one message plus its wire size (including bytes skipped just before it in
+/// the same direction), stamped with timing by the driver. Shared by the SQL parsers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizedFrame<M> {
+    pub msg: M,
+    pub size: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl<M> SizedFrame<M> {
+    pub fn new(msg: M, size: u64) -> Self {
+        Self {
+            msg,
+            size,
+            start_ns: 0,
+            end_ns: 0,
+        }
+    }
+}
+
+impl<M> Timed for SizedFrame<M> {
+    fn set_timing(&mut self, start_ns: u64, end_ns: u64) {
+        self.start_ns = start_ns;
+        self.end_ns = end_ns;
+    }
+    fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+}
+
 pub trait Protocol: 'static {
     /// Small and owned; one request or one response message.
     type Frame: Timed + std::fmt::Debug + Send;

@@ -3,8 +3,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::DbSystem;
 use crate::sql::Analyzed;
-use crate::{DbSystem, Timed};
 
 /// Prepared statements remembered per connection.
 pub const MAX_STATEMENTS: usize = 256;
@@ -64,36 +64,8 @@ pub enum Msg {
     Resp(Response),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    pub msg: Msg,
-    /// Bytes of this packet plus packets skipped before it in the same direction (column
-    /// definitions, rows).
-    pub size: u64,
-    pub start_ns: u64,
-    pub end_ns: u64,
-}
-
-impl Frame {
-    pub fn new(msg: Msg, size: u64) -> Self {
-        Self {
-            msg,
-            size,
-            start_ns: 0,
-            end_ns: 0,
-        }
-    }
-}
-
-impl Timed for Frame {
-    fn set_timing(&mut self, start_ns: u64, end_ns: u64) {
-        self.start_ns = start_ns;
-        self.end_ns = end_ns;
-    }
-    fn start_ns(&self) -> u64 {
-        self.start_ns
-    }
-}
+/// A packet (plus the column definitions and rows skipped before it in the same direction).
+pub type Frame = crate::SizedFrame<Msg>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Phase {

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::Timed;
 use crate::sql::Analyzed;
 
 /// Prepared statements and portals remembered per connection, each.
@@ -69,36 +68,9 @@ pub enum Msg {
     Resp(Response),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    pub msg: Msg,
-    /// Bytes of this message plus messages skipped just before it in the same direction
-    /// (DataRows, notices, flushes).
-    pub size: u64,
-    pub start_ns: u64,
-    pub end_ns: u64,
-}
-
-impl Frame {
-    pub fn new(msg: Msg, size: u64) -> Self {
-        Self {
-            msg,
-            size,
-            start_ns: 0,
-            end_ns: 0,
-        }
-    }
-}
-
-impl Timed for Frame {
-    fn set_timing(&mut self, start_ns: u64, end_ns: u64) {
-        self.start_ns = start_ns;
-        self.end_ns = end_ns;
-    }
-    fn start_ns(&self) -> u64 {
-        self.start_ns
-    }
-}
+/// A message (plus the DataRows, notices and flushes skipped just before it in the same
+/// direction).
+pub type Frame = crate::SizedFrame<Msg>;
 
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
