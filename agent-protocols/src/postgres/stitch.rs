@@ -32,12 +32,11 @@ pub fn stitch(
     let mut out = Vec::new();
     loop {
         // Frames in the wrong queue never happen (parse sorts by direction); responses with no
-        // request are answers to something we never saw (capture started mid-exchange).
+        // request are answers to something we never saw (capture started mid-exchange, or the
+        // startup exchange). Kept, they would be paired with a later request and give it a
+        // response that ended before it started.
         if reqs.is_empty() {
-            if let Some(r) = resps.iter().position(is_ready) {
-                resps.drain(..=r);
-                continue;
-            }
+            resps.clear();
             break;
         }
         let Some(g) = reqs.iter().position(ends_group) else {

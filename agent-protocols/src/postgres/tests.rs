@@ -754,3 +754,22 @@ fn lost_end_of_authentication_recovers_on_query_results() {
     assert_eq!(sql(&recs[0]).rows, Some(1));
     assert_eq!(d.state().phase, Phase::Normal);
 }
+
+/// Fuzz regression: answers to a request the capture never saw must not be paired with a
+/// later request (the record would end before it started).
+#[test]
+fn orphan_responses_are_not_paired_with_a_later_request() {
+    let cfg = ParserConfig::default();
+    let (recs, _) = run(
+        &[
+            (Rs, complete("SELECT 1")),
+            (Rq, query("SELECT 2")),
+            (Rs, cat(&[complete("SELECT 5"), ready()])),
+        ],
+        &cfg,
+    );
+    assert_eq!(recs.len(), 1);
+    assert!(recs[0].start_ns <= recs[0].end_ns, "{:?}", recs[0]);
+    assert_eq!(recs[0].start_ns, 100);
+    assert_eq!(sql(&recs[0]).rows, Some(5));
+}
