@@ -99,16 +99,19 @@ pub fn fuzz_short_runs() -> Result<()> {
     let list =
         output("cargo", &["+nightly", "fuzz", "list", "--fuzz-dir", "fuzz"]).unwrap_or_default();
     for target in list.lines().map(str::trim).filter(|t| !t.is_empty()) {
-        run(Command::new("cargo").current_dir(crate::root()).args([
-            "+nightly",
-            "fuzz",
-            "run",
-            "--fuzz-dir",
-            "fuzz",
-            target,
-            "--",
-            "-max_total_time=20",
-        ]))?;
+        // Seeds: the local corpus (grown by every run, not committed) and the committed inputs
+        // of past crashes, so each of those is replayed first on every run.
+        let corpus = fuzz_dir.join("corpus").join(target);
+        let regressions = fuzz_dir.join("regressions").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(crate::root())
+            .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", target])
+            .arg(&corpus);
+        if regressions.is_dir() {
+            cmd.arg(&regressions);
+        }
+        run(cmd.args(["--", "-max_total_time=20"]))?;
     }
     Ok(())
 }

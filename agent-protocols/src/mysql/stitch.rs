@@ -50,6 +50,12 @@ pub fn stitch(
             resps.clear();
             break;
         }
+        // Answers that ended before this command started answer one the capture lost (a
+        // prefix of the queue: frames arrive in time order).
+        let since = reqs.front().map_or(0, |f| f.start_ns);
+        while resps.front().is_some_and(|f| f.end_ns < since) {
+            resps.pop_front();
+        }
         let Some(n) = response_len(resps) else { break };
         let (Some(req), answers) = (reqs.pop_front(), resps.drain(..n).collect::<Vec<_>>()) else {
             break;
