@@ -38,6 +38,9 @@ pub const FILTER_BY_PORT: u32 = 2;
 
 /// Data event flag: the payload is a prefix of what the syscall transferred.
 pub const FLAG_TRUNCATED: u8 = 1;
+/// Exchanges of this connection were sampled out since its previous data event: whatever the
+/// parser holds half-done belongs to them.
+pub const FLAG_AFTER_SKIP: u8 = 2;
 
 /// Syscall that produced a data event (for the debugging view).
 pub mod syscall {
@@ -68,7 +71,11 @@ pub mod counter {
     pub const READ_ERRORS: u32 = 5;
     /// Syscalls on sockets skipped by the process filter.
     pub const FILTERED: u32 = 6;
-    pub const COUNT: u32 = 8;
+    /// Exchanges (a turn to the request direction) on connections open to sampling.
+    pub const EXCHANGES: u32 = 7;
+    /// Of those, exchanges not captured because the capture budget was exceeded.
+    pub const SAMPLED_OUT: u32 = 8;
+    pub const COUNT: u32 = 10;
 }
 
 /// Header of a data event; `captured` payload bytes follow it in the ring buffer.
@@ -133,12 +140,29 @@ pub struct ConnEvent {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnState {
     pub conn_id: u64,
+    /// The same for both ends of a connection (from its port pair), so that both ends of a
+    /// local connection make the same sampling decision for the same exchange.
+    pub pair_hash: u32,
+    /// Exchanges seen so far (turns to the request direction).
+    pub exchanges: u32,
     pub role: u8,
     /// 1 when the process filter selected this connection.
     pub selected: u8,
     pub family: u16,
-    pub _pad: u32,
+    /// Direction of the last data syscall (DIR_*), 0xff before the first.
+    pub last_dir: u8,
+    /// 1 once userspace has recognised a protocol whose exchanges are independent (HTTP/1,
+    /// Redis, PostgreSQL, MySQL): only then may whole exchanges be sampled out. Never for
+    /// HTTP/2, whose header compression needs every frame.
+    pub sample_ok: u8,
+    /// 1 while the current exchange is sampled out.
+    pub skipping: u8,
+    /// 1 when an exchange was skipped since the last captured syscall.
+    pub after_skip: u8,
 }
+
+/// No data syscall seen yet on a connection.
+pub const DIR_NONE: u8 = 0xff;
 
 /// Arguments of a data syscall in flight, from entry to exit, keyed by pid_tgid.
 #[repr(C)]
@@ -154,7 +178,9 @@ pub struct ActiveCall {
     pub fd: i32,
     pub syscall: u8,
     pub direction: u8,
-    pub _pad: [u8; 6],
+    /// FLAG_* bits decided at entry (FLAG_AFTER_SKIP).
+    pub flags: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Arguments of connect/accept in flight.

@@ -2,8 +2,9 @@
 //! payload prefix at exit and hand it to userspace through the ring buffer.
 
 use agent_common::{
-    ActiveCall, DataHeader, EVENT_DATA, FILTER_BY_PROCESS, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD,
-    counter,
+    ActiveCall, ConnState, DIR_EGRESS, DIR_INGRESS, DIR_NONE, DataHeader, EVENT_DATA,
+    FILTER_BY_PROCESS, FLAG_AFTER_SKIP, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD, ROLE_CLIENT,
+    ROLE_SERVER, counter,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -11,7 +12,7 @@ use aya_ebpf::helpers::{
 };
 
 use crate::conn::{lookup_or_discover, process_selected};
-use crate::maps::{ACTIVE, EVENTS, config, count, offsets, scratch};
+use crate::maps::{ACTIVE, EVENTS, config, count, offsets, scratch, skip_threshold};
 use crate::sock::sock_of_fd;
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -40,10 +41,15 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
     let Some(st) = lookup_or_discover(&o, &s, fd as i32) else {
         return;
     };
+    // SAFETY: a CONNS value; concurrent syscalls on one socket race benignly on these bytes.
+    let st = unsafe { &mut *st };
     if st.selected == 0 {
         count(counter::FILTERED);
         return;
     }
+    let Some(flags) = sample(st, direction) else {
+        return;
+    };
     let call = ActiveCall {
         sock: s.sk,
         buf,
@@ -53,9 +59,55 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
         fd: fd as i32,
         syscall,
         direction,
-        _pad: [0; 6],
+        flags,
+        _pad: [0; 5],
     };
     let _ = ACTIVE.insert(id, call, 0);
+}
+
+/// Exchange sampling: a turn to the request direction starts an exchange, captured or skipped
+/// whole (request and response) when the budget userspace set is exceeded. The decision hashes
+/// the connection's port pair with the exchange number, so both ends of a local connection
+/// keep or skip the same exchange and traces stay whole. Returns the event flags, or None
+/// when this syscall belongs to a skipped exchange.
+#[inline(always)]
+fn sample(st: &mut ConnState, direction: u8) -> Option<u8> {
+    if st.sample_ok != 0 && direction != st.last_dir {
+        let request_dir = match st.role {
+            ROLE_CLIENT => DIR_EGRESS,
+            ROLE_SERVER => DIR_INGRESS,
+            _ => DIR_NONE,
+        };
+        if direction == request_dir {
+            st.exchanges = st.exchanges.wrapping_add(1);
+            count(counter::EXCHANGES);
+            let skip_below = skip_threshold();
+            let h = mix(st.pair_hash, st.exchanges);
+            st.skipping = (h < skip_below) as u8;
+            if st.skipping != 0 {
+                count(counter::SAMPLED_OUT);
+            }
+        }
+    }
+    st.last_dir = direction;
+    if st.skipping != 0 {
+        st.after_skip = 1;
+        return None;
+    }
+    if st.after_skip != 0 {
+        st.after_skip = 0;
+        return Some(FLAG_AFTER_SKIP);
+    }
+    Some(0)
+}
+
+/// A well-spread 32-bit hash of (connection pair, exchange number).
+#[inline(always)]
+fn mix(pair: u32, n: u32) -> u32 {
+    let mut x = ((pair as u64) << 32 | n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x >> 32) as u32
 }
 
 /// recvmsg/sendmsg: the iovec array lives in the user `struct msghdr` (stable ABI: msg_iov at
@@ -110,7 +162,7 @@ pub fn exit(ret: i64) {
         kind: EVENT_DATA,
         direction: call.direction,
         syscall: call.syscall,
-        flags: 0,
+        flags: call.flags,
         pid: (id >> 32) as u32,
         tid: id as u32,
         fd: call.fd,

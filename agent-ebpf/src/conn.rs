@@ -2,8 +2,8 @@
 //! connections that predate the agent), the process filter, and lifecycle events.
 
 use agent_common::{
-    CONN_OP_DISCOVERED, ConnEvent, ConnState, EVENT_CONN, FILTER_BY_PORT, FILTER_BY_PROCESS,
-    KernelOffsets, ROLE_UNKNOWN, counter,
+    CONN_OP_DISCOVERED, ConnEvent, ConnState, DIR_NONE, EVENT_CONN, FILTER_BY_PORT,
+    FILTER_BY_PROCESS, KernelOffsets, ROLE_UNKNOWN, counter,
 };
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 
@@ -73,14 +73,7 @@ pub fn emit_conn(o: &KernelOffsets, s: &SockRef, st: &ConnState, op: u8, fd: i32
 /// reused fd or a reused `struct sock` address never inherits the old identity.
 #[inline(always)]
 pub fn open(o: &KernelOffsets, s: &SockRef, role: u8, op: u8, fd: i32) {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let st = ConnState {
-        conn_id: next_conn_id(),
-        role,
-        selected: selected(o, s, tgid) as u8,
-        family: s.family,
-        _pad: 0,
-    };
+    let st = new_state(o, s, role);
     let _ = CONNS.insert(s.sk, st, 0);
     if st.selected != 0 {
         emit_conn(o, s, &st, op, fd);
@@ -90,22 +83,35 @@ pub fn open(o: &KernelOffsets, s: &SockRef, role: u8, op: u8, fd: i32) {
 /// The state of a socket seen through data; connections we did not see open get an id now
 /// and a DISCOVERED event so userspace can recover their role.
 #[inline(always)]
-pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<ConnState> {
-    if let Some(st) = unsafe { CONNS.get(s.sk) } {
-        return Some(*st);
+pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<*mut ConnState> {
+    if let Some(st) = CONNS.get_ptr_mut(s.sk) {
+        return Some(st);
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let st = ConnState {
-        conn_id: next_conn_id(),
-        role: ROLE_UNKNOWN,
-        selected: selected(o, s, tgid) as u8,
-        family: s.family,
-        _pad: 0,
-    };
+    let st = new_state(o, s, ROLE_UNKNOWN);
     CONNS.insert(s.sk, st, 0).ok()?;
     if st.selected != 0 {
         count(counter::UNKNOWN_CONNS);
         emit_conn(o, s, &st, CONN_OP_DISCOVERED, fd);
     }
-    Some(st)
+    CONNS.get_ptr_mut(s.sk)
+}
+
+#[inline(always)]
+fn new_state(o: &KernelOffsets, s: &SockRef, role: u8) -> ConnState {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // Both ends of a connection see the same two ports, swapped: order them.
+    let (l, r) = ports(o, s);
+    let (lo, hi) = if l < r { (l, r) } else { (r, l) };
+    ConnState {
+        conn_id: next_conn_id(),
+        pair_hash: ((lo as u32) << 16) | hi as u32,
+        exchanges: 0,
+        role,
+        selected: selected(o, s, tgid) as u8,
+        family: s.family,
+        last_dir: DIR_NONE,
+        sample_ok: 0,
+        skipping: 0,
+        after_skip: 0,
+    }
 }

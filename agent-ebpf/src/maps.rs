@@ -77,6 +77,16 @@ pub fn scratch() -> Option<*mut DataEvent> {
     SCRATCH.get_ptr_mut(cpu)
 }
 
+/// Exchange sampling: an exchange is skipped when its hash is below this value (0: keep all).
+/// Userspace adjusts it to keep captured exchanges within the configured budget.
+#[map]
+pub static SAMPLING: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn skip_threshold() -> u32 {
+    SAMPLING.get(0).copied().unwrap_or(0)
+}
+
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 

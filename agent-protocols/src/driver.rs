@@ -18,6 +18,8 @@ pub struct DriverStats {
     pub buffer_overflows: u64,
     /// Frames dropped because the other direction never answered and the queue was full.
     pub queue_overflows: u64,
+    /// Frames dropped half-paired because the rest of their exchange was sampled out.
+    pub frames_abandoned: u64,
 }
 
 impl DriverStats {
@@ -29,6 +31,7 @@ impl DriverStats {
         self.bytes_lost += o.bytes_lost;
         self.buffer_overflows += o.buffer_overflows;
         self.queue_overflows += o.queue_overflows;
+        self.frames_abandoned += o.frames_abandoned;
     }
 }
 
@@ -219,6 +222,21 @@ impl<P: Protocol> Driver<P> {
         let records = P::stitch(&mut self.req.frames, &mut self.resp.frames, &mut self.state);
         self.stats.records += records.len() as u64;
         records
+    }
+
+    /// Whole exchanges were left out of the capture (sampled out) just before the next chunk:
+    /// what is held half-done belonged to them and can never complete, and the next chunk
+    /// starts a fresh exchange on a message boundary. Only for protocols whose exchanges are
+    /// independent (not HTTP/2, whose header compression spans the connection).
+    pub fn exchanges_skipped(&mut self) {
+        for ds in [&mut self.req, &mut self.resp] {
+            self.stats.frames_abandoned += ds.frames.len() as u64 + ds.pending.is_some() as u64;
+            ds.clear();
+            ds.frames.clear();
+            ds.pending = None;
+            ds.skip = 0;
+            ds.desynced = false;
+        }
     }
 
     /// The connection ended: flush what can still be reported (e.g. requests never answered).

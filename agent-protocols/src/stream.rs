@@ -90,6 +90,17 @@ impl Stream {
         each!(self, d => d.feed(dir, data, total_len, start_ns, end_ns))
     }
 
+    /// See [`crate::driver::Driver::exchanges_skipped`].
+    pub fn exchanges_skipped(&mut self) {
+        each!(self, d => d.exchanges_skipped())
+    }
+
+    /// Whether whole exchanges may be left out of the capture without corrupting what follows:
+    /// true where each exchange stands alone; not HTTP/2 (HPACK state spans the connection).
+    pub fn samplable(&self) -> bool {
+        !matches!(self.kind(), ProtocolKind::Http2)
+    }
+
     pub fn close(&mut self) -> Vec<Record> {
         each!(self, d => d.close())
     }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use agent_common::{
-    AF_UNIX, CONN_OP_CLOSE, ConnEvent, DIR_EGRESS, DataHeader, ROLE_CLIENT, ROLE_SERVER,
+    AF_UNIX, CONN_OP_CLOSE, ConnEvent, DIR_EGRESS, DataHeader, FLAG_AFTER_SKIP, ROLE_CLIENT,
+    ROLE_SERVER,
 };
 use agent_protocols::{Dir, ParserConfig, ProtocolKind, driver::DriverStats, stream};
 
@@ -72,10 +73,13 @@ pub struct Conntrack {
     closed_parser_stats: DriverStats,
     /// Kernel keys of connections given up on, for the kernel to stop capturing.
     ignored: Vec<u64>,
+    /// Kernel keys (and roles) of connections whose exchanges the kernel may sample.
+    samplable: Vec<(u64, Role)>,
 }
 
-/// Ignore requests waiting for the next tick; more are simply not forwarded (capture goes on).
-const MAX_PENDING_IGNORES: usize = 4096;
+/// Kernel updates (ignore, allow sampling) waiting for the next tick; more are simply not
+/// forwarded (capture goes on unchanged).
+const MAX_PENDING_UPDATES: usize = 4096;
 
 /// A NUL-padded kernel comm as a string.
 pub fn comm_str(raw: &[u8; 16]) -> String {
@@ -96,7 +100,14 @@ impl Conntrack {
             stats: ConntrackStats::default(),
             closed_parser_stats: DriverStats::default(),
             ignored: Vec::new(),
+            samplable: Vec::new(),
         }
+    }
+
+    /// Kernel keys of connections now known to carry a protocol whose exchanges stand alone,
+    /// with the role userspace settled on (the kernel may not know it).
+    pub fn take_samplable(&mut self) -> Vec<(u64, Role)> {
+        std::mem::take(&mut self.samplable)
     }
 
     /// Kernel keys of connections whose protocol is unknown: capturing them further is waste.
@@ -215,14 +226,22 @@ impl Conntrack {
         if let Proto::Detecting { attempts } = &mut c.proto {
             match detect(&mut c.meta.role, egress, payload) {
                 Some(kind) => {
-                    c.proto = Proto::Parsing(Box::new(stream::Stream::new(kind, &self.cfg.parser)))
+                    let st = stream::Stream::new(kind, &self.cfg.parser);
+                    if st.samplable()
+                        && c.sock != 0
+                        && c.meta.role != Role::Unknown
+                        && self.samplable.len() < MAX_PENDING_UPDATES
+                    {
+                        self.samplable.push((c.sock, c.meta.role));
+                    }
+                    c.proto = Proto::Parsing(Box::new(st));
                 }
                 None => {
                     *attempts += 1;
                     if *attempts >= DETECT_ATTEMPTS {
                         c.proto = Proto::Ignored;
                         self.stats.unknown_protocol += 1;
-                        if c.sock != 0 && self.ignored.len() < MAX_PENDING_IGNORES {
+                        if c.sock != 0 && self.ignored.len() < MAX_PENDING_UPDATES {
                             self.ignored.push(c.sock);
                         }
                     }
@@ -233,6 +252,9 @@ impl Conntrack {
         let Proto::Parsing(st) = &mut c.proto else {
             return;
         };
+        if h.flags & FLAG_AFTER_SKIP != 0 {
+            st.exchanges_skipped();
+        }
         let dir = match (c.meta.role, egress) {
             (Role::Client, true) | (Role::Server, false) => Dir::Request,
             _ => Dir::Response,

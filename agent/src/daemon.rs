@@ -15,6 +15,7 @@ use crate::export::pipeline::{PipelineConfig, PipelineHandle, PipelineStats, spa
 use crate::ingest::{EventRef, EventSink, IngestStats, run_loop};
 use crate::model::Exchange;
 use crate::probes::{KernelCounters, ProbeConfig, Probes};
+use crate::sampler::Sampler;
 
 pub struct DaemonConfig {
     pub probes: ProbeConfig,
@@ -26,6 +27,8 @@ pub struct DaemonConfig {
     pub stats_file: Option<PathBuf>,
     /// Log counters this often.
     pub stats_interval: Duration,
+    /// Exchanges per second captured in full before whole exchanges are sampled; 0: no limit.
+    pub capture_budget: u64,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -77,6 +80,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         stats_interval: cfg.stats_interval,
         probes: &mut probes,
         pipeline: &pipeline,
+        sampler: Sampler::new(cfg.capture_budget),
     };
     let ingest = run_loop(&mut ring, &stop, Duration::from_millis(10), &mut sink);
     let DaemonSink {
@@ -120,6 +124,7 @@ struct DaemonSink<'a> {
     stats_interval: Duration,
     probes: &'a mut Probes,
     pipeline: &'a PipelineHandle,
+    sampler: Sampler,
 }
 
 impl DaemonSink<'_> {
@@ -149,6 +154,18 @@ impl EventSink for DaemonSink<'_> {
         if !ignored.is_empty() {
             let _ = self.probes.ignore_conns(&ignored);
         }
+        let samplable = self.conntrack.take_samplable();
+        if !samplable.is_empty() {
+            let _ = self.probes.allow_sampling(&samplable);
+        }
+        let k = self.probes.counters().unwrap_or_default();
+        if let Some(t) = self.sampler.update(k.exchanges, monotonic_ns()) {
+            eprintln!(
+                "DEBUG threshold {t} exchanges {} out {}",
+                k.exchanges, k.sampled_out
+            );
+            let _ = self.probes.set_skip_threshold(t);
+        }
         if self.last_evict.elapsed() > Duration::from_secs(1) {
             self.conntrack.evict_idle(monotonic_ns(), &mut self.out);
             self.send_all();
@@ -158,13 +175,14 @@ impl EventSink for DaemonSink<'_> {
             self.last_log = Instant::now();
             let s = self.conntrack.stats();
             let p = self.pipeline.stats();
-            let k = self.probes.counters().unwrap_or_default();
             eprintln!(
-                "tracewire: conns={} records={} spans={} exported={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
+                "tracewire: conns={} records={} spans={} exported={} sampled: kept={:.3} out={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
                 self.conntrack.len(),
                 s.records,
                 p.spans_built,
                 p.otlp_exported,
+                self.sampler.kept_fraction(),
+                k.sampled_out,
                 k.dropped_events,
                 self.dropped,
                 p.dropped(),

@@ -12,4 +12,5 @@ pub mod ingest;
 pub mod listening;
 pub mod model;
 pub mod probes;
+pub mod sampler;
 pub mod spans;

@@ -139,6 +139,11 @@ struct RunArgs {
     /// Log counters every N seconds.
     #[arg(long, default_value_t = 30)]
     stats_interval: u64,
+    /// Exchanges per second captured in full (each end of a connection counts once). Beyond
+    /// it whole exchanges are sampled out in the kernel, the same ones at both ends of a local
+    /// connection, and counted (`sampled_out`). HTTP/2 and gRPC are never sampled. 0: no limit.
+    #[arg(long, default_value_t = 30_000)]
+    capture_budget: u64,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +227,7 @@ fn run(args: RunArgs) -> Result<()> {
         host_name,
         link_hold_ms,
         max_held_spans,
+        capture_budget,
     } = args;
     let export = tracewire::exportcfg::ExportConfig::from_env(&export.args())
         .context("export configuration")?;
@@ -243,6 +249,7 @@ fn run(args: RunArgs) -> Result<()> {
         channel_capacity: 16384,
         stats_file,
         stats_interval: Duration::from_secs(stats_interval.max(1)),
+        capture_budget,
     };
     tracewire::daemon::run(cfg, stop_flag()?)?;
     Ok(())

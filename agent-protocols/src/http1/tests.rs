@@ -561,3 +561,42 @@ fn stitch_synthetic_frames() {
     assert_eq!(st.outstanding_requests, 0);
     assert!(reqs.is_empty() && resps.is_empty());
 }
+
+/// The kernel sampled out the rest of an exchange (here: the response to /a) and the ones
+/// after it: the request held for it must not pair with the next captured response.
+#[test]
+fn skipped_exchanges_drop_what_they_left_half_done() {
+    let mut d = Driver::<Http1>::new(&cfg());
+    let req = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: h\r\n\r\n");
+    let resp = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let r = req("/a");
+    assert!(
+        d.feed(Dir::Request, r.as_bytes(), r.len() as u64, 10, 11)
+            .is_empty()
+    );
+    // Half a response, then the kernel skipped the rest and whole exchanges after it.
+    let half = &resp("aaaa")[..20];
+    assert!(
+        d.feed(Dir::Response, half.as_bytes(), half.len() as u64, 20, 21)
+            .is_empty()
+    );
+    d.exchanges_skipped();
+    let r = req("/b");
+    assert!(
+        d.feed(Dir::Request, r.as_bytes(), r.len() as u64, 50, 51)
+            .is_empty()
+    );
+    let s = resp("bb");
+    let out = d.feed(Dir::Response, s.as_bytes(), s.len() as u64, 60, 61);
+    assert_eq!(out.len(), 1);
+    assert_eq!(http(&out[0]).path, "/b");
+    assert_eq!(out[0].start_ns, 50);
+    assert_eq!(out[0].response_bytes, s.len() as u64);
+    assert_eq!(d.stats().frames_abandoned, 1);
+    assert_eq!(d.stats().parse_errors, 0);
+}

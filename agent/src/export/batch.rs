@@ -64,6 +64,21 @@ impl OtlpExporter {
         }
     }
 
+    /// Queue a span, waiting for room until `deadline`: the final flush hands over every held
+    /// span at once, more than the queue holds, while the worker drains it.
+    pub async fn offer_until(&self, span: SpanData, deadline: Instant) -> bool {
+        match tokio::time::timeout_at(deadline, self.tx.send(span)).await {
+            Ok(Ok(())) => {
+                self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => {
+                self.stats.dropped_failed.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
     /// Stop accepting spans and export what is queued, giving up at `deadline`.
     pub async fn shutdown(self, deadline: Duration) {
         let OtlpExporter {

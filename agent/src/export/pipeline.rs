@@ -401,7 +401,16 @@ async fn run(
     }
     let now = ClockOffset::now_mono_ns();
     let out = corr.flush();
+    // Every held span at once: wait for queue room (bounded) instead of dropping the excess.
+    let otlp = sinks.otlp.take();
+    if let Some(o) = &otlp {
+        let deadline = tokio::time::Instant::now() + FINAL_FLUSH;
+        for s in &out {
+            o.offer_until(s.clone(), deadline).await;
+        }
+    }
     sinks.emit(out, now, &shared);
+    sinks.otlp = otlp;
     sinks.tick_console(now, true, &shared);
     sinks.export_metrics(&clock, &shared);
     if let Ok(mut s) = shared.correlate.lock() {
@@ -412,6 +421,9 @@ async fn run(
         metrics: metrics_join,
     }
 }
+
+/// How long the final flush waits for room in the export queue (within the shutdown deadline).
+const FINAL_FLUSH: Duration = Duration::from_secs(3);
 
 /// Sends RED snapshots; cumulative, so a failed one is simply superseded by the next.
 async fn metrics_sender(

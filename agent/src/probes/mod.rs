@@ -8,9 +8,11 @@ use std::path::Path;
 
 use agent_common::{CaptureConfig, ConnState, KernelOffsets, MAX_PAYLOAD, counter};
 use anyhow::{Context, Result, bail};
+
+use crate::model::Role;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
 
@@ -65,6 +67,10 @@ pub struct KernelCounters {
     pub conn_events: u64,
     pub read_errors: u64,
     pub filtered: u64,
+    /// Exchanges seen on connections open to sampling.
+    pub exchanges: u64,
+    /// Exchanges skipped to stay within the capture budget.
+    pub sampled_out: u64,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -167,6 +173,36 @@ impl Probes {
         Ok(())
     }
 
+    /// Lets the kernel sample out whole exchanges of these connections (kernel CONNS keys):
+    /// their protocol's exchanges stand alone. The role is the one userspace settled on.
+    pub fn allow_sampling(&mut self, conns: &[(u64, Role)]) -> Result<()> {
+        let mut map: BpfHashMap<_, u64, ConnState> =
+            BpfHashMap::try_from(self.ebpf.map_mut("CONNS").context("CONNS missing")?)?;
+        for (sk, role) in conns {
+            if let Ok(mut st) = map.get(sk, 0) {
+                st.sample_ok = 1;
+                if st.role == agent_common::ROLE_UNKNOWN {
+                    st.role = match role {
+                        Role::Client => agent_common::ROLE_CLIENT,
+                        Role::Server => agent_common::ROLE_SERVER,
+                        Role::Unknown => continue,
+                    };
+                }
+                // The socket may have closed meanwhile: a failed update is fine.
+                let _ = map.insert(sk, st, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Exchanges whose hash falls below `threshold` are skipped (0: keep all).
+    pub fn set_skip_threshold(&mut self, threshold: u32) -> Result<()> {
+        let mut arr: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut("SAMPLING").context("SAMPLING missing")?)?;
+        arr.set(0, threshold, 0)?;
+        Ok(())
+    }
+
     pub fn counters(&self) -> Result<KernelCounters> {
         let map = self.ebpf.map("COUNTERS").context("COUNTERS map missing")?;
         let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
@@ -179,6 +215,8 @@ impl Probes {
             conn_events: get(counter::CONN_EVENTS),
             read_errors: get(counter::READ_ERRORS),
             filtered: get(counter::FILTERED),
+            exchanges: get(counter::EXCHANGES),
+            sampled_out: get(counter::SAMPLED_OUT),
         })
     }
 }

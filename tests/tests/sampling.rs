@@ -1,0 +1,160 @@
+//! Exchange sampling under load: beyond `--capture-budget` the kernel skips whole exchanges,
+//! the same ones at both ends of a local connection, and counts them. What is kept must stay
+//! exact: every span pairs with its own request, and client/server pairs still link.
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use tracewire_e2e::agent::Agent;
+use tracewire_e2e::env::{PYTHON, require_ebpf};
+use tracewire_e2e::otlp_receiver::{OtlpReceiver, ReceivedSpan};
+use tracewire_e2e::servers::Nginx;
+
+/// Keep-alive HTTP/1.1 client: `conns` connections in threads, `per_conn` requests each, every
+/// request to its own path `/r/<conn>-<n>` so a span can only match its own request.
+const CLIENT: &str = r#"
+import http.client, sys, threading
+port, conns, per_conn = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+bad = []
+def run(c):
+    h = http.client.HTTPConnection("127.0.0.1", port)
+    for n in range(per_conn):
+        path = "/r/%d-%d" % (c, n)
+        h.request("GET", path)
+        r = h.getresponse()
+        body = r.read().decode()
+        if r.status != 200 or body != path:
+            bad.append((path, r.status, body))
+ts = [threading.Thread(target=run, args=(c,)) for c in range(conns)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("bad", len(bad))
+sys.exit(1 if bad else 0)
+"#;
+
+#[test]
+fn over_budget_whole_exchanges_are_sampled_consistently_at_both_ends() {
+    if !require_ebpf("over_budget_whole_exchanges_are_sampled_consistently_at_both_ends") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rx = rt.block_on(OtlpReceiver::start());
+    let nginx = Nginx::start("location /r/ { return 200 \"$uri\"; }");
+    let dir = tempfile::tempdir().expect("tmp");
+    let stats = dir.path().join("stats.json");
+    let agent = Agent::start(
+        &[
+            "run",
+            "--endpoint",
+            &rx.grpc_endpoint(),
+            "--protocol",
+            "grpc",
+            "--port",
+            &nginx.port.to_string(),
+            "--capture-budget",
+            "300",
+            "--stats-file",
+            stats.to_str().expect("utf-8 path"),
+        ],
+        &[],
+        "tracing via",
+    );
+    let (conns, per_conn) = (4, 4000);
+    let st = Command::new(PYTHON)
+        .arg("-c")
+        .arg(CLIENT)
+        .args([
+            nginx.port.to_string(),
+            conns.to_string(),
+            per_conn.to_string(),
+        ])
+        .status()
+        .expect("client");
+    assert!(st.success(), "the traced client saw a wrong response");
+    std::thread::sleep(Duration::from_secs(3));
+    agent.stop();
+
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json");
+    let exchanges = v["kernel"]["exchanges"].as_u64().expect("exchanges");
+    let sampled_out = v["kernel"]["sampled_out"].as_u64().expect("sampled_out");
+    // Both ends count. Exchanges before userspace recognised the protocol (a poll interval
+    // after the first bytes) are always captured and not counted.
+    let total = 2 * conns * per_conn;
+    assert!(exchanges <= total as u64, "{v}");
+    assert!(
+        sampled_out > total as u64 / 2,
+        "load far above 300/s is sampled: {v}"
+    );
+    assert_eq!(v["conntrack"]["parse_errors"], 0, "{v}");
+    assert_eq!(v["total_drops"], 0, "{v}");
+
+    let spans = rx.spans();
+    let kept = spans.len() as u64;
+    assert_eq!(kept, v["spans_exported"].as_u64().expect("exported"), "{v}");
+    assert!(
+        kept + sampled_out <= total as u64 && kept + sampled_out + 16 >= total as u64,
+        "every exchange is either a span or counted as sampled out: kept {kept}, out \
+         {sampled_out}, total {total}"
+    );
+    // Server spans carry url.path; client spans url.full.
+    let path = |s: &ReceivedSpan| {
+        s.attr("url.path")
+            .or_else(|| {
+                s.attr("url.full")
+                    .and_then(|u| u.find("/r/").map(|i| u[i..].to_string()))
+            })
+            .unwrap_or_default()
+    };
+    let mut seen: HashSet<(i32, String)> = HashSet::new();
+    for s in &spans {
+        let p = path(s);
+        assert!(p.starts_with("/r/"), "span of an unknown request: {s:?}");
+        assert_eq!(s.attr("http.response.status_code").as_deref(), Some("200"));
+        assert!(
+            seen.insert((s.span.kind, p.clone())),
+            "one request reported twice on one side: {p}"
+        );
+    }
+    // Both ends made the same decisions: nearly every kept server span has its client span,
+    // and a linked pair is always the same request.
+    let by_id: HashMap<&[u8], &ReceivedSpan> = spans
+        .iter()
+        .map(|s| (s.span.span_id.as_slice(), s))
+        .collect();
+    let servers: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span.kind == SpanKind::Server as i32)
+        .collect();
+    let clients = spans.len() - servers.len();
+    let mut linked = 0;
+    for s in &servers {
+        if let Some(parent) = by_id.get(s.span.parent_span_id.as_slice()) {
+            assert_eq!(parent.span.kind, SpanKind::Client as i32);
+            assert_eq!(
+                path(parent),
+                path(s),
+                "a server span linked to another request"
+            );
+            assert_eq!(parent.span.trace_id, s.span.trace_id);
+            linked += 1;
+        }
+    }
+    eprintln!(
+        "sampling: {total} exchanges offered, {sampled_out} sampled out, {kept} spans ({} \
+         server, {clients} client), {linked} server spans linked to their client span",
+        servers.len()
+    );
+    assert!(!servers.is_empty() && clients > 0);
+    assert!(
+        linked * 10 >= servers.len().min(clients) * 9,
+        "both ends keep the same exchanges: {linked} linked of {} servers / {clients} clients",
+        servers.len()
+    );
+}
