@@ -214,6 +214,12 @@ pub struct KernelOffsets {
     pub sk_family: u32,
     pub sk_v6_daddr: u32,
     pub sk_v6_rcv_saddr: u32,
+    /// Tracepoint record fields (from tracefs `format` files): `task:task_newtask` pid and
+    /// clone_flags, `sock:inet_sock_set_state` skaddr and newstate.
+    pub tp_newtask_pid: u32,
+    pub tp_newtask_clone_flags: u32,
+    pub tp_sock_state_skaddr: u32,
+    pub tp_sock_state_newstate: u32,
     /// 1 once userspace filled the struct; programs do nothing until then.
     pub valid: u32,
 }

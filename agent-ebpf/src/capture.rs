@@ -12,8 +12,8 @@ use aya_ebpf::helpers::{
 };
 
 use crate::conn::{lookup_or_discover, process_selected};
+use crate::fdcache::sock_of_fd;
 use crate::maps::{ACTIVE, EVENTS, config, count, offsets, scratch, skip_threshold};
-use crate::sock::sock_of_fd;
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;

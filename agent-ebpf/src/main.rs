@@ -6,6 +6,7 @@
 
 mod capture;
 mod conn;
+mod fdcache;
 mod maps;
 mod sock;
 
@@ -17,8 +18,8 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 
+use fdcache::{fresh_sock_of_fd, sock_of_fd};
 use maps::{CONNS, PENDING_CONN, offsets};
-use sock::sock_of_fd;
 
 /// Syscall tracepoint arguments are 8-byte slots after the 16-byte common header.
 #[inline(always)]
@@ -123,7 +124,7 @@ pub fn tw_exit_connect(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let o = offsets();
-    if let Some(s) = sock_of_fd(&o, p.fd as u64) {
+    if let Some(s) = fresh_sock_of_fd(&o, p.fd as u64) {
         conn::open(&o, &s, ROLE_CLIENT, CONN_OP_CONNECT, p.fd);
     }
     0
@@ -142,7 +143,7 @@ pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let o = offsets();
-    if let Some(s) = sock_of_fd(&o, r as u64) {
+    if let Some(s) = fresh_sock_of_fd(&o, r as u64) {
         conn::open(&o, &s, ROLE_SERVER, CONN_OP_ACCEPT, r as i32);
     }
     0
@@ -152,7 +153,9 @@ pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
 pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
     let fd = arg(&ctx, 0);
     let o = offsets();
-    let Some(s) = sock_of_fd(&o, fd) else {
+    let s = sock_of_fd(&o, fd);
+    fdcache::forget(fd);
+    let Some(s) = s else {
         return 0;
     };
     if let Some(st) = unsafe { CONNS.get(s.sk) } {
@@ -170,10 +173,38 @@ pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tw_sock_state(ctx: TracePointContext) -> u32 {
     const TCP_CLOSE: i32 = 7;
-    let newstate = unsafe { ctx.read_at::<i32>(20) }.unwrap_or(0);
+    let o = offsets();
+    if o.valid == 0 {
+        return 0;
+    }
+    let newstate = unsafe { ctx.read_at::<i32>(o.tp_sock_state_newstate as usize) }.unwrap_or(0);
     if newstate == TCP_CLOSE {
-        let sk = unsafe { ctx.read_at::<u64>(8) }.unwrap_or(0);
+        let sk = unsafe { ctx.read_at::<u64>(o.tp_sock_state_skaddr as usize) }.unwrap_or(0);
         let _ = CONNS.remove(sk);
+    }
+    0
+}
+
+/// exec, dup2/dup3, close_range, unshare, io_uring_enter: fds of this process may have been
+/// replaced without a close() we saw.
+#[tracepoint]
+pub fn tw_fd_table_changed(_ctx: TracePointContext) -> u32 {
+    fdcache::new_generation((bpf_get_current_pid_tgid() >> 32) as u32);
+    0
+}
+
+/// `task:task_newtask`: a new process (not a thread) starts with its own fd table.
+#[tracepoint]
+pub fn tw_new_task(ctx: TracePointContext) -> u32 {
+    const CLONE_THREAD: u64 = 0x0001_0000;
+    let o = offsets();
+    if o.valid == 0 {
+        return 0;
+    }
+    let flags = unsafe { ctx.read_at::<u64>(o.tp_newtask_clone_flags as usize) }.unwrap_or(0);
+    if flags & CLONE_THREAD == 0 {
+        let pid = unsafe { ctx.read_at::<i32>(o.tp_newtask_pid as usize) }.unwrap_or(0);
+        fdcache::new_process(pid as u32);
     }
     0
 }

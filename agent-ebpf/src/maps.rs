@@ -29,6 +29,10 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     sk_family: 0,
     sk_v6_daddr: 0,
     sk_v6_rcv_saddr: 0,
+    tp_newtask_pid: 0,
+    tp_newtask_clone_flags: 0,
+    tp_sock_state_skaddr: 0,
+    tp_sock_state_newstate: 0,
     valid: 0,
 };
 

@@ -9,6 +9,7 @@ const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
 const SOCK_STREAM: u16 = 1;
 
+#[derive(Clone, Copy)]
 pub struct SockRef {
     pub sk: u64,
     pub family: u16,
@@ -20,12 +21,33 @@ unsafe fn rd<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
+/// What the fd walk found.
+pub enum Walk {
+    Sock(SockRef),
+    /// An open fd that is not a stream socket we trace: stays so until the fd is closed or
+    /// replaced, so the answer can be cached.
+    NotTraced,
+    /// Not an open fd (or unreadable): nothing to cache.
+    Unknown,
+}
+
 /// The stream socket behind `fd` of the current task, if it is one we trace.
 #[inline(always)]
-pub fn sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
+pub fn walk(o: &KernelOffsets, fd: u64) -> Walk {
     if o.valid == 0 || fd > i32::MAX as u64 {
-        return None;
+        return Walk::Unknown;
     }
+    let Some(file) = file_of_fd(o, fd) else {
+        return Walk::Unknown;
+    };
+    match sock_of_file(o, file) {
+        Some(s) => Walk::Sock(s),
+        None => Walk::NotTraced,
+    }
+}
+
+#[inline(always)]
+fn file_of_fd(o: &KernelOffsets, fd: u64) -> Option<u64> {
     unsafe {
         let task = bpf_get_current_task();
         let files: u64 = rd(task, o.task_files)?;
@@ -36,9 +58,13 @@ pub fn sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
         }
         let fd_array: u64 = rd(fdt, o.fdt_fd)?;
         let file: u64 = bpf_probe_read_kernel((fd_array + fd * 8) as *const u64).ok()?;
-        if file == 0 {
-            return None;
-        }
+        (file != 0).then_some(file)
+    }
+}
+
+#[inline(always)]
+fn sock_of_file(o: &KernelOffsets, file: u64) -> Option<SockRef> {
+    unsafe {
         let inode: u64 = rd(file, o.file_inode)?;
         let mode: u16 = rd(inode, o.inode_mode)?;
         if mode & S_IFMT != S_IFSOCK {

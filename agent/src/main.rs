@@ -283,6 +283,16 @@ fn check() -> Result<()> {
             }
         }
     }
+    for h in probes::OPTIONAL_HOOKS {
+        let st = match probes::hook_status(&root, h) {
+            probes::HookStatus::Available => "available".to_string(),
+            probes::HookStatus::Missing(why) => format!("absent, not needed: {why}"),
+        };
+        println!(
+            "hook tracepoint/{}/{} (optional): {st} ({})",
+            h.category, h.name, h.purpose
+        );
+    }
     println!("hook kprobe/fentry: not used (tracepoints suffice)");
     if !missing.is_empty() {
         anyhow::bail!("required hooks missing: {}", missing.join(", "));

@@ -413,3 +413,44 @@ fn captured_events_replay_through_the_parser() {
         assert!(r.request_bytes > 0 && r.response_bytes > 0);
     }
 }
+
+/// A socket fd replaced without close() (dup2, close_range, exec with close-on-exec) and reused
+/// for a file: reads of the file through that fd number are not socket data.
+#[test]
+fn fd_replaced_without_close_is_not_mistaken_for_the_socket() {
+    if !require_ebpf("fd_replaced_without_close_is_not_mistaken_for_the_socket") {
+        return;
+    }
+    let nginx = Nginx::start("");
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("file.txt");
+    std::fs::write(&file, "FILE-CONTENT must never appear as socket data\n").expect("file");
+    let agent = capture(&["--exe", "python3", "--exe", "python3.11"]);
+    let out = Command::new(PYTHON)
+        .arg(fixture_dir().join("fd_reuse.py"))
+        .arg(nginx.port.to_string())
+        .arg(&file)
+        .output()
+        .expect("fd_reuse.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    let data: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "data").collect();
+    // The three requests were captured (the sockets were seen, so the fd numbers were cached)...
+    let requests = data
+        .iter()
+        .filter(|e| payload(e).starts_with(b"GET /before"))
+        .count();
+    assert_eq!(requests, 3, "{evs:?}");
+    // ...and the file read through the same numbers afterwards never was.
+    for e in &data {
+        assert!(
+            !String::from_utf8_lossy(&payload(e)).contains("FILE-CONTENT"),
+            "file contents captured as socket data: {e}"
+        );
+    }
+}

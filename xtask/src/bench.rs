@@ -68,7 +68,53 @@ struct Sample {
     agent_rss_kib: Option<u64>,
     spans: Option<u64>,
     drops: Option<u64>,
+    /// Exchanges offered to sampling and those sampled out (beyond the capture budget).
+    exchanges: Option<u64>,
+    sampled_out: Option<u64>,
     seconds: f64,
+}
+
+/// The agent's kernel programs during one extra traced run with `kernel.bpf_stats_enabled`
+/// (not used for the ratios: the statistics cost a little themselves).
+#[derive(Debug, Clone, Copy, Default)]
+struct HookCost {
+    calls: u64,
+    run_ns: u64,
+    seconds: f64,
+}
+
+impl HookCost {
+    /// Sums run_cnt/run_time_ns over the bpf program fds the process holds.
+    fn read(pid: u32) -> HookCost {
+        let mut c = HookCost::default();
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+            return c;
+        };
+        for e in dir.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            if !text.contains("prog_tag") {
+                continue;
+            }
+            let field = |k: &str| -> u64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            c.calls += field("run_cnt:");
+            c.run_ns += field("run_time_ns:");
+        }
+        c
+    }
+}
+
+fn set_bpf_stats(on: bool) {
+    let _ = std::fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if on { "1" } else { "0" },
+    );
 }
 
 struct Agent {
@@ -150,6 +196,8 @@ fn interleaved(
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                     s.spans = v["spans_exported"].as_u64();
                     s.drops = v["total_drops"].as_u64();
+                    s.exchanges = v["kernel"]["exchanges"].as_u64();
+                    s.sampled_out = v["kernel"]["sampled_out"].as_u64();
                 }
                 eprintln!("bench {name} traced run {i}: {:.0}/s", s.throughput);
                 traced.push(s);
@@ -161,6 +209,30 @@ fn interleaved(
         }
     }
     Ok((untraced, traced))
+}
+
+/// One more traced run with BPF run-time statistics on: what the kernel programs cost.
+fn hook_cost(
+    bin: &Path,
+    sink_port: u16,
+    ports: &[u16],
+    dir: &Path,
+    mut load: impl FnMut() -> Result<Sample>,
+) -> Result<HookCost> {
+    let agent = start_agent(bin, sink_port, ports, dir)?;
+    set_bpf_stats(true);
+    let pid = agent.guard.0.id();
+    let before = HookCost::read(pid);
+    let s = load();
+    let after = HookCost::read(pid);
+    set_bpf_stats(false);
+    drop(agent.guard);
+    let s = s?;
+    Ok(HookCost {
+        calls: after.calls.saturating_sub(before.calls),
+        run_ns: after.run_ns.saturating_sub(before.run_ns),
+        seconds: s.seconds,
+    })
 }
 
 fn wrk(port: u16, seconds: u32) -> Result<Sample> {
@@ -322,6 +394,7 @@ struct Row {
     scenario: String,
     untraced: Vec<Sample>,
     traced: Vec<Sample>,
+    hooks: HookCost,
 }
 
 impl Row {
@@ -346,6 +419,15 @@ impl Row {
             .filter_map(|s| s.agent_rss_kib)
             .max()
             .unwrap_or(0);
+        let sampled: Vec<f64> = self
+            .traced
+            .iter()
+            .filter_map(|s| match (s.exchanges, s.sampled_out) {
+                (Some(e), Some(o)) if e > 0 => Some(o as f64 / e as f64),
+                _ => None,
+            })
+            .collect();
+        let h = self.hooks;
         let cpu_m = median(cpu.clone());
         let sps = median(spans_per_s.clone());
         serde_json::json!({
@@ -363,13 +445,17 @@ impl Row {
             "agent_cpu_pct_per_10k_spans": if sps > 0.0 { cpu_m * 100.0 / (sps / 10_000.0) } else { f64::NAN },
             "agent_peak_rss_mib": rss as f64 / 1024.0,
             "drops": self.traced.iter().filter_map(|s| s.drops).sum::<u64>(),
+            "sampled_out_fraction": median(sampled),
+            "hook_calls_per_s": h.calls as f64 / h.seconds.max(0.001),
+            "hook_ns_per_call": if h.calls > 0 { h.run_ns as f64 / h.calls as f64 } else { f64::NAN },
+            "hook_cpu_cores": h.run_ns as f64 / 1e9 / h.seconds.max(0.001),
             "untraced": u,
             "traced": t,
         })
     }
 }
 
-pub fn run(runs: u32, seconds: u32) -> Result<()> {
+pub fn run(runs: u32, seconds: u32, only: Option<&str>) -> Result<()> {
     let bin = build_agent(true)?;
     let sink = sink_bin()?;
     let out_dir = root().join("target").join("bench");
@@ -385,52 +471,82 @@ pub fn run(runs: u32, seconds: u32) -> Result<()> {
     );
     wait_port(sink_port)?;
 
+    let ctx = Ctx {
+        runs,
+        bin: &bin,
+        sink_port,
+        dir: &dir,
+    };
+    let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let mut rows = Vec::new();
-    {
+    if wanted("nginx") {
         let (port, _nginx) = start_nginx(&dir)?;
-        let (u, t) = interleaved("nginx+wrk", runs, &bin, sink_port, &[port], &dir, || {
-            wrk(port, seconds)
-        })?;
-        rows.push(Row {
-            scenario: "http nginx+wrk -t1 -c32".into(),
-            untraced: u,
-            traced: t,
-        });
+        rows.push(ctx.scenario("http nginx+wrk -t1 -c32", port, || wrk(port, seconds))?);
     }
-    {
+    if wanted("redis") {
         let (port, _redis) = start_redis(&dir)?;
         for (p, name) in [
             (1, "redis GET/SET no pipelining"),
             (16, "redis GET/SET -P 16"),
         ] {
+            if !wanted(name) {
+                continue;
+            }
             let n = if p == 1 { 100_000 } else { 1_000_000 };
-            let (u, t) = interleaved(name, runs, &bin, sink_port, &[port], &dir, || {
-                redis_bench(port, p, n)
-            })?;
-            rows.push(Row {
-                scenario: name.into(),
-                untraced: u,
-                traced: t,
-            });
+            rows.push(ctx.scenario(name, port, || redis_bench(port, p, n))?);
         }
     }
-    let rate_check = {
+    let mut rate_check = serde_json::Value::Null;
+    if wanted("pgbench") {
         let (port, _pg) = start_postgres(&dir)?;
         for (sel, name) in [(true, "pgbench select-only"), (false, "pgbench tpc-b")] {
-            let (u, t) = interleaved(name, runs, &bin, sink_port, &[port], &dir, || {
-                pgbench(port, sel, seconds)
-            })?;
-            rows.push(Row {
-                scenario: name.into(),
-                untraced: u,
-                traced: t,
-            });
+            if !wanted(name) {
+                continue;
+            }
+            rows.push(ctx.scenario(name, port, || pgbench(port, sel, seconds))?);
         }
-        fixed_rate_no_loss(&bin, sink_port, port, seconds.max(10), &dir)?
-    };
+        rate_check = fixed_rate_no_loss(&bin, sink_port, port, seconds.max(10), &dir)?;
+    }
     let mut pipeline = pipeline_bench(&bin)?;
     pipeline["fixed_rate_10k"] = rate_check;
     write_results(&out_dir, &rows, &pipeline)
+}
+
+/// What every scenario shares.
+struct Ctx<'a> {
+    runs: u32,
+    bin: &'a Path,
+    sink_port: u16,
+    dir: &'a Path,
+}
+
+impl Ctx<'_> {
+    /// Interleaved untraced/traced runs of `load` against a server on `port`, then one run
+    /// measuring the kernel programs' own cost.
+    fn scenario(
+        &self,
+        name: &str,
+        port: u16,
+        mut load: impl FnMut() -> Result<Sample>,
+    ) -> Result<Row> {
+        let (untraced, traced) = interleaved(
+            name,
+            self.runs,
+            self.bin,
+            self.sink_port,
+            &[port],
+            self.dir,
+            &mut load,
+        )?;
+        let hooks = hook_cost(self.bin, self.sink_port, &[port], self.dir, &mut load)?;
+        eprintln!("bench {name} kernel programs: {hooks:?}");
+        Ok(Row {
+            scenario: name.into(),
+            untraced,
+            traced,
+            hooks,
+        })
+    }
 }
 
 fn tempfile_dir(base: &Path) -> Result<PathBuf> {
@@ -592,13 +708,13 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops | sampled out | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} | {:.0}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
@@ -610,7 +726,10 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
             f("spans_per_s"),
             f("agent_cpu_pct_per_10k_spans"),
             f("agent_peak_rss_mib"),
-            r["drops"]
+            r["drops"],
+            f("sampled_out_fraction") * 100.0,
+            f("hook_cpu_cores"),
+            f("hook_ns_per_call"),
         );
     }
     let _ = writeln!(md, "\nPipeline (offline, one core): {pipeline}");

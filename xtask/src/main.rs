@@ -49,6 +49,9 @@ enum Cmd {
         /// Seconds per load run.
         #[arg(long, default_value_t = 5)]
         seconds: u32,
+        /// Only scenarios whose name contains this (nginx, redis, pgbench, "-P 16", ...).
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -103,9 +106,13 @@ fn main() -> Result<()> {
             setup::all()?;
             demo::run(requests)
         }
-        Cmd::Bench { runs, seconds } => {
+        Cmd::Bench {
+            runs,
+            seconds,
+            only,
+        } => {
             setup::all()?;
-            bench::run(runs, seconds)
+            bench::run(runs, seconds, only.as_deref())
         }
     }
 }

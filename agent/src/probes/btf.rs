@@ -129,6 +129,11 @@ impl KernelBtf {
             sk_family: self.offset_of("sock_common", "skc_family")?,
             sk_v6_daddr: self.offset_of("sock_common", "skc_v6_daddr")?,
             sk_v6_rcv_saddr: self.offset_of("sock_common", "skc_v6_rcv_saddr")?,
+            // Tracepoint record offsets come from tracefs, filled in by the loader.
+            tp_newtask_pid: 0,
+            tp_newtask_clone_flags: 0,
+            tp_sock_state_skaddr: 0,
+            tp_sock_state_newstate: 0,
             valid: 1,
         })
     }

@@ -60,6 +60,38 @@ pub static HOOKS: &[Hook] = &[
     sc!("tw_exit_accept", "sys_exit_accept", "server connections"),
     sc!("tw_exit_accept", "sys_exit_accept4", "server connections"),
     sc!("tw_enter_close", "sys_enter_close", "connection close"),
+    sc!(
+        "tw_fd_table_changed",
+        "sys_exit_dup2",
+        "fd cache: fd replaced"
+    ),
+    sc!(
+        "tw_fd_table_changed",
+        "sys_exit_dup3",
+        "fd cache: fd replaced"
+    ),
+    sc!(
+        "tw_fd_table_changed",
+        "sys_exit_close_range",
+        "fd cache: fds closed"
+    ),
+    sc!(
+        "tw_fd_table_changed",
+        "sys_exit_unshare",
+        "fd cache: fd table unshared"
+    ),
+    Hook {
+        program: "tw_fd_table_changed",
+        category: "sched",
+        name: "sched_process_exec",
+        purpose: "fd cache: close-on-exec fds",
+    },
+    Hook {
+        program: "tw_new_task",
+        category: "task",
+        name: "task_newtask",
+        purpose: "fd cache: a new process has its own fd table",
+    },
     Hook {
         program: "tw_sock_state",
         category: "sock",
@@ -67,6 +99,14 @@ pub static HOOKS: &[Hook] = &[
         purpose: "TCP close without close() (process exit)",
     },
 ];
+
+/// Hooks attached when the kernel has them: without io_uring no fd can be closed behind the
+/// syscalls the agent sees, so nothing is lost when this one is missing.
+pub static OPTIONAL_HOOKS: &[Hook] = &[sc!(
+    "tw_fd_table_changed",
+    "sys_exit_io_uring_enter",
+    "fd cache: io_uring may close fds without close()"
+)];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookStatus {
@@ -118,5 +158,69 @@ pub fn hook_status(root: &Path, hook: &Hook) -> HookStatus {
         HookStatus::Available
     } else {
         HookStatus::Missing(format!("{} not found", p.display()))
+    }
+}
+
+/// Offset of `field` in the records of tracepoint `category:name`, from its tracefs `format`
+/// file (a stable ABI: the programs read records at these offsets, not at hard-coded ones).
+pub fn tracepoint_field_offset(
+    root: &Path,
+    category: &str,
+    name: &str,
+    field: &str,
+) -> Result<u32> {
+    let path = root.join("events").join(category).join(name).join("format");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    parse_field_offset(&text, field)
+        .ok_or_else(|| anyhow::anyhow!("{}: no field `{field}`", path.display()))
+}
+
+/// `field:<type> <name>[...];\toffset:<n>;` lines of a tracefs format file.
+fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let name = decl.rsplit([' ', '*']).next()?.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        rest.trim()
+            .strip_prefix("offset:")?
+            .split(';')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::parse_field_offset;
+
+    const NEWTASK: &str = "name: task_newtask\nID: 205\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:pid_t pid;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:char comm[16];\toffset:12;\tsize:16;\tsigned:0;\n\tfield:u64 clone_flags;\toffset:32;\tsize:8;\tsigned:0;\n";
+
+    #[test]
+    fn offsets_from_a_format_file() {
+        assert_eq!(parse_field_offset(NEWTASK, "pid"), Some(8));
+        assert_eq!(parse_field_offset(NEWTASK, "clone_flags"), Some(32));
+        assert_eq!(parse_field_offset(NEWTASK, "comm"), Some(12));
+        assert_eq!(parse_field_offset(NEWTASK, "common_pid"), Some(4));
+        assert_eq!(parse_field_offset(NEWTASK, "nope"), None);
+    }
+
+    #[test]
+    fn offsets_on_this_kernel() {
+        let Some(root) = super::tracefs_root() else {
+            return;
+        };
+        let off = |c: &str, n: &str, f: &str| super::tracepoint_field_offset(&root, c, n, f).ok();
+        if off("task", "task_newtask", "pid").is_none() {
+            return; // tracefs not readable here
+        }
+        assert_eq!(off("task", "task_newtask", "pid"), Some(8));
+        assert!(off("task", "task_newtask", "clone_flags").is_some());
+        assert!(off("sock", "inet_sock_set_state", "skaddr").is_some());
+        assert!(off("sock", "inet_sock_set_state", "newstate").is_some());
     }
 }

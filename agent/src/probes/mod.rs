@@ -16,7 +16,7 @@ use aya::{
     programs::TracePoint,
 };
 
-pub use hooks::{HOOKS, Hook, HookStatus, hook_status};
+pub use hooks::{HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, hook_status};
 
 /// Which processes to trace; empty means all.
 #[derive(Debug, Clone, Default)]
@@ -110,9 +110,15 @@ fn has_cap_bpf() -> bool {
 impl Probes {
     pub fn load(cfg: &ProbeConfig) -> Result<Self> {
         preflight()?;
-        let offsets: KernelOffsets = btf::KernelBtf::load(Path::new(btf::VMLINUX_BTF))?
+        let mut offsets: KernelOffsets = btf::KernelBtf::load(Path::new(btf::VMLINUX_BTF))?
             .kernel_offsets()
             .context("reading kernel struct offsets from BTF")?;
+        let root = hooks::tracefs_root().context("tracefs not found")?;
+        let tp = |c: &str, n: &str, f: &str| hooks::tracepoint_field_offset(&root, c, n, f);
+        offsets.tp_newtask_pid = tp("task", "task_newtask", "pid")?;
+        offsets.tp_newtask_clone_flags = tp("task", "task_newtask", "clone_flags")?;
+        offsets.tp_sock_state_skaddr = tp("sock", "inet_sock_set_state", "skaddr")?;
+        offsets.tp_sock_state_newstate = tp("sock", "inet_sock_set_state", "newstate")?;
         if cfg.capture_bytes == 0 || cfg.capture_bytes as usize > MAX_PAYLOAD {
             bail!(
                 "capture size {} is out of range 1..={MAX_PAYLOAD}",
@@ -135,8 +141,12 @@ impl Probes {
             .context("loading the eBPF programs into the kernel")?;
         fill_filter(&mut ebpf, &cfg.filter)?;
 
+        let root = hooks::tracefs_root().context("tracefs not found")?;
         let mut attached = Vec::new();
-        for hook in HOOKS {
+        let optional = OPTIONAL_HOOKS
+            .iter()
+            .filter(|h| hook_status(&root, h) == HookStatus::Available);
+        for hook in HOOKS.iter().chain(optional) {
             let prog: &mut TracePoint = ebpf
                 .program_mut(hook.program)
                 .with_context(|| format!("program {} missing from the object", hook.program))?

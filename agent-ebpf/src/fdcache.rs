@@ -1,0 +1,135 @@
+//! (process, fd) -> socket cache, so the fd walk (a dozen dependent kernel reads) runs once
+//! per fd rather than on every syscall. An entry carries the generation of its process's fd
+//! table. A new process starts with a fresh generation, and the generation changes whenever
+//! fds may have been replaced behind a close() we see: exec (close-on-exec), dup2/dup3,
+//! close_range, unshare, io_uring. A stale entry therefore never matches; close() forgets its
+//! fd directly.
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::LruHashMap;
+
+use agent_common::KernelOffsets;
+
+use crate::maps::next_conn_id;
+use crate::sock::{SockRef, Walk, walk};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FdEntry {
+    generation: u64,
+    /// 0: the fd is open but not a stream socket we trace.
+    sk: u64,
+    inode: u64,
+    family: u16,
+    _pad: [u8; 6],
+}
+
+/// tgid -> generation of its fd table.
+#[map]
+static FD_GENERATION: LruHashMap<u32, u64> = LruHashMap::with_max_entries(32768, 0);
+
+/// (tgid << 32 | fd) -> what the fd is.
+#[map]
+static FD_SOCK: LruHashMap<u64, FdEntry> = LruHashMap::with_max_entries(131072, 0);
+
+#[inline(always)]
+fn key(tgid: u32, fd: u64) -> u64 {
+    ((tgid as u64) << 32) | (fd & 0xffff_ffff)
+}
+
+/// The generation of `tgid`'s fd table, created (fresh, never reused) on first use.
+#[inline(always)]
+fn generation(tgid: u32) -> Option<u64> {
+    if let Some(g) = unsafe { FD_GENERATION.get(tgid) } {
+        return Some(*g);
+    }
+    let g = next_conn_id();
+    if FD_GENERATION.insert(tgid, g, BPF_NOEXIST as u64).is_ok() {
+        return Some(g);
+    }
+    // Another CPU created it first.
+    unsafe { FD_GENERATION.get(tgid) }.copied()
+}
+
+/// The traced stream socket behind `fd` of the current process, if it is one.
+#[inline(always)]
+pub fn sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
+    if o.valid == 0 || fd > i32::MAX as u64 {
+        return None;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let g = generation(tgid)?;
+    let k = key(tgid, fd);
+    if let Some(e) = unsafe { FD_SOCK.get(k) }
+        && e.generation == g
+    {
+        if e.sk == 0 {
+            return None;
+        }
+        return Some(SockRef {
+            sk: e.sk,
+            family: e.family,
+            inode: e.inode,
+        });
+    }
+    match walk(o, fd) {
+        Walk::Sock(s) => {
+            store(k, g, Some(&s));
+            Some(s)
+        }
+        Walk::NotTraced => {
+            store(k, g, None);
+            None
+        }
+        Walk::Unknown => None,
+    }
+}
+
+#[inline(always)]
+fn store(k: u64, generation: u64, s: Option<&SockRef>) {
+    let e = FdEntry {
+        generation,
+        sk: s.map_or(0, |s| s.sk),
+        inode: s.map_or(0, |s| s.inode),
+        family: s.map_or(0, |s| s.family),
+        _pad: [0; 6],
+    };
+    let _ = FD_SOCK.insert(k, e, 0);
+}
+
+/// A socket just connected or accepted on `fd`: walk it afresh (the fd may be new) and cache.
+#[inline(always)]
+pub fn fresh_sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
+    let Walk::Sock(s) = walk(o, fd) else {
+        return None;
+    };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(g) = generation(tgid) {
+        store(key(tgid, fd), g, Some(&s));
+    }
+    Some(s)
+}
+
+/// `fd` of the current process is being closed.
+#[inline(always)]
+pub fn forget(fd: u64) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let _ = FD_SOCK.remove(key(tgid, fd));
+}
+
+/// Every cached fd of `tgid` is void (its fd table may have changed behind our back).
+#[inline(always)]
+pub fn new_generation(tgid: u32) {
+    if unsafe { FD_GENERATION.get(tgid) }.is_some() {
+        let _ = FD_GENERATION.insert(tgid, next_conn_id(), 0);
+    }
+}
+
+/// A new process (not a thread) has its own fd table: drop the generation a dead process with
+/// the same pid may have left, so its first use creates a fresh one.
+#[inline(always)]
+pub fn new_process(pid: u32) {
+    let _ = FD_GENERATION.remove(pid);
+}
