@@ -72,20 +72,24 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
 /// when this syscall belongs to a skipped exchange.
 #[inline(always)]
 fn sample(st: &mut ConnState, direction: u8) -> Option<u8> {
-    if st.sample_ok != 0 && direction != st.last_dir {
+    if direction != st.last_dir {
         let request_dir = match st.role {
             ROLE_CLIENT => DIR_EGRESS,
             ROLE_SERVER => DIR_INGRESS,
             _ => DIR_NONE,
         };
+        // Exchanges are numbered from the first one, sampled or not, so both ends of a
+        // connection agree on the numbers whenever userspace allowed each of them sampling.
         if direction == request_dir {
             st.exchanges = st.exchanges.wrapping_add(1);
-            count(counter::EXCHANGES);
-            let skip_below = skip_threshold();
-            let h = mix(st.pair_hash, st.exchanges);
-            st.skipping = (h < skip_below) as u8;
-            if st.skipping != 0 {
-                count(counter::SAMPLED_OUT);
+            if st.sample_ok != 0 {
+                count(counter::EXCHANGES);
+                let skip_below = skip_threshold();
+                let h = mix(st.pair_hash, st.exchanges);
+                st.skipping = (h < skip_below) as u8;
+                if st.skipping != 0 {
+                    count(counter::SAMPLED_OUT);
+                }
             }
         }
     }

@@ -115,6 +115,11 @@ impl Conntrack {
         std::mem::take(&mut self.ignored)
     }
 
+    /// Calls parsed so far (cheap, unlike [`Self::stats`]).
+    pub fn records(&self) -> u64 {
+        self.stats.records
+    }
+
     pub fn stats(&self) -> ConntrackStats {
         let mut s = self.stats;
         let mut p = self.closed_parser_stats;

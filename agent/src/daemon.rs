@@ -15,7 +15,7 @@ use crate::export::pipeline::{PipelineConfig, PipelineHandle, PipelineStats, spa
 use crate::ingest::{EventRef, EventSink, IngestStats, run_loop};
 use crate::model::Exchange;
 use crate::probes::{KernelCounters, ProbeConfig, Probes};
-use crate::sampler::Sampler;
+use crate::sampler::{Sampler, Totals};
 
 pub struct DaemonConfig {
     pub probes: ProbeConfig,
@@ -27,7 +27,7 @@ pub struct DaemonConfig {
     pub stats_file: Option<PathBuf>,
     /// Log counters this often.
     pub stats_interval: Duration,
-    /// Exchanges per second captured in full before whole exchanges are sampled; 0: no limit.
+    /// Calls per second captured in full before whole exchanges are sampled; 0: no limit.
     pub capture_budget: u64,
 }
 
@@ -159,7 +159,12 @@ impl EventSink for DaemonSink<'_> {
             let _ = self.probes.allow_sampling(&samplable);
         }
         let k = self.probes.counters().unwrap_or_default();
-        if let Some(t) = self.sampler.update(k.exchanges, monotonic_ns()) {
+        let totals = Totals {
+            offered: k.exchanges,
+            sampled_out: k.sampled_out,
+            records: self.conntrack.records(),
+        };
+        if let Some(t) = self.sampler.update(totals, monotonic_ns()) {
             eprintln!(
                 "DEBUG threshold {t} exchanges {} out {}",
                 k.exchanges, k.sampled_out

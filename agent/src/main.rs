@@ -139,9 +139,10 @@ struct RunArgs {
     /// Log counters every N seconds.
     #[arg(long, default_value_t = 30)]
     stats_interval: u64,
-    /// Exchanges per second captured in full (each end of a connection counts once). Beyond
-    /// it whole exchanges are sampled out in the kernel, the same ones at both ends of a local
-    /// connection, and counted (`sampled_out`). HTTP/2 and gRPC are never sampled. 0: no limit.
+    /// Calls per second captured in full (requests or commands, each end of a connection
+    /// counting once). Beyond it whole exchanges are sampled out in the kernel, the same ones
+    /// at both ends of a local connection, and counted (`sampled_out`). HTTP/2 and gRPC are
+    /// never sampled. 0: no limit.
     #[arg(long, default_value_t = 30_000)]
     capture_budget: u64,
 }

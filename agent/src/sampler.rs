@@ -1,20 +1,37 @@
-//! Keeps the exchanges captured in full within a budget. The kernel counts exchanges offered on
-//! connections open to sampling and skips an exchange when its hash falls below a threshold;
-//! this controller turns the offered rate into that threshold. Below the budget nothing is
-//! skipped; above it the kept fraction is budget / offered rate, and every skipped exchange is
-//! counted by the kernel (`sampled_out`).
+//! Keeps the calls captured in full within a budget. The kernel counts exchanges (turns to the
+//! request direction) offered on connections open to sampling and skips an exchange when its
+//! hash falls below a threshold; this controller turns the offered rate into that threshold.
+//! The budget is in calls (parsed request/response records, each end counted), and one
+//! exchange may carry many (a pipelined batch), so the calls per kept exchange are measured
+//! too. Below the budget nothing is skipped; above it the kept fraction is budget / offered
+//! calls, and every skipped exchange is counted by the kernel (`sampled_out`).
 
 /// How often the threshold is recomputed.
 pub const INTERVAL_NS: u64 = 100_000_000;
+/// The shortest interval a surge is measured over.
+const SURGE_MIN_NS: u64 = 5_000_000;
+
+/// Running totals at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    /// Exchanges offered to sampling (kernel).
+    pub offered: u64,
+    /// Of those, skipped (kernel).
+    pub sampled_out: u64,
+    /// Calls parsed (userspace).
+    pub records: u64,
+}
 
 #[derive(Debug)]
 pub struct Sampler {
-    /// Exchanges per second captured in full; 0 = no limit.
+    /// Calls per second captured in full; 0 = no limit.
     budget_per_s: u64,
-    last_total: Option<u64>,
+    last: Option<Totals>,
     last_ns: u64,
-    /// Offered rate, smoothed over a few intervals so one burst does not swing it.
+    /// Offered exchanges per second, smoothed so one burst does not swing it.
     rate: f64,
+    /// Calls per kept exchange (None until measured: then 1).
+    calls_per_exchange: Option<f64>,
     threshold: u32,
 }
 
@@ -22,35 +39,50 @@ impl Sampler {
     pub fn new(budget_per_s: u64) -> Self {
         Self {
             budget_per_s,
-            last_total: None,
+            last: None,
             last_ns: 0,
             rate: 0.0,
+            calls_per_exchange: None,
             threshold: 0,
         }
     }
 
-    /// The kernel's running count of offered exchanges at `now_ns`; returns a new threshold
-    /// when it changed (exchanges hashing below it are skipped; 0 keeps all).
-    pub fn update(&mut self, offered_total: u64, now_ns: u64) -> Option<u32> {
-        let Some(last) = self.last_total else {
-            self.last_total = Some(offered_total);
+    /// The running totals at `now_ns`; returns a new threshold when it changed (exchanges
+    /// hashing below it are skipped; 0 keeps all).
+    pub fn update(&mut self, t: Totals, now_ns: u64) -> Option<u32> {
+        let Some(last) = self.last else {
+            self.last = Some(t);
             self.last_ns = now_ns;
             return None;
         };
         let dt = now_ns.saturating_sub(self.last_ns);
-        if dt < INTERVAL_NS {
+        let offered = t.offered.saturating_sub(last.offered);
+        // A burst far over budget is acted on within a few ms, before queues fill; otherwise
+        // the rate is measured over a full interval.
+        let surge = dt >= SURGE_MIN_NS
+            && self.budget_per_s > 0
+            && offered as f64 * 1e9 / dt.max(1) as f64 > 4.0 * self.budget_per_s as f64;
+        if dt < INTERVAL_NS && !surge {
             return None;
         }
-        let rate = offered_total.saturating_sub(last) as f64 * 1e9 / dt as f64;
-        self.last_total = Some(offered_total);
+        let kept = offered.saturating_sub(t.sampled_out.saturating_sub(last.sampled_out));
+        let records = t.records.saturating_sub(last.records);
+        self.last = Some(t);
         self.last_ns = now_ns;
+        if kept >= 16 {
+            let r = (records as f64 / kept as f64).clamp(0.25, 1024.0);
+            self.calls_per_exchange =
+                Some(self.calls_per_exchange.map_or(r, |c| 0.5 * c + 0.5 * r));
+        }
+        let rate = offered as f64 * 1e9 / dt as f64;
         // Rising load is followed at once (protect the host); falling load is smoothed.
         self.rate = if rate > self.rate {
             rate
         } else {
             0.5 * self.rate + 0.5 * rate
         };
-        let threshold = threshold_for(self.budget_per_s, self.rate);
+        let calls = self.rate * self.calls_per_exchange.unwrap_or(1.0);
+        let threshold = threshold_for(self.budget_per_s, calls);
         (threshold != self.threshold).then(|| {
             self.threshold = threshold;
             threshold
@@ -80,29 +112,40 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
+    fn totals(offered: u64, sampled_out: u64, records: u64) -> Totals {
+        Totals {
+            offered,
+            sampled_out,
+            records,
+        }
+    }
+
+    fn kept(t: u32) -> f64 {
+        1.0 - t as f64 / u32::MAX as f64
+    }
+
     #[test]
     fn below_budget_keeps_everything() {
         let mut s = Sampler::new(30_000);
-        assert_eq!(s.update(0, 0), None);
-        assert_eq!(s.update(5_000, S), None);
+        assert_eq!(s.update(totals(0, 0, 0), 0), None);
+        assert_eq!(s.update(totals(5_000, 0, 5_000), S), None);
         assert_eq!(s.kept_fraction(), 1.0);
     }
 
     #[test]
     fn above_budget_keeps_the_budget_share_and_recovers() {
         let mut s = Sampler::new(30_000);
-        s.update(0, 0);
-        let t = s.update(120_000, S).expect("threshold set");
-        let kept = 1.0 - t as f64 / u32::MAX as f64;
-        assert!((kept - 0.25).abs() < 0.002, "kept {kept}");
+        s.update(totals(0, 0, 0), 0);
+        let t = s
+            .update(totals(120_000, 0, 120_000), S)
+            .expect("threshold set");
+        assert!((kept(t) - 0.25).abs() < 0.002, "kept {}", kept(t));
         // Load gone: the smoothed rate falls under the budget within a few intervals.
-        let mut total = 120_000;
-        let mut now = S;
-        let mut last = Some(t);
+        let (mut off, mut now, mut last) = (120_000, S, Some(t));
         for _ in 0..8 {
-            total += 100;
+            off += 100;
             now += S;
-            if let Some(v) = s.update(total, now) {
+            if let Some(v) = s.update(totals(off, 0, off), now) {
                 last = Some(v);
             }
         }
@@ -110,18 +153,56 @@ mod tests {
         assert_eq!(s.kept_fraction(), 1.0);
     }
 
+    /// Pipelined batches: 16 calls per exchange, so 10k exchanges/s are 160k calls/s.
+    #[test]
+    fn budget_counts_calls_not_exchanges() {
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        // First second unsampled: 10k exchanges, 160k records.
+        let t = s.update(totals(10_000, 0, 160_000), S).expect("sampled");
+        assert!(kept(t) < 0.2, "kept {}", kept(t));
+        // Converges on 30k calls/s of 160k offered.
+        let (mut off, mut out, mut rec, mut now, mut th) = (10_000u64, 0u64, 160_000u64, S, t);
+        for _ in 0..10 {
+            now += S;
+            off += 10_000;
+            let k = (10_000.0 * kept(th)) as u64;
+            out += 10_000 - k;
+            rec += 16 * k;
+            if let Some(v) = s.update(totals(off, out, rec), now) {
+                th = v;
+            }
+        }
+        assert!((kept(th) - 30.0 / 160.0).abs() < 0.01, "kept {}", kept(th));
+    }
+
     #[test]
     fn no_budget_never_samples() {
         let mut s = Sampler::new(0);
-        s.update(0, 0);
-        assert_eq!(s.update(10_000_000, S), None);
+        s.update(totals(0, 0, 0), 0);
+        assert_eq!(s.update(totals(10_000_000, 0, 10_000_000), S), None);
     }
 
     #[test]
     fn too_soon_is_ignored() {
-        let mut s = Sampler::new(10);
-        s.update(0, 0);
-        assert_eq!(s.update(1_000_000, INTERVAL_NS / 2), None);
-        assert!(s.update(1_000_000, INTERVAL_NS).is_some());
+        let mut s = Sampler::new(1_000_000);
+        s.update(totals(0, 0, 0), 0);
+        assert_eq!(s.update(totals(1_000, 0, 1_000), INTERVAL_NS / 2), None);
+        assert_eq!(s.update(totals(1_000, 0, 1_000), INTERVAL_NS), None);
+    }
+
+    #[test]
+    fn a_surge_is_acted_on_within_milliseconds() {
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        // 10 ms at 1M calls/s.
+        let t = s
+            .update(totals(10_000, 0, 10_000), 10_000_000)
+            .expect("early");
+        assert!(kept(t) < 0.05, "kept {}", kept(t));
+        // Too short to measure anything.
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        assert_eq!(s.update(totals(10_000, 0, 10_000), 1_000_000), None);
     }
 }
