@@ -4,7 +4,7 @@
 use agent_common::{
     ActiveCall, ConnState, DIR_EGRESS, DIR_INGRESS, DIR_NONE, DataHeader, EVENT_DATA,
     FILTER_BY_PROCESS, FLAG_AFTER_SKIP, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD, ROLE_CLIENT,
-    ROLE_SERVER, counter,
+    ROLE_SERVER, ROLE_UNKNOWN, counter,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -13,7 +13,7 @@ use aya_ebpf::helpers::{
 
 use crate::conn::{lookup_or_discover, process_selected};
 use crate::fdcache::sock_of_fd;
-use crate::maps::{ACTIVE, EVENTS, config, count, offsets, scratch, skip_threshold};
+use crate::maps::{ACTIVE, EVENTS, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -47,7 +47,7 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
         count(counter::FILTERED);
         return;
     }
-    let Some(flags) = sample(st, direction) else {
+    let Some(flags) = sample(st, s.sk, direction) else {
         return;
     };
     let call = ActiveCall {
@@ -71,8 +71,17 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
 /// keep or skip the same exchange and traces stay whole. Returns the event flags, or None
 /// when this syscall belongs to a skipped exchange.
 #[inline(always)]
-fn sample(st: &mut ConnState, direction: u8) -> Option<u8> {
+fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
     if direction != st.last_dir {
+        if st.sample_ok == 0
+            && let Some(role) = unsafe { SAMPLE_ALLOW.get(sk) }
+        {
+            if st.role == ROLE_UNKNOWN {
+                st.role = *role;
+            }
+            st.sample_ok = 1;
+            let _ = SAMPLE_ALLOW.remove(sk);
+        }
         let request_dir = match st.role {
             ROLE_CLIENT => DIR_EGRESS,
             ROLE_SERVER => DIR_INGRESS,

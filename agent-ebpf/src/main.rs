@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 
 use fdcache::{fresh_sock_of_fd, sock_of_fd};
-use maps::{CONNS, PENDING_CONN, offsets};
+use maps::{CONNS, PENDING_CONN, SAMPLE_ALLOW, offsets};
 
 /// Syscall tracepoint arguments are 8-byte slots after the 16-byte common header.
 #[inline(always)]
@@ -164,6 +164,7 @@ pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
             conn::emit_conn(&o, &s, &st, CONN_OP_CLOSE, fd as i32);
         }
         let _ = CONNS.remove(s.sk);
+        let _ = SAMPLE_ALLOW.remove(s.sk);
     }
     0
 }
@@ -181,6 +182,7 @@ pub fn tw_sock_state(ctx: TracePointContext) -> u32 {
     if newstate == TCP_CLOSE {
         let sk = unsafe { ctx.read_at::<u64>(o.tp_sock_state_skaddr as usize) }.unwrap_or(0);
         let _ = CONNS.remove(sk);
+        let _ = SAMPLE_ALLOW.remove(sk);
     }
     0
 }

@@ -86,6 +86,12 @@ pub fn scratch() -> Option<*mut DataEvent> {
 #[map]
 pub static SAMPLING: Array<u32> = Array::with_max_entries(1, 0);
 
+/// `struct sock` address -> role (ROLE_*): userspace recognised a protocol whose exchanges
+/// stand alone on this connection. Taken over into the connection's state (and removed) at its
+/// next turn, so userspace never rewrites state the programs are updating.
+#[map]
+pub static SAMPLE_ALLOW: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+
 #[inline(always)]
 pub fn skip_threshold() -> u32 {
     SAMPLING.get(0).copied().unwrap_or(0)

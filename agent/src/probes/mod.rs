@@ -184,23 +184,23 @@ impl Probes {
     }
 
     /// Lets the kernel sample out whole exchanges of these connections (kernel CONNS keys):
-    /// their protocol's exchanges stand alone. The role is the one userspace settled on.
+    /// their protocol's exchanges stand alone. The role is the one userspace settled on. The
+    /// programs take this over at the connection's next turn; userspace never rewrites the
+    /// connection state they keep updating.
     pub fn allow_sampling(&mut self, conns: &[(u64, Role)]) -> Result<()> {
-        let mut map: BpfHashMap<_, u64, ConnState> =
-            BpfHashMap::try_from(self.ebpf.map_mut("CONNS").context("CONNS missing")?)?;
+        let mut map: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("SAMPLE_ALLOW")
+                .context("SAMPLE_ALLOW missing")?,
+        )?;
         for (sk, role) in conns {
-            if let Ok(mut st) = map.get(sk, 0) {
-                st.sample_ok = 1;
-                if st.role == agent_common::ROLE_UNKNOWN {
-                    st.role = match role {
-                        Role::Client => agent_common::ROLE_CLIENT,
-                        Role::Server => agent_common::ROLE_SERVER,
-                        Role::Unknown => continue,
-                    };
-                }
-                // The socket may have closed meanwhile: a failed update is fine.
-                let _ = map.insert(sk, st, 0);
-            }
+            let role = match role {
+                Role::Client => agent_common::ROLE_CLIENT,
+                Role::Server => agent_common::ROLE_SERVER,
+                Role::Unknown => continue,
+            };
+            // A full map only delays sampling of this connection: fine.
+            let _ = map.insert(sk, role, 0);
         }
         Ok(())
     }
