@@ -47,6 +47,9 @@ pub struct ConntrackStats {
     pub parse_errors: u64,
     pub bytes_lost: u64,
     pub buffer_overflows: u64,
+    /// Server ends of database connections (PostgreSQL, MySQL, Redis) no longer captured: no
+    /// span is made of them (the client end carries the call).
+    pub db_server_ends_ignored: u64,
 }
 
 enum Proto {
@@ -80,6 +83,13 @@ pub struct Conntrack {
 /// Kernel updates (ignore, allow sampling) waiting for the next tick; more are simply not
 /// forwarded (capture goes on unchanged).
 const MAX_PENDING_UPDATES: usize = 4096;
+
+fn is_database(kind: ProtocolKind) -> bool {
+    matches!(
+        kind,
+        ProtocolKind::Postgres | ProtocolKind::Mysql | ProtocolKind::Redis
+    )
+}
 
 /// A NUL-padded kernel comm as a string.
 pub fn comm_str(raw: &[u8; 16]) -> String {
@@ -230,6 +240,16 @@ impl Conntrack {
 
         if let Proto::Detecting { attempts } = &mut c.proto {
             match detect(&mut c.meta.role, egress, payload) {
+                Some(kind) if c.meta.role == Role::Server && is_database(kind) => {
+                    // Spans of a database call come from its client; copying and parsing the
+                    // server's side too would be pure cost.
+                    c.proto = Proto::Ignored;
+                    self.stats.db_server_ends_ignored += 1;
+                    if c.sock != 0 && self.ignored.len() < MAX_PENDING_UPDATES {
+                        self.ignored.push(c.sock);
+                    }
+                    return;
+                }
                 Some(kind) => {
                     let st = stream::Stream::new(kind, &self.cfg.parser);
                     if st.samplable()
@@ -365,5 +385,61 @@ fn detect(role: &mut Role, egress: bool, payload: &[u8]) -> Option<ProtocolKind>
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_common::{AF_INET, CONN_OP_ACCEPT, CONN_OP_CONNECT, DIR_INGRESS, EVENT_DATA};
+
+    fn open(ct: &mut Conntrack, conn_id: u64, role: u8, sock: u64) {
+        let ev = ConnEvent {
+            op: if role == ROLE_SERVER {
+                CONN_OP_ACCEPT
+            } else {
+                CONN_OP_CONNECT
+            },
+            role,
+            conn_id,
+            family: AF_INET,
+            local_port: 6379,
+            remote_port: 40000,
+            sock,
+            ..ConnEvent::default()
+        };
+        ct.on_conn(&ev, &mut Vec::new());
+    }
+
+    fn data(ct: &mut Conntrack, conn_id: u64, dir: u8, bytes: &[u8], out: &mut Vec<Exchange>) {
+        let h = DataHeader {
+            kind: EVENT_DATA,
+            direction: dir,
+            conn_id,
+            ts_enter_ns: 1,
+            ts_exit_ns: 2,
+            bytes: bytes.len() as u64,
+            captured: bytes.len() as u32,
+            ..DataHeader::default()
+        };
+        ct.on_data(&h, bytes, out);
+    }
+
+    #[test]
+    fn database_server_ends_are_left_to_their_clients() {
+        let mut ct = Conntrack::new(ConntrackConfig::default());
+        let mut out = Vec::new();
+        open(&mut ct, 1, ROLE_SERVER, 0xa1);
+        open(&mut ct, 2, ROLE_CLIENT, 0xb2);
+        data(&mut ct, 1, DIR_INGRESS, b"*1\r\n$4\r\nPING\r\n", &mut out);
+        data(&mut ct, 2, DIR_EGRESS, b"*1\r\n$4\r\nPING\r\n", &mut out);
+        data(&mut ct, 1, DIR_EGRESS, b"+PONG\r\n", &mut out);
+        data(&mut ct, 2, DIR_INGRESS, b"+PONG\r\n", &mut out);
+        // The client end makes the call; the server end stops being captured.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].conn.role, Role::Client);
+        assert_eq!(ct.take_ignored(), vec![0xa1]);
+        assert_eq!(ct.stats().db_server_ends_ignored, 1);
+        assert_eq!(ct.take_samplable(), vec![(0xb2, Role::Client)]);
     }
 }
