@@ -59,9 +59,10 @@ impl Sampler {
         let offered = t.offered.saturating_sub(last.offered);
         // A burst far over budget is acted on within a few ms, before queues fill; otherwise
         // the rate is measured over a full interval.
+        let calls = offered as f64 * self.calls_per_exchange.unwrap_or(1.0);
         let surge = dt >= SURGE_MIN_NS
             && self.budget_per_s > 0
-            && offered as f64 * 1e9 / dt.max(1) as f64 > 4.0 * self.budget_per_s as f64;
+            && calls * 1e9 / dt.max(1) as f64 > 4.0 * self.budget_per_s as f64;
         if dt < INTERVAL_NS && !surge {
             return None;
         }
