@@ -479,16 +479,16 @@ pub fn run(runs: u32, seconds: u32, only: Option<&str>) -> Result<()> {
     };
     let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let mut rows = Vec::new();
-    if wanted("nginx") {
+    const REDIS: [&str; 2] = ["redis GET/SET no pipelining", "redis GET/SET -P 16"];
+    const PGBENCH: [&str; 2] = ["pgbench select-only", "pgbench tpc-b"];
+    let any_wanted = |names: &[&str]| names.iter().any(|n| wanted(n));
+    if wanted("http nginx+wrk -t1 -c32") {
         let (port, _nginx) = start_nginx(&dir)?;
         rows.push(ctx.scenario("http nginx+wrk -t1 -c32", port, || wrk(port, seconds))?);
     }
-    if wanted("redis") {
+    if any_wanted(&REDIS) {
         let (port, _redis) = start_redis(&dir)?;
-        for (p, name) in [
-            (1, "redis GET/SET no pipelining"),
-            (16, "redis GET/SET -P 16"),
-        ] {
+        for (p, name) in [(1, REDIS[0]), (16, REDIS[1])] {
             if !wanted(name) {
                 continue;
             }
@@ -497,9 +497,9 @@ pub fn run(runs: u32, seconds: u32, only: Option<&str>) -> Result<()> {
         }
     }
     let mut rate_check = serde_json::Value::Null;
-    if wanted("pgbench") {
+    if any_wanted(&PGBENCH) {
         let (port, _pg) = start_postgres(&dir)?;
-        for (sel, name) in [(true, "pgbench select-only"), (false, "pgbench tpc-b")] {
+        for (sel, name) in [(true, PGBENCH[0]), (false, PGBENCH[1])] {
             if !wanted(name) {
                 continue;
             }
