@@ -87,6 +87,15 @@ impl<M> SizedFrame<M> {
     }
 }
 
+/// Drops the answers that ended before `since` (when the request they would be paired with
+/// started): they answer something the capture lost. They are a prefix of the queue, since
+/// frames arrive in time order. Shared by the SQL stitchers.
+pub fn drop_answers_ended_before<M>(answers: &mut VecDeque<SizedFrame<M>>, since: u64) {
+    while answers.front().is_some_and(|f| f.end_ns < since) {
+        answers.pop_front();
+    }
+}
+
 impl<M> Timed for SizedFrame<M> {
     fn set_timing(&mut self, start_ns: u64, end_ns: u64) {
         self.start_ns = start_ns;

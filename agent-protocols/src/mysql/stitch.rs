@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::types::{Frame, Msg, Request, Response, State};
 use crate::sql::Analyzed;
-use crate::{Detail, ProtocolKind, Record, SqlInfo};
+use crate::{Detail, ProtocolKind, Record, SqlInfo, drop_answers_ended_before};
 
 /// How many response frames answer the command at the front, if all have arrived.
 fn response_len(resps: &VecDeque<Frame>) -> Option<usize> {
@@ -50,12 +50,7 @@ pub fn stitch(
             resps.clear();
             break;
         }
-        // Answers that ended before this command started answer one the capture lost (a
-        // prefix of the queue: frames arrive in time order).
-        let since = reqs.front().map_or(0, |f| f.start_ns);
-        while resps.front().is_some_and(|f| f.end_ns < since) {
-            resps.pop_front();
-        }
+        drop_answers_ended_before(resps, reqs.front().map_or(0, |f| f.start_ns));
         let Some(n) = response_len(resps) else { break };
         let (Some(req), answers) = (reqs.pop_front(), resps.drain(..n).collect::<Vec<_>>()) else {
             break;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::types::{Frame, Msg, Request, Response, State};
 use crate::sql::Analyzed;
-use crate::{DbSystem, Detail, ProtocolKind, Record, SqlInfo};
+use crate::{DbSystem, Detail, ProtocolKind, Record, SqlInfo, drop_answers_ended_before};
 
 fn is_ready(f: &Frame) -> bool {
     matches!(f.msg, Msg::Resp(Response::Ready { .. }))
@@ -39,7 +39,7 @@ pub fn stitch(
             resps.clear();
             break;
         }
-        drop_stale(resps, reqs.front().map_or(0, |f| f.start_ns));
+        drop_answers_ended_before(resps, reqs.front().map_or(0, |f| f.start_ns));
         let Some(g) = reqs.iter().position(ends_group) else {
             break;
         };
@@ -51,14 +51,6 @@ pub fn stitch(
         resolve(group, answers, st, &mut out);
     }
     out
-}
-
-/// Answers that ended before the oldest pending request started answer something the capture
-/// lost; they are a prefix of the queue (frames arrive in time order).
-fn drop_stale(resps: &mut VecDeque<Frame>, since: u64) {
-    while resps.front().is_some_and(|f| f.end_ns < since) {
-        resps.pop_front();
-    }
 }
 
 /// Per-statement accumulation of timing and sizes.
@@ -98,7 +90,7 @@ fn resolve(group: Vec<Frame>, answers: Vec<Frame>, st: &State, out: &mut Vec<Rec
     let mut acc = Acc::default();
     let mut aborted = false;
     for f in &group {
-        drop_stale(&mut answers, f.start_ns);
+        drop_answers_ended_before(&mut answers, f.start_ns);
         acc.req(f);
         let Msg::Req(req) = &f.msg else { continue };
         match req {
