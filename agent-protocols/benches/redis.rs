@@ -3,11 +3,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod fixture_replay;
 
-use std::hint::black_box;
-
-use agent_protocols::{ParserConfig, ProtocolKind};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use agent_protocols::ProtocolKind;
+use criterion::{Criterion, criterion_group, criterion_main};
 
 const FIXTURES: &[&str] = &[
     "redis/commands.jsonl",
@@ -18,30 +17,7 @@ const FIXTURES: &[&str] = &[
 ];
 
 fn bench(c: &mut Criterion) {
-    let cfg = ParserConfig::default();
-    let all: Vec<Vec<common::Chunk>> = FIXTURES.iter().map(common::load_fixture).collect();
-    let bytes: u64 = all.iter().flatten().map(|c| c.data.len() as u64).sum();
-    let records: u64 = all
-        .iter()
-        .map(|f| common::replay(ProtocolKind::Redis, f, &cfg).records.len() as u64)
-        .sum();
-    let run = || {
-        let mut n = 0;
-        for f in &all {
-            n += common::replay(ProtocolKind::Redis, black_box(f), &cfg)
-                .records
-                .len();
-        }
-        n
-    };
-    let mut g = c.benchmark_group("redis_bytes");
-    g.throughput(Throughput::Bytes(bytes));
-    g.bench_function("replay_fixtures", |b| b.iter(run));
-    g.finish();
-    let mut g = c.benchmark_group("redis_records");
-    g.throughput(Throughput::Elements(records));
-    g.bench_function("replay_fixtures", |b| b.iter(run));
-    g.finish();
+    fixture_replay::bench_fixtures(c, "redis", ProtocolKind::Redis, FIXTURES);
 }
 
 criterion_group!(benches, bench);
