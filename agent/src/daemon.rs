@@ -158,17 +158,14 @@ impl EventSink for DaemonSink<'_> {
         if !samplable.is_empty() {
             let _ = self.probes.allow_sampling(&samplable);
         }
-        let k = self.probes.counters().unwrap_or_default();
+        // Every tick: only the two counters the sampler needs (one map read each).
+        let (offered, sampled_out) = self.probes.sampling_counters().unwrap_or_default();
         let totals = Totals {
-            offered: k.exchanges,
-            sampled_out: k.sampled_out,
+            offered,
+            sampled_out,
             records: self.conntrack.records(),
         };
         if let Some(t) = self.sampler.update(totals, monotonic_ns()) {
-            eprintln!(
-                "DEBUG threshold {t} exchanges {} out {}",
-                k.exchanges, k.sampled_out
-            );
             let _ = self.probes.set_skip_threshold(t);
         }
         if self.last_evict.elapsed() > Duration::from_secs(1) {
@@ -180,6 +177,7 @@ impl EventSink for DaemonSink<'_> {
             self.last_log = Instant::now();
             let s = self.conntrack.stats();
             let p = self.pipeline.stats();
+            let k = self.probes.counters().unwrap_or_default();
             eprintln!(
                 "tracewire: conns={} records={} spans={} exported={} sampled: kept={:.3} out={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
                 self.conntrack.len(),

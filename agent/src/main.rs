@@ -265,8 +265,7 @@ fn check() -> Result<()> {
         btf.display(),
         if btf.exists() { "present" } else { "MISSING" }
     );
-    probes::preflight()?;
-    let root = probes::hooks::tracefs_root().context("tracefs not found")?;
+    let root = probes::preflight()?;
     println!("tracefs: {}", root.display());
     let mut missing = Vec::new();
     for h in probes::HOOKS {

@@ -4,7 +4,7 @@
 pub mod btf;
 pub mod hooks;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use agent_common::{CaptureConfig, ConnState, KernelOffsets, MAX_PAYLOAD, counter};
 use anyhow::{Context, Result, bail};
@@ -75,24 +75,22 @@ pub struct KernelCounters {
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
-/// Errors a user can act on, before any program is loaded.
-pub fn preflight() -> Result<()> {
+/// Errors a user can act on, before any program is loaded. Returns the tracefs root (mounted
+/// here if it was not).
+pub fn preflight() -> Result<PathBuf> {
     if unsafe { libc::geteuid() } != 0 && !has_cap_bpf() {
         bail!(
             "tracewire needs root or CAP_BPF+CAP_PERFMON+CAP_SYS_RESOURCE to load eBPF programs; run it with sudo or grant the capabilities"
         );
     }
-    hooks::ensure_tracefs()?;
+    let tracefs = hooks::ensure_tracefs()?;
     if !Path::new(btf::VMLINUX_BTF).exists() {
         bail!(
             "{} is missing: the kernel was built without CONFIG_DEBUG_INFO_BTF, which tracewire needs to find socket structures",
             btf::VMLINUX_BTF
         );
     }
-    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled") {
-        let _ = v; // only affects unprivileged users; root is checked above
-    }
-    Ok(())
+    Ok(tracefs)
 }
 
 fn has_cap_bpf() -> bool {
@@ -109,11 +107,10 @@ fn has_cap_bpf() -> bool {
 
 impl Probes {
     pub fn load(cfg: &ProbeConfig) -> Result<Self> {
-        preflight()?;
+        let root = preflight()?;
         let mut offsets: KernelOffsets = btf::KernelBtf::load(Path::new(btf::VMLINUX_BTF))?
             .kernel_offsets()
             .context("reading kernel struct offsets from BTF")?;
-        let root = hooks::tracefs_root().context("tracefs not found")?;
         let tp = |c: &str, n: &str, f: &str| hooks::tracepoint_field_offset(&root, c, n, f);
         offsets.tp_newtask_pid = tp("task", "task_newtask", "pid")?;
         offsets.tp_newtask_clone_flags = tp("task", "task_newtask", "clone_flags")?;
@@ -141,7 +138,6 @@ impl Probes {
             .context("loading the eBPF programs into the kernel")?;
         fill_filter(&mut ebpf, &cfg.filter)?;
 
-        let root = hooks::tracefs_root().context("tracefs not found")?;
         let mut attached = Vec::new();
         let optional = OPTIONAL_HOOKS
             .iter()
@@ -213,10 +209,22 @@ impl Probes {
         Ok(())
     }
 
-    pub fn counters(&self) -> Result<KernelCounters> {
+    /// A reader of the per-CPU kernel counters (`counter::*`), summed over CPUs.
+    fn counter_reader(&self) -> Result<impl Fn(u32) -> u64 + '_> {
         let map = self.ebpf.map("COUNTERS").context("COUNTERS map missing")?;
         let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        let get = |i: u32| -> u64 { arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        Ok(move |i: u32| arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
+    }
+
+    /// (exchanges offered to sampling, exchanges sampled out): what the sampler reads on
+    /// every poll, without the other counters.
+    pub fn sampling_counters(&self) -> Result<(u64, u64)> {
+        let get = self.counter_reader()?;
+        Ok((get(counter::EXCHANGES), get(counter::SAMPLED_OUT)))
+    }
+
+    pub fn counters(&self) -> Result<KernelCounters> {
+        let get = self.counter_reader()?;
         Ok(KernelCounters {
             dropped_events: get(counter::DROPPED_EVENTS),
             truncated: get(counter::TRUNCATED),
