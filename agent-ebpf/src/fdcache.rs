@@ -62,17 +62,8 @@ pub fn sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let g = generation(tgid)?;
     let k = key(tgid, fd);
-    if let Some(e) = unsafe { FD_SOCK.get(k) }
-        && e.generation == g
-    {
-        if e.sk == 0 {
-            return None;
-        }
-        return Some(SockRef {
-            sk: e.sk,
-            family: e.family,
-            inode: e.inode,
-        });
+    if let Some(hit) = cached(k, g) {
+        return hit;
     }
     match walk(o, fd) {
         Walk::Sock(s) => {
@@ -85,6 +76,21 @@ pub fn sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
         }
         Walk::Unknown => None,
     }
+}
+
+/// The cached answer for key `k` if it belongs to fd-table generation `g`: Some(None) for an
+/// fd known not to be a traced socket, None when there is no valid entry.
+#[inline(always)]
+fn cached(k: u64, g: u64) -> Option<Option<SockRef>> {
+    let e = unsafe { FD_SOCK.get(k) }?;
+    if e.generation != g {
+        return None;
+    }
+    Some((e.sk != 0).then_some(SockRef {
+        sk: e.sk,
+        family: e.family,
+        inode: e.inode,
+    }))
 }
 
 #[inline(always)]
@@ -112,11 +118,24 @@ pub fn fresh_sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
     Some(s)
 }
 
-/// `fd` of the current process is being closed.
+/// `fd` of the current process is being closed: what it was (from the cache, else a walk
+/// that is not cached), and its entry forgotten.
 #[inline(always)]
-pub fn forget(fd: u64) {
+pub fn take(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
+    if o.valid == 0 || fd > i32::MAX as u64 {
+        return None;
+    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let _ = FD_SOCK.remove(key(tgid, fd));
+    let k = key(tgid, fd);
+    let hit = unsafe { FD_GENERATION.get(tgid) }.and_then(|g| cached(k, *g));
+    let _ = FD_SOCK.remove(k);
+    match hit {
+        Some(s) => s,
+        None => match walk(o, fd) {
+            Walk::Sock(s) => Some(s),
+            Walk::NotTraced | Walk::Unknown => None,
+        },
+    }
 }
 
 /// Every cached fd of `tgid` is void (its fd table may have changed behind our back).

@@ -18,7 +18,7 @@ use aya_ebpf::{
     EbpfContext, helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 
-use fdcache::{fresh_sock_of_fd, sock_of_fd};
+use fdcache::fresh_sock_of_fd;
 use maps::{CONNS, PENDING_CONN, SAMPLE_ALLOW, offsets};
 
 /// Syscall tracepoint arguments are 8-byte slots after the 16-byte common header (the
@@ -156,9 +156,7 @@ pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
 pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
     let fd = arg(&ctx, 0);
     let o = offsets();
-    let s = sock_of_fd(&o, fd);
-    fdcache::forget(fd);
-    let Some(s) = s else {
+    let Some(s) = fdcache::take(&o, fd) else {
         return 0;
     };
     if let Some(st) = unsafe { CONNS.get(s.sk) } {
