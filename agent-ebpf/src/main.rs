@@ -212,6 +212,12 @@ pub fn tw_new_task(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Does nothing: attached in place of the real programs to measure what the hooks alone cost.
+#[tracepoint]
+pub fn tw_null(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -17,6 +17,9 @@ use crate::model::Exchange;
 use crate::probes::{KernelCounters, ProbeConfig, Probes};
 use crate::sampler::{Sampler, Totals};
 
+/// Most exchanges handed to the span pipeline at once.
+const BATCH: usize = 256;
+
 pub struct DaemonConfig {
     pub probes: ProbeConfig,
     pub conntrack: ConntrackConfig,
@@ -65,14 +68,15 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         .enable_all()
         .build()
         .context("starting the export runtime")?;
-    let (tx, rx) = mpsc::channel::<Exchange>(cfg.channel_capacity);
+    // Exchanges cross in batches: one wakeup of the span pipeline per batch, not per exchange.
+    let (tx, rx) = mpsc::channel::<Vec<Exchange>>((cfg.channel_capacity / BATCH).max(4));
     let pipeline = rt
         .block_on(async { spawn_span_pipeline(cfg.pipeline.clone(), rx) })
         .context("starting the span pipeline")?;
 
     let mut sink = DaemonSink {
         conntrack: Conntrack::new(cfg.conntrack.clone()),
-        out: Vec::with_capacity(64),
+        out: Vec::with_capacity(BATCH),
         tx,
         dropped: 0,
         last_evict: Instant::now(),
@@ -117,7 +121,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
 struct DaemonSink<'a> {
     conntrack: Conntrack,
     out: Vec<Exchange>,
-    tx: mpsc::Sender<Exchange>,
+    tx: mpsc::Sender<Vec<Exchange>>,
     dropped: u64,
     last_evict: Instant,
     last_log: Instant,
@@ -129,11 +133,14 @@ struct DaemonSink<'a> {
 
 impl DaemonSink<'_> {
     fn send_all(&mut self) {
-        for ex in self.out.drain(..) {
-            // Never block the ingest thread: a full channel drops (and counts) the exchange.
-            if self.tx.try_send(ex).is_err() {
-                self.dropped += 1;
-            }
+        if self.out.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.out, Vec::with_capacity(BATCH));
+        let n = batch.len() as u64;
+        // Never block the ingest thread: a full channel drops (and counts) the batch.
+        if self.tx.try_send(batch).is_err() {
+            self.dropped += n;
         }
     }
 }
@@ -144,12 +151,14 @@ impl EventSink for DaemonSink<'_> {
             EventRef::Conn(c) => self.conntrack.on_conn(c, &mut self.out),
             EventRef::Data(h, p) => self.conntrack.on_data(h, p, &mut self.out),
         }
-        if !self.out.is_empty() {
+        if self.out.len() >= BATCH {
             self.send_all();
         }
     }
 
     fn tick(&mut self, _stats: &IngestStats) {
+        // After every drained batch of events: what is ready goes now.
+        self.send_all();
         let ignored = self.conntrack.take_ignored();
         if !ignored.is_empty() {
             let _ = self.probes.ignore_conns(&ignored);

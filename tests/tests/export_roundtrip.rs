@@ -226,7 +226,7 @@ async fn roundtrip(protocol: OtlpProtocol) {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     for ex in chain(front, back, base) {
-        assert!(tx.send(ex).await.is_ok());
+        assert!(tx.send(vec![ex]).await.is_ok());
     }
     let got = rx.wait_for_spans(4, Duration::from_secs(10)).await;
     let Some(spans) = got else {
@@ -372,7 +372,7 @@ async fn collector_down(protocol: OtlpProtocol) {
             "/before",
             [t, t + 1, t + 2, t + 3],
         );
-        assert!(tx.send(ex).await.is_ok());
+        assert!(tx.send(vec![ex]).await.is_ok());
     }
     assert!(
         rx.wait_for_spans(5, Duration::from_secs(10))
@@ -395,7 +395,7 @@ async fn collector_down(protocol: OtlpProtocol) {
             "/down",
             [t, t + 1, t + 2, t + 3],
         );
-        assert!(tx.send(ex).await.is_ok());
+        assert!(tx.send(vec![ex]).await.is_ok());
     }
     // The queue (20) overflows while the collector is down; attempts fail and are counted.
     wait_stats(&handle, "drops and errors", |s| {
@@ -423,7 +423,7 @@ async fn collector_down(protocol: OtlpProtocol) {
             "/after",
             [t, t + 1, t + 2, t + 3],
         );
-        assert!(tx.send(ex).await.is_ok());
+        assert!(tx.send(vec![ex]).await.is_ok());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -491,7 +491,7 @@ async fn refusing_collector_is_retried_then_accepts() {
         "/retry",
         [base, base + 1, base + 2, base + 3],
     );
-    assert!(tx.send(ex).await.is_ok());
+    assert!(tx.send(vec![ex]).await.is_ok());
     wait_stats(&handle, "refusals", |s| s.otlp_export_errors >= 2).await;
     assert!(rx.refused() >= 2);
     assert_eq!(rx.span_count(), 0);
@@ -538,7 +538,7 @@ async fn pipeline_throughput_grpc() {
             "/load",
             [t, t + 1, t + 2, t + 3],
         );
-        assert!(tx.send(ex).await.is_ok());
+        assert!(tx.send(vec![ex]).await.is_ok());
     }
     let got = rx
         .wait_for_spans(usize::try_from(n).unwrap_or(0), Duration::from_secs(60))
@@ -607,7 +607,7 @@ async fn red_metrics(protocol: OtlpProtocol) {
             "/m",
             [t, t + 1_000, t + 2_000_000, t + 3_000_000],
         );
-        assert!(tx.send(ex).await.is_ok());
+        assert!(tx.send(vec![ex]).await.is_ok());
     }
     let got = rx
         .wait_for_metrics(Duration::from_secs(10), |m| {

@@ -141,10 +141,17 @@ fn proc_hwm_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn start_agent(bin: &Path, sink_port: u16, ports: &[u16], dir: &Path) -> Result<Agent> {
+fn start_agent(
+    bin: &Path,
+    sink_port: u16,
+    ports: &[u16],
+    dir: &Path,
+    extra: &[&str],
+) -> Result<Agent> {
     let stats_path = dir.join("agent-stats.json");
     let mut cmd = Command::new(bin);
     cmd.args(["run", "--exporter", "otlp", "--protocol", "grpc"])
+        .args(extra)
         .arg("--endpoint")
         .arg(format!("http://127.0.0.1:{sink_port}"))
         .arg("--stats-file")
@@ -170,7 +177,15 @@ fn start_agent(bin: &Path, sink_port: u16, ports: &[u16], dir: &Path) -> Result<
     Ok(Agent { guard, stats_path })
 }
 
-/// Runs `load` untraced and traced `runs` times each, alternating which goes first.
+/// Runs of one scenario: untraced, traced, and the floor (hooks attached, no-op programs).
+struct Runs {
+    untraced: Vec<Sample>,
+    traced: Vec<Sample>,
+    floor: Vec<Sample>,
+}
+
+/// Runs `load` untraced and traced `runs` times each, alternating which goes first, and once
+/// per round with only the hooks attached (`--hooks-only`: what the hooks alone cost).
 fn interleaved(
     name: &str,
     runs: u32,
@@ -179,13 +194,19 @@ fn interleaved(
     ports: &[u16],
     dir: &Path,
     mut load: impl FnMut() -> Result<Sample>,
-) -> Result<(Vec<Sample>, Vec<Sample>)> {
+) -> Result<Runs> {
     let mut untraced = Vec::new();
     let mut traced = Vec::new();
+    let mut floor = Vec::new();
     for i in 0..runs {
+        let agent = start_agent(bin, sink_port, ports, dir, &["--hooks-only"])?;
+        let s = load()?;
+        drop(agent.guard);
+        eprintln!("bench {name} hooks-only run {i}: {:.0}/s", s.throughput);
+        floor.push(s);
         for traced_first in [i % 2 == 1, i % 2 == 0] {
             if traced_first {
-                let agent = start_agent(bin, sink_port, ports, dir)?;
+                let agent = start_agent(bin, sink_port, ports, dir, &[])?;
                 let pid = agent.guard.0.id();
                 let cpu0 = proc_cpu_seconds(pid).unwrap_or(0.0);
                 let mut s = load()?;
@@ -208,7 +229,11 @@ fn interleaved(
             }
         }
     }
-    Ok((untraced, traced))
+    Ok(Runs {
+        untraced,
+        traced,
+        floor,
+    })
 }
 
 /// One more traced run with BPF run-time statistics on: what the kernel programs cost.
@@ -219,7 +244,7 @@ fn hook_cost(
     dir: &Path,
     mut load: impl FnMut() -> Result<Sample>,
 ) -> Result<HookCost> {
-    let agent = start_agent(bin, sink_port, ports, dir)?;
+    let agent = start_agent(bin, sink_port, ports, dir, &[])?;
     set_bpf_stats(true);
     let pid = agent.guard.0.id();
     let before = HookCost::read(pid);
@@ -338,7 +363,7 @@ fn fixed_rate_no_loss(
     seconds: u32,
     dir: &Path,
 ) -> Result<serde_json::Value> {
-    let agent = start_agent(bin, sink_port, &[port], dir)?;
+    let agent = start_agent(bin, sink_port, &[port], dir, &[])?;
     let out = output(
         Command::new("pgbench")
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
@@ -394,6 +419,7 @@ struct Row {
     scenario: String,
     untraced: Vec<Sample>,
     traced: Vec<Sample>,
+    floor: Vec<Sample>,
     hooks: HookCost,
 }
 
@@ -401,6 +427,7 @@ impl Row {
     fn json(&self) -> serde_json::Value {
         let u: Vec<f64> = self.untraced.iter().map(|s| s.throughput).collect();
         let t: Vec<f64> = self.traced.iter().map(|s| s.throughput).collect();
+        let fl: Vec<f64> = self.floor.iter().map(|s| s.throughput).collect();
         let p99u: Vec<f64> = self.untraced.iter().filter_map(|s| s.p99_ms).collect();
         let p99t: Vec<f64> = self.traced.iter().filter_map(|s| s.p99_ms).collect();
         let cpu: Vec<f64> = self
@@ -435,6 +462,8 @@ impl Row {
             "untraced_median": median(u.clone()),
             "traced_median": median(t.clone()),
             "ratio": median(t.clone()) / median(u.clone()),
+            "hooks_only_median": median(fl.clone()),
+            "hooks_only_ratio": median(fl.clone()) / median(u.clone()),
             "untraced_spread": spread(&u),
             "traced_spread": spread(&t),
             "p99_untraced_ms": median(p99u.clone()),
@@ -451,6 +480,7 @@ impl Row {
             "hook_cpu_cores": h.run_ns as f64 / 1e9 / h.seconds.max(0.001),
             "untraced": u,
             "traced": t,
+            "hooks_only": fl,
         })
     }
 }
@@ -529,7 +559,7 @@ impl Ctx<'_> {
         port: u16,
         mut load: impl FnMut() -> Result<Sample>,
     ) -> Result<Row> {
-        let (untraced, traced) = interleaved(
+        let runs = interleaved(
             name,
             self.runs,
             self.bin,
@@ -542,8 +572,9 @@ impl Ctx<'_> {
         eprintln!("bench {name} kernel programs: {hooks:?}");
         Ok(Row {
             scenario: name.into(),
-            untraced,
-            traced,
+            untraced: runs.untraced,
+            traced: runs.traced,
+            floor: runs.floor,
             hooks,
         })
     }
@@ -708,17 +739,18 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops | sampled out | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops | sampled out | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} | {:.0}% | {:.3}, {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} | {:.0}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
             f("ratio"),
+            f("hooks_only_ratio"),
             f("p99_ratio"),
             f("untraced_spread") * 100.0,
             f("traced_spread") * 100.0,

@@ -25,6 +25,8 @@ mod traceparent;
 
 pub use traceparent::{TraceParent, parse_traceparent};
 
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -151,7 +153,8 @@ enum ParentRef {
 #[derive(Debug)]
 struct Entry {
     /// The span until it is released (moved out then; the facts below stay for late children).
-    span: Option<SpanData>,
+    /// Boxed: entries stay small, so held and released entries move and cache cheaply.
+    span: Option<Box<SpanData>>,
     kind: SpanKind,
     span_id: [u8; 8],
     facts: LinkFacts,
@@ -221,11 +224,15 @@ pub struct Correlator {
     due: Vec<(u64, bool)>,
     scratch: Vec<(u64, u64)>,
     stats: CorrelateStats,
+    /// Span and trace ids: a fast generator seeded from the OS once (ids must be unique and
+    /// unpredictable enough, not cryptographic; ChaCha per id was measurable under load).
+    ids: SmallRng,
 }
 
-fn random_nonzero<const N: usize>() -> [u8; N] {
+fn random_nonzero<const N: usize>(rng: &mut SmallRng) -> [u8; N] {
     loop {
-        let v: [u8; N] = rand::random();
+        let mut v = [0u8; N];
+        rng.fill_bytes(&mut v);
         if v.iter().any(|b| *b != 0) {
             return v;
         }
@@ -250,6 +257,7 @@ impl Correlator {
             due: Vec::new(),
             scratch: Vec::new(),
             stats: CorrelateStats::default(),
+            ids: SmallRng::from_os_rng(),
         }
     }
 
@@ -284,7 +292,7 @@ impl Correlator {
     /// Add a finished span. `now_ns` is the correlator's clock (monotonic ns).
     pub fn push(&mut self, mut span: SpanData, now_ns: u64) {
         self.stats.received += 1;
-        span.span_id = random_nonzero();
+        span.span_id = random_nonzero(&mut self.ids);
         let id = self.next_id();
         let seq = self.next_seq(&span);
         let key = match (span.link.local, span.link.remote) {
@@ -302,7 +310,7 @@ impl Correlator {
                 timing: span.link.timing,
                 stream_id: span.link.stream_id,
             },
-            span: Some(span),
+            span: Some(Box::new(span)),
             arrived_ns: now_ns,
             parent: None,
             thread_candidates: 0,
@@ -604,10 +612,13 @@ impl Correlator {
                 }
             },
         };
+        let tid = match trace_id {
+            Some(t) => t,
+            None => random_nonzero(&mut self.ids),
+        };
         let Some(e) = self.get_mut(id) else {
             return false;
         };
-        let tid = trace_id.unwrap_or_else(random_nonzero);
         e.trace_id = Some(tid);
         e.released = true;
         let Some(mut span) = e.span.take() else {
@@ -635,7 +646,7 @@ impl Correlator {
             }
         }
         self.stats.released += 1;
-        self.out.push(span);
+        self.out.push(*span);
         true
     }
 

@@ -28,8 +28,11 @@ pub struct OtlpStats {
     pub in_flight: AtomicU64,
 }
 
+/// The queue holds batches (one handoff per released batch, not per span), bounded in spans:
+/// `in_flight` (queued or being sent) never exceeds `max_queue`.
 pub struct OtlpExporter {
-    tx: mpsc::Sender<SpanData>,
+    tx: mpsc::UnboundedSender<Vec<SpanData>>,
+    max_queue: u64,
     join: JoinHandle<()>,
     stats: Arc<OtlpStats>,
 }
@@ -38,10 +41,15 @@ impl OtlpExporter {
     /// Must be called inside a tokio runtime.
     pub fn spawn(otlp: &OtlpConfig, batch: &BatchConfig) -> Result<Self, TransportError> {
         let transport = Transport::new(otlp, &otlp.endpoint)?;
-        let (tx, rx) = mpsc::channel(batch.max_queue.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(OtlpStats::default());
         let join = tokio::spawn(worker(transport, batch.clone(), rx, Arc::clone(&stats)));
-        Ok(OtlpExporter { tx, join, stats })
+        Ok(OtlpExporter {
+            tx,
+            max_queue: u64::try_from(batch.max_queue.max(1)).unwrap_or(u64::MAX),
+            join,
+            stats,
+        })
     }
 
     pub fn stats(&self) -> &Arc<OtlpStats> {
@@ -50,32 +58,77 @@ impl OtlpExporter {
 
     /// Queue a span; never blocks. Returns false (and counts) when the queue is full.
     pub fn offer(&self, span: SpanData) -> bool {
-        match self.tx.try_send(span) {
-            Ok(()) => {
-                self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(_) => {
-                self.stats
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        self.offer_batch(vec![span]) == 1
     }
 
-    /// Queue a span, waiting for room until `deadline`: the final flush hands over every held
-    /// span at once, more than the queue holds, while the worker drains it.
-    pub async fn offer_until(&self, span: SpanData, deadline: Instant) -> bool {
-        match tokio::time::timeout_at(deadline, self.tx.send(span)).await {
-            Ok(Ok(())) => {
-                self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-                true
+    /// Queue as many of `spans` as there is room for; never blocks. The rest are dropped and
+    /// counted. Returns how many were queued.
+    pub fn offer_batch(&self, mut spans: Vec<SpanData>) -> usize {
+        let n = self.admit(spans.len());
+        let dropped = spans.len() - n;
+        if dropped > 0 {
+            spans.truncate(n);
+            self.stats
+                .dropped_queue_full
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        if n > 0 && self.tx.send(spans).is_err() {
+            // The worker is gone (shutdown): nothing will send them.
+            self.release(n);
+            self.stats
+                .dropped_failed
+                .fetch_add(n as u64, Ordering::Relaxed);
+            return 0;
+        }
+        n
+    }
+
+    /// Reserve queue room for up to `want` spans; returns how many fit.
+    fn admit(&self, want: usize) -> usize {
+        let want = want as u64;
+        let mut got = 0;
+        let _ = self
+            .stats
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                got = want.min(self.max_queue.saturating_sub(v));
+                Some(v + got)
+            });
+        got as usize
+    }
+
+    fn release(&self, n: usize) {
+        let _ = self
+            .stats
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n as u64))
+            });
+    }
+
+    /// Queue every span, waiting for room until `deadline`: the final flush hands over every
+    /// held span at once, more than the queue holds, while the worker drains it. What is left
+    /// at the deadline is dropped and counted.
+    pub async fn offer_all_until(&self, mut spans: Vec<SpanData>, deadline: Instant) {
+        while !spans.is_empty() {
+            let n = self.admit(spans.len());
+            if n > 0 {
+                let rest = spans.split_off(n);
+                if self.tx.send(std::mem::replace(&mut spans, rest)).is_err() {
+                    self.release(n);
+                    self.stats
+                        .dropped_failed
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                continue;
             }
-            _ => {
-                self.stats.dropped_failed.fetch_add(1, Ordering::Relaxed);
-                false
+            if Instant::now() >= deadline {
+                self.stats
+                    .dropped_failed
+                    .fetch_add(spans.len() as u64, Ordering::Relaxed);
+                return;
             }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -85,6 +138,7 @@ impl OtlpExporter {
             tx,
             mut join,
             stats,
+            ..
         } = self;
         drop(tx);
         if tokio::time::timeout(deadline, &mut join).await.is_err() {
@@ -101,7 +155,7 @@ const MAX_CONCURRENT_EXPORTS: usize = 4;
 async fn worker(
     mut transport: Transport,
     cfg: BatchConfig,
-    mut rx: mpsc::Receiver<SpanData>,
+    mut rx: mpsc::UnboundedReceiver<Vec<SpanData>>,
     stats: Arc<OtlpStats>,
 ) {
     let max_batch = cfg.max_batch.max(1);
@@ -117,24 +171,26 @@ async fn worker(
             },
         };
         match next {
-            Some(Some(span)) => {
-                if buf.is_empty() {
-                    flush_at = Some(Instant::now() + cfg.max_delay);
-                }
-                buf.push(span);
-                if buf.len() >= max_batch {
-                    // Full batches go out concurrently (bounded), so one slow round trip does
-                    // not stall the queue behind it.
-                    let batch = std::mem::take(&mut buf);
-                    flush_at = None;
-                    let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-                        return;
-                    };
-                    let (mut t, c, s) = (transport.clone(), cfg.clone(), Arc::clone(&stats));
-                    tokio::spawn(async move {
-                        send_with_retry(&mut t, &c, batch, &s).await;
-                        drop(permit);
-                    });
+            Some(Some(spans)) => {
+                for span in spans {
+                    if buf.is_empty() {
+                        flush_at = Some(Instant::now() + cfg.max_delay);
+                    }
+                    buf.push(span);
+                    if buf.len() >= max_batch {
+                        // Full batches go out concurrently (bounded), so one slow round trip
+                        // does not stall the queue behind it.
+                        let batch = std::mem::replace(&mut buf, Vec::with_capacity(max_batch));
+                        flush_at = None;
+                        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                            return;
+                        };
+                        let (mut t, c, s) = (transport.clone(), cfg.clone(), Arc::clone(&stats));
+                        tokio::spawn(async move {
+                            send_with_retry(&mut t, &c, batch, &s).await;
+                            drop(permit);
+                        });
+                    }
                 }
             }
             Some(None) => {

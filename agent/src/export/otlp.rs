@@ -292,10 +292,16 @@ pub mod direct {
         let mut groups: Vec<Group<'_>> = Vec::new();
         for (i, s) in spans.iter().enumerate() {
             let len = span_len(s);
-            match groups
-                .iter_mut()
-                .find(|g| std::ptr::eq(g.resource, &*s.resource) || *g.resource == *s.resource)
+            // Spans of one process share one Arc: match by pointer first, and compare values
+            // (many equal attributes before the first difference) only when that fails.
+            let at = match groups
+                .iter()
+                .position(|g| std::ptr::eq(g.resource, &*s.resource))
             {
+                Some(i) => Some(i),
+                None => groups.iter().position(|g| *g.resource == *s.resource),
+            };
+            match at.and_then(|i| groups.get_mut(i)) {
                 Some(g) => g.spans.push((i, len)),
                 None => groups.push(Group {
                     resource: &s.resource,

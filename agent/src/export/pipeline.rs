@@ -224,23 +224,15 @@ impl Sinks {
                 .jsonl_errors
                 .store(j.errors, Ordering::Relaxed);
         }
-        let need_console = self.console.is_some();
-        for s in spans {
-            match (&self.otlp, need_console) {
-                (Some(o), true) => {
-                    o.offer(s.clone());
+        if let Some(c) = &mut self.console {
+            for s in &spans {
+                if let Some(text) = c.push(s.clone(), now_ns) {
+                    print_trace(&text, shared);
                 }
-                (Some(o), false) => {
-                    o.offer(s);
-                    continue;
-                }
-                (None, _) => {}
             }
-            if let Some(c) = &mut self.console
-                && let Some(text) = c.push(s, now_ns)
-            {
-                print_trace(&text, shared);
-            }
+        }
+        if let Some(o) = &self.otlp {
+            o.offer_batch(spans);
         }
     }
 
@@ -281,7 +273,7 @@ fn print_trace(text: &str, shared: &Shared) {
 /// [`PipelineHandle::shutdown`].
 pub fn spawn_span_pipeline(
     cfg: PipelineConfig,
-    rx: mpsc::Receiver<Exchange>,
+    rx: mpsc::Receiver<Vec<Exchange>>,
 ) -> Result<PipelineHandle, PipelineError> {
     let kinds = &cfg.export.exporters;
     let otlp = if kinds.contains(&ExporterKind::Otlp) {
@@ -344,7 +336,7 @@ pub fn spawn_span_pipeline(
 
 async fn run(
     cfg: PipelineConfig,
-    mut rx: mpsc::Receiver<Exchange>,
+    mut rx: mpsc::Receiver<Vec<Exchange>>,
     mut stop: oneshot::Receiver<()>,
     mut sinks: Sinks,
     shared: Arc<Shared>,
@@ -367,20 +359,23 @@ async fn run(
     metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            ex = rx.recv() => {
-                let Some(ex) = ex else { break };
-                shared.counters.exchanges.fetch_add(1, Ordering::Relaxed);
-                let res = procs.resource(ex.conn.pid, &ex.conn.comm);
-                match build_span(&ex, res, &clock, &cfg.spans) {
-                    Ok(span) => {
-                        shared.counters.spans_built.fetch_add(1, Ordering::Relaxed);
-                        corr.push(span, ClockOffset::now_mono_ns());
-                    }
-                    Err(SkipReason::UnknownRole) => {
-                        shared.counters.skipped_unknown_role.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(SkipReason::DbServerSide) => {
-                        shared.counters.skipped_db_server.fetch_add(1, Ordering::Relaxed);
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                shared.counters.exchanges.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let now = ClockOffset::now_mono_ns();
+                for ex in batch {
+                    let res = procs.resource(ex.conn.pid, &ex.conn.comm);
+                    match build_span(&ex, res, &clock, &cfg.spans) {
+                        Ok(span) => {
+                            shared.counters.spans_built.fetch_add(1, Ordering::Relaxed);
+                            corr.push(span, now);
+                        }
+                        Err(SkipReason::UnknownRole) => {
+                            shared.counters.skipped_unknown_role.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(SkipReason::DbServerSide) => {
+                            shared.counters.skipped_db_server.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }
@@ -405,9 +400,7 @@ async fn run(
     let otlp = sinks.otlp.take();
     if let Some(o) = &otlp {
         let deadline = tokio::time::Instant::now() + FINAL_FLUSH;
-        for s in &out {
-            o.offer_until(s.clone(), deadline).await;
-        }
+        o.offer_all_until(out.clone(), deadline).await;
     }
     sinks.emit(out, now, &shared);
     sinks.otlp = otlp;

@@ -352,7 +352,7 @@ async fn pipeline_writes_jsonl_trees_and_counts_skips() {
         ),
     );
     for ex in [client, server, unknown, db_server] {
-        assert!(tx.send(ex).await.is_ok());
+        assert!(tx.send(vec![ex]).await.is_ok());
     }
     // Spans leave after the hold window, before shutdown.
     for _ in 0..100 {

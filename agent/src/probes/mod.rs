@@ -38,6 +38,8 @@ pub struct ProbeConfig {
     pub filter: ProcessFilter,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Attach a no-op program to every hook instead of the real ones (benchmark floor).
+    pub hooks_only: bool,
 }
 
 impl Default for ProbeConfig {
@@ -47,6 +49,7 @@ impl Default for ProbeConfig {
             filter: ProcessFilter::default(),
             // 8 MiB holds ~40k typical events: dozens of 10 ms poll intervals at 100k+ req/s.
             ring_bytes: 8 * 1024 * 1024,
+            hooks_only: false,
         }
     }
 }
@@ -139,6 +142,21 @@ impl Probes {
         fill_filter(&mut ebpf, &cfg.filter)?;
 
         let mut attached = Vec::new();
+        if cfg.hooks_only {
+            // The benchmark's floor: every hook attached, each running a program that returns
+            // at once, so what the hooks alone cost is measured in the same run.
+            let prog: &mut TracePoint = ebpf
+                .program_mut("tw_null")
+                .context("program tw_null missing from the object")?
+                .try_into()?;
+            prog.load().context("verifier rejected tw_null")?;
+            for hook in HOOKS.iter() {
+                prog.attach(hook.category, hook.name)
+                    .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
+                attached.push(hook);
+            }
+            return Ok(Self { ebpf, attached });
+        }
         let optional = OPTIONAL_HOOKS
             .iter()
             .filter(|h| hook_status(&root, h) == HookStatus::Available);
