@@ -8,7 +8,7 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray};
 
 use agent_common::KernelOffsets;
 
@@ -34,14 +34,82 @@ static FD_GENERATION: LruHashMap<u32, u64> = LruHashMap::with_max_entries(32768,
 #[map]
 static FD_SOCK: LruHashMap<u64, FdEntry> = LruHashMap::with_max_entries(131072, 0);
 
+/// The last process's generation seen on this CPU, valid while `epoch` matches
+/// [`GEN_EPOCH`]: consecutive syscalls on a CPU mostly come from one process, and an array
+/// slot is read without a hash lookup.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GenCache {
+    tgid: u32,
+    _pad: u32,
+    epoch: u64,
+    generation: u64,
+}
+
+#[map]
+static GEN_CACHE: PerCpuArray<GenCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set to a new, never reused value (after the map change) whenever any process's generation
+/// changes or is dropped: every CPU's cached generation is then void. Unique values rather
+/// than an increment: BPF has no portable fetch-add here, and two CPUs incrementing at once
+/// could both store the same value and let a cache made in between survive.
+#[map]
+static GEN_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn epoch() -> u64 {
+    match GEN_EPOCH.get_ptr(0) {
+        // SAFETY: a map value, read whole.
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn bump_epoch() {
+    let v = next_conn_id();
+    if let Some(p) = GEN_EPOCH.get_ptr_mut(0) {
+        // SAFETY: an 8-aligned map value; the 8-byte store is single-copy atomic.
+        unsafe { core::ptr::write_volatile(p, v) };
+    }
+}
+
 #[inline(always)]
 fn key(tgid: u32, fd: u64) -> u64 {
     ((tgid as u64) << 32) | (fd & 0xffff_ffff)
 }
 
-/// The generation of `tgid`'s fd table, created (fresh, never reused) on first use.
+/// The generation of `tgid`'s fd table, created (fresh, never reused) on first use; from
+/// this CPU's cache when it is still valid.
 #[inline(always)]
 fn generation(tgid: u32) -> Option<u64> {
+    // The epoch is read before the map, so a change made after this read voids what we cache.
+    let e = epoch();
+    let cache = GEN_CACHE.get_ptr_mut(0);
+    if let Some(c) = cache {
+        // SAFETY: this CPU's slot; tracepoint programs do not migrate.
+        let c = unsafe { &*c };
+        if c.tgid == tgid && c.epoch == e && c.generation != 0 {
+            return Some(c.generation);
+        }
+    }
+    let g = generation_slow(tgid)?;
+    if let Some(c) = cache {
+        // SAFETY: as above.
+        unsafe {
+            *c = GenCache {
+                tgid,
+                _pad: 0,
+                epoch: e,
+                generation: g,
+            }
+        };
+    }
+    Some(g)
+}
+
+#[inline(always)]
+fn generation_slow(tgid: u32) -> Option<u64> {
     if let Some(g) = unsafe { FD_GENERATION.get(tgid) } {
         return Some(*g);
     }
@@ -144,6 +212,8 @@ pub fn new_generation(tgid: u32) {
     if unsafe { FD_GENERATION.get(tgid) }.is_some() {
         let _ = FD_GENERATION.insert(tgid, next_conn_id(), 0);
     }
+    // Always: a CPU may still cache a generation the LRU map has already evicted.
+    bump_epoch();
 }
 
 /// A new process (not a thread) has its own fd table: drop the generation a dead process with
@@ -151,4 +221,5 @@ pub fn new_generation(tgid: u32) {
 #[inline(always)]
 pub fn new_process(pid: u32) {
     let _ = FD_GENERATION.remove(pid);
+    bump_epoch();
 }
