@@ -8,10 +8,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tokio::sync::mpsc;
 
 use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackStats};
 use crate::export::pipeline::{PipelineConfig, PipelineHandle, PipelineStats, spawn_span_pipeline};
+use crate::handoff::{HandoffTx, handoff};
 use crate::ingest::{EventRef, EventSink, IngestStats, run_loop};
 use crate::model::Exchange;
 use crate::probes::{KernelCounters, ProbeConfig, Probes};
@@ -50,6 +50,7 @@ pub struct FinalStats {
 /// Runs until `stop` is set (SIGINT/SIGTERM), then flushes and reports.
 pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
     let mut probes = Probes::load(&cfg.probes)?;
+    crate::memory::release_free_memory();
     let hooks: Vec<String> = probes
         .attached
         .iter()
@@ -68,8 +69,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         .enable_all()
         .build()
         .context("starting the export runtime")?;
-    // Exchanges cross in batches: one wakeup of the span pipeline per batch, not per exchange.
-    let (tx, rx) = mpsc::channel::<Vec<Exchange>>((cfg.channel_capacity / BATCH).max(4));
+    let (tx, rx) = handoff(cfg.channel_capacity);
     let pipeline = rt
         .block_on(async { spawn_span_pipeline(cfg.pipeline.clone(), rx) })
         .context("starting the span pipeline")?;
@@ -121,7 +121,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
 struct DaemonSink<'a> {
     conntrack: Conntrack,
     out: Vec<Exchange>,
-    tx: mpsc::Sender<Vec<Exchange>>,
+    tx: HandoffTx,
     dropped: u64,
     last_evict: Instant,
     last_log: Instant,

@@ -11,12 +11,6 @@ use clap::{Parser, Subcommand};
 use tracewire::capture_view::{ConnInfoCache, format_event};
 use tracewire::probes::{self, ProbeConfig, Probes, ProcessFilter};
 
-/// Spans are built on the ingest thread and freed on the export thread; mimalloc's per-thread
-/// heaps handle that cross-thread traffic far more cheaply than glibc's arenas (measured: glibc
-/// malloc/free were about a fifth of the agent's CPU under load).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "tracewire", version, about = "eBPF zero-code tracing agent")]
 struct Cli {
@@ -193,8 +187,8 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(*args),
         Cmd::Check => check(),
         Cmd::BenchPipeline { exchanges, json } => {
-            let http = tracewire::benchpipe::run(false, exchanges);
-            let redis = tracewire::benchpipe::run(true, exchanges);
+            let http = tracewire::benchpipe::median_run(false, exchanges);
+            let redis = tracewire::benchpipe::median_run(true, exchanges);
             if json {
                 println!("{}", serde_json::json!({ "http1": http, "redis": redis }));
             } else {

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agent_protocols::{Detail, HttpInfo, ProtocolKind, Record, RedisInfo};
-use tokio::sync::mpsc;
 use tracewire::correlate::CorrelatorConfig;
 use tracewire::export::{PipelineConfig, PipelineHandle, spawn_span_pipeline};
 use tracewire::exportcfg::{
@@ -215,7 +214,7 @@ async fn roundtrip(protocol: OtlpProtocol) {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
         .unwrap_or_default();
-    let (tx, erx) = mpsc::channel(64);
+    let (tx, erx) = tracewire::handoff::handoff(100_000);
     let handle = match spawn_span_pipeline(config(protocol, endpoint, fast_batch()), erx) {
         Ok(h) => h,
         Err(e) => panic!("pipeline: {e}"),
@@ -226,7 +225,7 @@ async fn roundtrip(protocol: OtlpProtocol) {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     for ex in chain(front, back, base) {
-        assert!(tx.send(vec![ex]).await.is_ok());
+        assert!(tx.try_send(vec![ex]).is_ok());
     }
     let got = rx.wait_for_spans(4, Duration::from_secs(10)).await;
     let Some(spans) = got else {
@@ -352,7 +351,7 @@ async fn collector_down(protocol: OtlpProtocol) {
         max_backoff: Duration::from_millis(200),
         max_retry_time: Duration::from_millis(600),
     };
-    let (tx, erx) = mpsc::channel(1024);
+    let (tx, erx) = tracewire::handoff::handoff(100_000);
     let handle = match spawn_span_pipeline(config(protocol, endpoint, batch), erx) {
         Ok(h) => h,
         Err(e) => panic!("pipeline: {e}"),
@@ -372,7 +371,7 @@ async fn collector_down(protocol: OtlpProtocol) {
             "/before",
             [t, t + 1, t + 2, t + 3],
         );
-        assert!(tx.send(vec![ex]).await.is_ok());
+        assert!(tx.try_send(vec![ex]).is_ok());
     }
     assert!(
         rx.wait_for_spans(5, Duration::from_secs(10))
@@ -395,7 +394,7 @@ async fn collector_down(protocol: OtlpProtocol) {
             "/down",
             [t, t + 1, t + 2, t + 3],
         );
-        assert!(tx.send(vec![ex]).await.is_ok());
+        assert!(tx.try_send(vec![ex]).is_ok());
     }
     // The queue (20) overflows while the collector is down; attempts fail and are counted.
     wait_stats(&handle, "drops and errors", |s| {
@@ -423,7 +422,7 @@ async fn collector_down(protocol: OtlpProtocol) {
             "/after",
             [t, t + 1, t + 2, t + 3],
         );
-        assert!(tx.send(vec![ex]).await.is_ok());
+        assert!(tx.try_send(vec![ex]).is_ok());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -472,7 +471,7 @@ async fn refusing_collector_is_retried_then_accepts() {
         max_retry_time: Duration::from_secs(20),
         ..BatchConfig::default()
     };
-    let (tx, erx) = mpsc::channel(64);
+    let (tx, erx) = tracewire::handoff::handoff(100_000);
     let handle = match spawn_span_pipeline(
         config(OtlpProtocol::HttpProtobuf, rx.http_endpoint(), batch),
         erx,
@@ -491,7 +490,7 @@ async fn refusing_collector_is_retried_then_accepts() {
         "/retry",
         [base, base + 1, base + 2, base + 3],
     );
-    assert!(tx.send(vec![ex]).await.is_ok());
+    assert!(tx.try_send(vec![ex]).is_ok());
     wait_stats(&handle, "refusals", |s| s.otlp_export_errors >= 2).await;
     assert!(rx.refused() >= 2);
     assert_eq!(rx.span_count(), 0);
@@ -517,7 +516,7 @@ async fn pipeline_throughput_grpc() {
     };
     let mut cfg = config(OtlpProtocol::Grpc, rx.grpc_endpoint(), batch);
     cfg.correlate.hold = Duration::from_millis(100);
-    let (tx, erx) = mpsc::channel(4096);
+    let (tx, erx) = tracewire::handoff::handoff(100_000);
     let handle = match spawn_span_pipeline(cfg, erx) {
         Ok(h) => h,
         Err(e) => panic!("pipeline: {e}"),
@@ -538,7 +537,7 @@ async fn pipeline_throughput_grpc() {
             "/load",
             [t, t + 1, t + 2, t + 3],
         );
-        assert!(tx.send(vec![ex]).await.is_ok());
+        assert!(tx.try_send(vec![ex]).is_ok());
     }
     let got = rx
         .wait_for_spans(usize::try_from(n).unwrap_or(0), Duration::from_secs(60))
@@ -588,7 +587,7 @@ async fn red_metrics(protocol: OtlpProtocol) {
         interval: Duration::from_millis(200),
         max_series: 100,
     });
-    let (tx, erx) = mpsc::channel(16);
+    let (tx, erx) = tracewire::handoff::handoff(100_000);
     let handle = match spawn_span_pipeline(cfg, erx) {
         Ok(h) => h,
         Err(e) => panic!("pipeline: {e}"),
@@ -607,7 +606,7 @@ async fn red_metrics(protocol: OtlpProtocol) {
             "/m",
             [t, t + 1_000, t + 2_000_000, t + 3_000_000],
         );
-        assert!(tx.send(vec![ex]).await.is_ok());
+        assert!(tx.try_send(vec![ex]).is_ok());
     }
     let got = rx
         .wait_for_metrics(Duration::from_secs(10), |m| {

@@ -673,6 +673,9 @@ impl Correlator {
             self.unreleased.pop_front();
             due.push((id, age >= max_wait));
         }
+        // Room for this tick's releases up front: the batch is moved on whole, so growing it
+        // by doubling would copy every span again.
+        self.out.reserve(due.len());
         // Parents first when possible; repeat while releases unblock children.
         for _ in 0..16 {
             let before = due.len();

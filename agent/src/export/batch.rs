@@ -228,7 +228,7 @@ async fn send_with_retry(
     }
     let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
     // Encoded once, straight from the spans; retries resend the same bytes.
-    let mut buf = Vec::with_capacity(batch.len() * 512);
+    let mut buf = Vec::new();
     super::otlp::direct::encode_request(&batch, &mut buf);
     let body = bytes::Bytes::from(buf);
     drop(batch);

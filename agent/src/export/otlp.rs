@@ -309,11 +309,19 @@ pub mod direct {
                 }),
             }
         }
-        for g in &groups {
-            let res_len = attrs_len(1, &g.resource.attributes);
-            let spans_len: usize = g.spans.iter().map(|&(_, l)| delim_len(2, l)).sum();
-            let scope_spans_len = delim_len(1, scope_len()) + spans_len;
-            let rs_len = delim_len(1, res_len) + delim_len(2, scope_spans_len);
+        // Every length is known before writing: reserve the request once.
+        let lens: Vec<(usize, usize, usize)> = groups
+            .iter()
+            .map(|g| {
+                let res_len = attrs_len(1, &g.resource.attributes);
+                let spans_len: usize = g.spans.iter().map(|&(_, l)| delim_len(2, l)).sum();
+                let scope_spans_len = delim_len(1, scope_len()) + spans_len;
+                let rs_len = delim_len(1, res_len) + delim_len(2, scope_spans_len);
+                (res_len, scope_spans_len, rs_len)
+            })
+            .collect();
+        buf.reserve(lens.iter().map(|&(_, _, rs)| delim_len(1, rs)).sum());
+        for (g, &(res_len, scope_spans_len, rs_len)) in groups.iter().zip(&lens) {
             put_delim_header(1, rs_len, buf);
             put_delim_header(1, res_len, buf);
             put_attrs(1, &g.resource.attributes, buf);

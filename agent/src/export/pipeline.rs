@@ -15,7 +15,7 @@ use super::transport::{Transport, TransportError};
 use crate::correlate::{CorrelateStats, Correlator, CorrelatorConfig};
 use crate::discovery::{DiscoveryConfig, ProcessCache};
 use crate::exportcfg::{ExportConfig, ExporterKind};
-use crate::model::Exchange;
+use crate::handoff::HandoffRx;
 use crate::spans::{ClockOffset, SkipReason, SpanConfig, SpanData, build_span};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
@@ -273,7 +273,7 @@ fn print_trace(text: &str, shared: &Shared) {
 /// [`PipelineHandle::shutdown`].
 pub fn spawn_span_pipeline(
     cfg: PipelineConfig,
-    rx: mpsc::Receiver<Vec<Exchange>>,
+    rx: HandoffRx,
 ) -> Result<PipelineHandle, PipelineError> {
     let kinds = &cfg.export.exporters;
     let otlp = if kinds.contains(&ExporterKind::Otlp) {
@@ -336,7 +336,7 @@ pub fn spawn_span_pipeline(
 
 async fn run(
     cfg: PipelineConfig,
-    mut rx: mpsc::Receiver<Vec<Exchange>>,
+    mut rx: HandoffRx,
     mut stop: oneshot::Receiver<()>,
     mut sinks: Sinks,
     shared: Arc<Shared>,

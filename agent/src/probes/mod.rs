@@ -114,6 +114,9 @@ impl Probes {
         let mut offsets: KernelOffsets = btf::KernelBtf::load(Path::new(btf::VMLINUX_BTF))?
             .kernel_offsets()
             .context("reading kernel struct offsets from BTF")?;
+        // The parsed BTF is gone; return its pages before the loader parses BTF again, so the
+        // two parses do not add up in the peak.
+        crate::memory::release_free_memory();
         let tp = |c: &str, n: &str, f: &str| hooks::tracepoint_field_offset(&root, c, n, f);
         offsets.tp_newtask_pid = tp("task", "task_newtask", "pid")?;
         offsets.tp_newtask_clone_flags = tp("task", "task_newtask", "clone_flags")?;
