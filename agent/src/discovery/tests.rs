@@ -31,7 +31,7 @@ fn resource_for_process_has_every_attribute() {
         ("host.name", "node1".into()),
         ("host.id", "mid".into()),
         ("os.type", "linux".into()),
-        ("container.id", id.as_str().into()),
+        ("container.id", id.clone().into()),
         ("telemetry.sdk.name", "tracewire".into()),
         ("telemetry.sdk.language", "rust".into()),
         ("telemetry.sdk.version", resource::DISTRO_VERSION.into()),

@@ -2,12 +2,12 @@
 
 use agent_protocols::{RedisInfo, SqlInfo};
 
-use super::{Attributes, Built, SpanConfig, SpanStatus, set_peer};
+use super::{Attributes, Built, SpanConfig, SpanStatus, ip_string, set_peer};
 use crate::model::ConnMeta;
 
 fn set_server(a: &mut Attributes, conn: &ConnMeta) {
     if let Some(r) = conn.remote {
-        a.set("server.address", r.ip().to_string());
+        a.set("server.address", ip_string(r.ip()));
         a.set("server.port", i64::from(r.port()));
     } else if let Some(p) = &conn.unix_path {
         a.set("server.address", p.clone());
@@ -20,15 +20,15 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
     let system = s.system.as_str();
     a.set("db.system.name", system);
     if let Some(db) = s.database.as_deref().filter(|d| !d.is_empty()) {
-        a.set("db.namespace", db);
+        a.set("db.namespace", db.to_owned());
     }
     let op = s.operation.as_deref().filter(|o| !o.is_empty());
     let coll = s.collection.as_deref().filter(|c| !c.is_empty());
     if let Some(op) = op {
-        a.set("db.operation.name", op);
+        a.set("db.operation.name", op.to_owned());
     }
     if let Some(c) = coll {
-        a.set("db.collection.name", c);
+        a.set("db.collection.name", c.to_owned());
     }
     let text = if cfg.db_raw_query {
         s.query_raw.as_deref().or(s.query_sanitized.as_deref())
@@ -36,7 +36,7 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
         s.query_sanitized.as_deref()
     };
     if let Some(t) = text {
-        a.set("db.query.text", t);
+        a.set("db.query.text", t.to_owned());
     }
     let summary = match (op, coll) {
         (Some(o), Some(c)) => Some(format!("{o} {c}")),
@@ -54,8 +54,8 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
     set_server(&mut a, conn);
     let status = match s.error_code.as_deref().filter(|c| !c.is_empty()) {
         Some(code) => {
-            a.set("db.response.status_code", code);
-            a.set("error.type", code);
+            a.set("db.response.status_code", code.to_owned());
+            a.set("error.type", code.to_owned());
             SpanStatus::error(s.error_message.clone().unwrap_or_default())
         }
         None => SpanStatus::unset(),
@@ -76,7 +76,7 @@ pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
         r.command.as_str()
     };
     if !r.command.is_empty() {
-        a.set("db.operation.name", r.command.as_str());
+        a.set("db.operation.name", r.command.as_str().to_owned());
     }
     a.set("db.namespace", r.db_index.unwrap_or(0).to_string());
     if let Some(b) = r.batch_size.filter(|b| *b >= 2) {
@@ -85,8 +85,8 @@ pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
     set_server(&mut a, conn);
     let status = match r.error_prefix.as_deref().filter(|c| !c.is_empty()) {
         Some(prefix) => {
-            a.set("db.response.status_code", prefix);
-            a.set("error.type", prefix);
+            a.set("db.response.status_code", prefix.to_owned());
+            a.set("error.type", prefix.to_owned());
             SpanStatus::error(r.error_message.clone().unwrap_or_default())
         }
         None => SpanStatus::unset(),

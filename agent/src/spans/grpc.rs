@@ -2,7 +2,7 @@
 
 use agent_protocols::GrpcInfo;
 
-use super::{Attributes, Built, SpanKind, SpanStatus, set_peer, split_host_port};
+use super::{Attributes, Built, SpanKind, SpanStatus, ip_string, set_peer, split_host_port};
 use crate::model::ConnMeta;
 
 /// gRPC status code number -> name.
@@ -44,7 +44,7 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
         .filter(|p| !p.is_empty());
     let name = match method {
         Some(m) => {
-            a.set("rpc.method", m);
+            a.set("rpc.method", m.to_owned());
             m.to_string()
         }
         None => {
@@ -60,14 +60,14 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
     match g.authority.as_deref().filter(|s| !s.is_empty()) {
         Some(auth) => {
             let (h, p) = split_host_port(auth);
-            a.set("server.address", h);
+            a.set("server.address", h.to_owned());
             if let Some(p) = p.or(server_sock.map(|s| s.port())) {
                 a.set("server.port", i64::from(p));
             }
         }
         None => {
             if let Some(s) = server_sock {
-                a.set("server.address", s.ip().to_string());
+                a.set("server.address", ip_string(s.ip()));
                 a.set("server.port", i64::from(s.port()));
             }
         }
@@ -77,13 +77,13 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
     let status = match g.grpc_status {
         Some(code) => {
             let name = grpc_code_name(code);
-            a.set("rpc.response.status_code", name);
+            a.set("rpc.response.status_code", name.to_owned());
             let is_err = match kind {
                 SpanKind::Client => code != 0,
                 SpanKind::Server => server_error(code),
             };
             if is_err {
-                a.set("error.type", name);
+                a.set("error.type", name.to_owned());
                 SpanStatus::error(message)
             } else {
                 SpanStatus::unset()

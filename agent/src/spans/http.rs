@@ -3,7 +3,7 @@
 use agent_protocols::{GrpcInfo, HttpInfo};
 
 use super::redact::redact_query;
-use super::{Attributes, Built, SpanKind, SpanStatus, set_peer, split_host_port};
+use super::{Attributes, Built, SpanKind, SpanStatus, ip_string, set_peer, split_host_port};
 use crate::model::ConnMeta;
 
 const KNOWN_METHODS: &[&str] = &[
@@ -61,20 +61,17 @@ pub(crate) fn build_http2_plain(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -
 
 fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
-    let known = KNOWN_METHODS.contains(&r.method);
-    let name = if known {
-        r.method.to_string()
-    } else {
-        "HTTP".to_string()
-    };
-    if known {
-        a.set("http.request.method", r.method);
-    } else {
-        a.set("http.request.method", "_OTHER");
-        a.set("http.request.method_original", r.method);
+    let known = KNOWN_METHODS.iter().copied().find(|m| *m == r.method);
+    let name = known.unwrap_or("HTTP").to_string();
+    match known {
+        Some(m) => a.set("http.request.method", m),
+        None => {
+            a.set("http.request.method", "_OTHER");
+            a.set("http.request.method_original", r.method.to_owned());
+        }
     }
     if !r.version.is_empty() {
-        a.set("network.protocol.version", r.version);
+        a.set("network.protocol.version", r.version.to_owned());
     }
     let query = r.query.filter(|q| !q.is_empty()).map(redact_query);
     let path = if r.path.is_empty() { "/" } else { r.path };
@@ -89,13 +86,13 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
             (Some(host), Some(port.unwrap_or(80)))
         }
         None => (
-            server_sock.map(|s| s.ip().to_string()),
+            server_sock.map(|s| ip_string(s.ip())),
             server_sock.map(|s| s.port()),
         ),
     };
     match kind {
         SpanKind::Server => {
-            a.set("url.path", path);
+            a.set("url.path", path.to_owned());
             a.set("url.scheme", "http");
             if let Some(q) = &query {
                 a.set("url.query", q.clone());
@@ -109,7 +106,7 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
                 }
             }
             if let Some(remote) = conn.remote {
-                a.set("client.address", remote.ip().to_string());
+                a.set("client.address", ip_string(remote.ip()));
             }
         }
         SpanKind::Client => {
@@ -134,7 +131,7 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     }
     set_peer(&mut a, conn.remote);
     if let Some(ua) = r.user_agent {
-        a.set("user_agent.original", ua);
+        a.set("user_agent.original", ua.to_owned());
     }
     let error_floor = match kind {
         SpanKind::Server => 500,

@@ -33,7 +33,7 @@ fn assert_attrs(s: &SpanData, want: &[(&str, AttrValue)]) {
 }
 
 fn s(v: &str) -> AttrValue {
-    AttrValue::Str(v.into())
+    AttrValue::Str(v.to_owned().into())
 }
 fn i(v: i64) -> AttrValue {
     AttrValue::Int(v)
@@ -453,4 +453,23 @@ fn host_port_splitting() {
     assert_eq!(split_host_port("[::1]:443"), ("::1".to_string(), Some(443)));
     assert_eq!(split_host_port("::1"), ("::1".to_string(), None));
     assert_eq!(split_host_port("a:xx"), ("a:xx".to_string(), None));
+}
+
+#[test]
+fn ip_string_matches_std_formatting() {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    for v4 in [
+        Ipv4Addr::new(0, 0, 0, 0),
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::new(10, 99, 100, 255),
+        Ipv4Addr::new(9, 10, 199, 200),
+    ] {
+        assert_eq!(super::ip_string(IpAddr::V4(v4)), v4.to_string());
+    }
+    for b in 0..=255u8 {
+        let v4 = Ipv4Addr::new(b, b.wrapping_add(7), 255 - b, b / 3);
+        assert_eq!(super::ip_string(IpAddr::V4(v4)), v4.to_string());
+    }
+    let v6 = Ipv6Addr::LOCALHOST;
+    assert_eq!(super::ip_string(IpAddr::V6(v6)), "::1");
 }
