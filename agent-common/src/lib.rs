@@ -41,6 +41,9 @@ pub const FLAG_TRUNCATED: u8 = 1;
 /// Exchanges of this connection were sampled out since its previous data event: whatever the
 /// parser holds half-done belongs to them.
 pub const FLAG_AFTER_SKIP: u8 = 2;
+/// Kernel-internal (cleared before output): the first request of a connection not yet open to
+/// sampling; its exit checks the payload for a protocol whose exchanges stand alone.
+pub const FLAG_PEEK_PROTOCOL: u8 = 0x80;
 
 /// Syscall that produced a data event (for the debugging view).
 pub mod syscall {
@@ -75,6 +78,8 @@ pub mod counter {
     pub const EXCHANGES: u32 = 7;
     /// Of those, exchanges not captured because the capture budget was exceeded.
     pub const SAMPLED_OUT: u32 = 8;
+    /// Connections opened to sampling by the kernel from their first request's bytes.
+    pub const OPENED_IN_KERNEL: u32 = 9;
     pub const COUNT: u32 = 10;
 }
 
@@ -159,6 +164,36 @@ pub struct ConnState {
     pub skipping: u8,
     /// 1 when an exchange was skipped since the last captured syscall.
     pub after_skip: u8,
+}
+
+/// Whether a connection's first request starts like a protocol whose exchanges stand alone
+/// and whose request direction is plain from its first bytes: an HTTP/1 request line (not
+/// CONNECT, whose tunnel is opaque, nor the HTTP/2 preface `PRI *`) or a Redis command array.
+/// The kernel then opens the connection to sampling at once; other protocols are opened by
+/// userspace once it has recognised them.
+#[inline(always)]
+pub fn standalone_exchanges(b: &[u8; 8]) -> bool {
+    match [b[0], b[1], b[2], b[3]] {
+        [b'G', b'E', b'T', b' '] | [b'P', b'U', b'T', b' '] => true,
+        [b'P', b'O', b'S', b'T'] | [b'H', b'E', b'A', b'D'] => b[4] == b' ',
+        [b'D', b'E', b'L', b'E'] => b[4] == b'T' && b[5] == b'E' && b[6] == b' ',
+        [b'P', b'A', b'T', b'C'] => b[4] == b'H' && b[5] == b' ',
+        [b'O', b'P', b'T', b'I'] => b[4] == b'O' && b[5] == b'N' && b[6] == b'S' && b[7] == b' ',
+        // "*<1-3 digits>\r\n$": a RESP array of bulk strings.
+        [b'*', d, b'\r', b'\n'] => d.is_ascii_digit() && b[4] == b'$',
+        [b'*', d, e, b'\r'] => {
+            d.is_ascii_digit() && e.is_ascii_digit() && b[4] == b'\n' && b[5] == b'$'
+        }
+        [b'*', d, e, f] => {
+            d.is_ascii_digit()
+                && e.is_ascii_digit()
+                && f.is_ascii_digit()
+                && b[4] == b'\r'
+                && b[5] == b'\n'
+                && b[6] == b'$'
+        }
+        _ => false,
+    }
 }
 
 /// No data syscall seen yet on a connection.
@@ -255,4 +290,63 @@ mod user {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for CaptureConfig {}
     unsafe impl aya::Pod for ConnState {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::String;
+
+    use super::standalone_exchanges;
+
+    fn head(s: &[u8]) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&s[..8]);
+        b
+    }
+
+    #[test]
+    fn recognises_first_requests_whose_exchanges_stand_alone() {
+        for ok in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"POST /a HTTP/1.1\r\n",
+            b"PUT /a HTTP/1.1",
+            b"HEAD / HTTP/1.0",
+            b"DELETE /x HTTP/1.1",
+            b"PATCH /x HTTP/1.1",
+            b"OPTIONS * HTTP/1.1",
+            b"*1\r\n$4\r\nPING\r\n",
+            b"*12\r\n$4\r\nMSET",
+            b"*100\r\n$4\r\n",
+        ] {
+            assert!(
+                standalone_exchanges(&head(ok)),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+    }
+
+    #[test]
+    fn leaves_other_first_bytes_to_userspace() {
+        for no in [
+            &b"PRI * HTTP/2.0\r\n"[..],
+            b"CONNECT host:443 HTTP/1.1",
+            b"GETX / HTTP/1.1",
+            b"POSTED /",
+            b"HTTP/1.1 200 OK\r\n",
+            b"PING\r\n\0\0",
+            b"*\r\n$4\r\nPI",
+            b"*1\r\n+OK\r\n",
+            b"*1234\r\n$",
+            b"\0\0\0\x08\x04\xd2\x16\x2f",
+            b"\x16\x03\x01\x02\0\x01\0\x01",
+        ] {
+            assert!(
+                !standalone_exchanges(&head(no)),
+                "{:?}",
+                String::from_utf8_lossy(no)
+            );
+        }
+    }
 }

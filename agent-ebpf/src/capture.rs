@@ -3,8 +3,8 @@
 
 use agent_common::{
     ActiveCall, ConnState, DIR_EGRESS, DIR_INGRESS, DIR_NONE, DataHeader, EVENT_DATA,
-    FILTER_BY_PROCESS, FLAG_AFTER_SKIP, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD, ROLE_CLIENT,
-    ROLE_SERVER, ROLE_UNKNOWN, counter,
+    FILTER_BY_PROCESS, FLAG_AFTER_SKIP, FLAG_PEEK_PROTOCOL, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD,
+    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, counter, standalone_exchanges,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -13,7 +13,9 @@ use aya_ebpf::helpers::{
 
 use crate::conn::{lookup_or_discover, process_selected};
 use crate::fdcache::sock_of_fd;
-use crate::maps::{ACTIVE, EVENTS, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold};
+use crate::maps::{
+    ACTIVE, CONNS, EVENTS, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold,
+};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -91,6 +93,12 @@ fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
         // connection agree on the numbers whenever userspace allowed each of them sampling.
         if direction == request_dir {
             st.exchanges = st.exchanges.wrapping_add(1);
+            if st.sample_ok == 0 && st.exchanges == 1 {
+                // Captured whole at both ends; its bytes may open the connection to sampling
+                // at once instead of after a round trip through userspace.
+                st.last_dir = direction;
+                return Some(FLAG_PEEK_PROTOCOL);
+            }
             if st.sample_ok != 0 {
                 count(counter::EXCHANGES);
                 let skip_below = skip_threshold();
@@ -152,6 +160,10 @@ pub fn exit(ret: i64) {
     if ret <= 0 {
         return;
     }
+    // Before the copy, so the verifier sees the copy's states once, not once per branch here.
+    if call.flags & FLAG_PEEK_PROTOCOL != 0 && ret >= 8 {
+        peek_first_request(&call);
+    }
     let Some(ev) = scratch() else {
         return;
     };
@@ -175,7 +187,7 @@ pub fn exit(ret: i64) {
         kind: EVENT_DATA,
         direction: call.direction,
         syscall: call.syscall,
-        flags: call.flags,
+        flags: call.flags & !FLAG_PEEK_PROTOCOL,
         pid: (id >> 32) as u32,
         tid: id as u32,
         fd: call.fd,
@@ -212,6 +224,36 @@ pub fn exit(ret: i64) {
         count(counter::DROPPED_EVENTS);
     } else {
         count(counter::DATA_EVENTS);
+    }
+}
+
+/// The first request of a connection: when its first bytes show a protocol whose exchanges
+/// stand alone, the connection is open to sampling from its next exchange (8 bytes read
+/// once per connection).
+#[inline(always)]
+fn peek_first_request(call: &ActiveCall) {
+    let mut src = call.buf;
+    if call.iovcnt != 0 {
+        // First iovec: base at +0, length at +8.
+        let len: u64 = unsafe { bpf_probe_read_user((src + 8) as *const u64) }.unwrap_or(0);
+        if len < 8 {
+            return;
+        }
+        src = unsafe { bpf_probe_read_user(src as *const u64) }.unwrap_or(0);
+    }
+    if src == 0 {
+        return;
+    }
+    let Ok(head) = (unsafe { bpf_probe_read_user(src as *const [u8; 8]) }) else {
+        return;
+    };
+    if !standalone_exchanges(&head) {
+        return;
+    }
+    if let Some(st) = CONNS.get_ptr_mut(call.sock) {
+        // SAFETY: a CONNS value; only this flag is written.
+        unsafe { (*st).sample_ok = 1 };
+        count(counter::OPENED_IN_KERNEL);
     }
 }
 

@@ -84,10 +84,26 @@ fn over_budget_whole_exchanges_are_sampled_consistently_at_both_ends() {
         serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json");
     let exchanges = v["kernel"]["exchanges"].as_u64().expect("exchanges");
     let sampled_out = v["kernel"]["sampled_out"].as_u64().expect("sampled_out");
-    // Both ends count. Exchanges before userspace recognised the protocol (a poll interval
-    // after the first bytes) are always captured and not counted.
+    // Both ends count. The first exchange of each end is always captured and not counted:
+    // its request line opens the connection to sampling in the kernel, so from the second
+    // one on every exchange is offered (no round trip through userspace first).
     let total = 2 * conns * per_conn;
     assert!(exchanges <= total as u64, "{v}");
+    // nginx closes a connection after 1000 requests and the client reconnects: count ends.
+    let ends = v["conntrack"]["conns_opened"]
+        .as_u64()
+        .expect("conns_opened");
+    assert!(ends >= 2 * conns as u64, "{v}");
+    assert_eq!(
+        exchanges + ends,
+        total as u64,
+        "every exchange after the first of each end is offered to sampling: {v}"
+    );
+    assert_eq!(
+        v["kernel"]["opened_in_kernel"].as_u64(),
+        Some(ends),
+        "every connection end opened from its first request: {v}"
+    );
     assert!(
         sampled_out > total as u64 / 2,
         "load far above 300/s is sampled: {v}"

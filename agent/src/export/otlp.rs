@@ -50,7 +50,7 @@ pub fn span_to_proto(s: &SpanData) -> Span {
         trace_state: s.trace_state.clone().unwrap_or_default(),
         parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
         flags: 0x100 | if s.parent_span_id.is_some() { 0x200 } else { 0 },
-        name: s.name.clone(),
+        name: s.name.to_string(),
         kind: kind as i32,
         start_time_unix_nano: s.start_unix_ns,
         end_time_unix_nano: s.end_unix_ns,
@@ -405,7 +405,7 @@ mod tests {
         // Another process, a zero start time and a long name (multi-byte length prefixes).
         let mut d = span(2, Role::Client, pg("SELECT", "orders"));
         d.start_unix_ns = 0;
-        d.name = "x".repeat(300);
+        d.name = "x".repeat(300).into();
         let e = span(3, Role::Server, http_detail("GET", "/e", None));
         let empty_res = Arc::new(Resource {
             pid: 9,

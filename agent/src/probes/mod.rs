@@ -74,6 +74,8 @@ pub struct KernelCounters {
     pub exchanges: u64,
     /// Exchanges skipped to stay within the capture budget.
     pub sampled_out: u64,
+    /// Connections the kernel opened to sampling from their first request's bytes.
+    pub opened_in_kernel: u64,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -256,6 +258,7 @@ impl Probes {
             filtered: get(counter::FILTERED),
             exchanges: get(counter::EXCHANGES),
             sampled_out: get(counter::SAMPLED_OUT),
+            opened_in_kernel: get(counter::OPENED_IN_KERNEL),
         })
     }
 }

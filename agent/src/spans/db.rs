@@ -1,16 +1,28 @@
 //! Database client spans (PostgreSQL, MySQL/MariaDB, Redis).
 
+use std::borrow::Cow;
+
 use agent_protocols::{RedisInfo, SqlInfo};
 
-use super::{Attributes, Built, SpanConfig, SpanStatus, ip_string, set_peer};
+use super::{AttrValue, Attributes, Built, SpanConfig, SpanStatus, ip_string, set_peer};
 use crate::model::ConnMeta;
+
+/// Commands frequent enough that their span names are worth not allocating.
+fn common_command(cmd: &str) -> Option<&'static str> {
+    const COMMON: &[&str] = &[
+        "GET", "SET", "DEL", "INCR", "EXPIRE", "MGET", "MSET", "HGET", "HSET", "HGETALL", "LPUSH",
+        "RPUSH", "LPOP", "RPOP", "LRANGE", "SADD", "SMEMBERS", "ZADD", "ZRANGE", "EXISTS", "PING",
+        "SETEX", "TTL", "PUBLISH", "EVALSHA", "redis",
+    ];
+    COMMON.iter().copied().find(|c| *c == cmd)
+}
 
 fn set_server(a: &mut Attributes, conn: &ConnMeta) {
     if let Some(r) = conn.remote {
-        a.set("server.address", ip_string(r.ip()));
-        a.set("server.port", i64::from(r.port()));
+        a.push("server.address", ip_string(r.ip()));
+        a.push("server.port", i64::from(r.port()));
     } else if let Some(p) = &conn.unix_path {
-        a.set("server.address", p.clone());
+        a.push("server.address", p.clone());
     }
     set_peer(a, conn.remote);
 }
@@ -18,17 +30,17 @@ fn set_server(a: &mut Attributes, conn: &ConnMeta) {
 pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built {
     let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
     let system = s.system.as_str();
-    a.set("db.system.name", system);
+    a.push("db.system.name", system);
     if let Some(db) = s.database.as_deref().filter(|d| !d.is_empty()) {
-        a.set("db.namespace", db.to_owned());
+        a.push("db.namespace", db.to_owned());
     }
     let op = s.operation.as_deref().filter(|o| !o.is_empty());
     let coll = s.collection.as_deref().filter(|c| !c.is_empty());
     if let Some(op) = op {
-        a.set("db.operation.name", op.to_owned());
+        a.push("db.operation.name", op.to_owned());
     }
     if let Some(c) = coll {
-        a.set("db.collection.name", c.to_owned());
+        a.push("db.collection.name", c.to_owned());
     }
     let text = if cfg.db_raw_query {
         s.query_raw.as_deref().or(s.query_sanitized.as_deref())
@@ -36,7 +48,7 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
         s.query_sanitized.as_deref()
     };
     if let Some(t) = text {
-        a.set("db.query.text", t.to_owned());
+        a.push("db.query.text", t.to_owned());
     }
     let summary = match (op, coll) {
         (Some(o), Some(c)) => Some(format!("{o} {c}")),
@@ -45,23 +57,23 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
         (None, None) => None,
     };
     if let Some(sm) = &summary {
-        a.set("db.query.summary", sm.clone());
+        a.push("db.query.summary", sm.clone());
     }
     let name = summary.unwrap_or_else(|| system.to_string());
     if let Some(b) = s.batch_size.filter(|b| *b >= 2) {
-        a.set("db.operation.batch.size", i64::from(b));
+        a.push("db.operation.batch.size", i64::from(b));
     }
     set_server(&mut a, conn);
     let status = match s.error_code.as_deref().filter(|c| !c.is_empty()) {
         Some(code) => {
-            a.set("db.response.status_code", code.to_owned());
-            a.set("error.type", code.to_owned());
+            a.push("db.response.status_code", code.to_owned());
+            a.push("error.type", code.to_owned());
             SpanStatus::error(s.error_message.clone().unwrap_or_default())
         }
         None => SpanStatus::unset(),
     };
     Built {
-        name,
+        name: name.into(),
         attributes: a,
         status,
     }
@@ -69,30 +81,34 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
 
 pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
     let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
-    a.set("db.system.name", "redis");
+    a.push("db.system.name", "redis");
     let cmd = if r.command.is_empty() {
         "redis"
     } else {
         r.command.as_str()
     };
+    let name = common_command(cmd).map_or_else(|| Cow::Owned(cmd.to_owned()), Cow::Borrowed);
     if !r.command.is_empty() {
-        a.set("db.operation.name", r.command.as_str().to_owned());
+        a.push("db.operation.name", AttrValue::Str(name.clone()));
     }
-    a.set("db.namespace", r.db_index.unwrap_or(0).to_string());
+    match r.db_index.unwrap_or(0) {
+        0 => a.push("db.namespace", "0"),
+        n => a.push("db.namespace", n.to_string()),
+    }
     if let Some(b) = r.batch_size.filter(|b| *b >= 2) {
-        a.set("db.operation.batch.size", i64::from(b));
+        a.push("db.operation.batch.size", i64::from(b));
     }
     set_server(&mut a, conn);
     let status = match r.error_prefix.as_deref().filter(|c| !c.is_empty()) {
         Some(prefix) => {
-            a.set("db.response.status_code", prefix.to_owned());
-            a.set("error.type", prefix.to_owned());
+            a.push("db.response.status_code", prefix.to_owned());
+            a.push("error.type", prefix.to_owned());
             SpanStatus::error(r.error_message.clone().unwrap_or_default())
         }
         None => SpanStatus::unset(),
     };
     Built {
-        name: cmd.to_string(),
+        name,
         attributes: a,
         status,
     }

@@ -36,7 +36,7 @@ fn server_error(code: u32) -> bool {
 
 pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built {
     let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
-    a.set("rpc.system.name", "grpc");
+    a.push("rpc.system.name", "grpc");
     let method = g
         .path
         .as_deref()
@@ -44,15 +44,15 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
         .filter(|p| !p.is_empty());
     let name = match method {
         Some(m) => {
-            a.set("rpc.method", m.to_owned());
+            a.push("rpc.method", m.to_owned());
             m.to_string()
         }
         None => {
-            a.set("rpc.method", "_OTHER");
+            a.push("rpc.method", "_OTHER");
             "grpc".to_string()
         }
     };
-    a.set("network.protocol.version", "2");
+    a.push("network.protocol.version", "2");
     let server_sock = match kind {
         SpanKind::Server => conn.local,
         SpanKind::Client => conn.remote,
@@ -60,15 +60,15 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
     match g.authority.as_deref().filter(|s| !s.is_empty()) {
         Some(auth) => {
             let (h, p) = split_host_port(auth);
-            a.set("server.address", h.to_owned());
+            a.push("server.address", h.to_owned());
             if let Some(p) = p.or(server_sock.map(|s| s.port())) {
-                a.set("server.port", i64::from(p));
+                a.push("server.port", i64::from(p));
             }
         }
         None => {
             if let Some(s) = server_sock {
-                a.set("server.address", ip_string(s.ip()));
-                a.set("server.port", i64::from(s.port()));
+                a.push("server.address", ip_string(s.ip()));
+                a.push("server.port", i64::from(s.port()));
             }
         }
     }
@@ -77,13 +77,13 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
     let status = match g.grpc_status {
         Some(code) => {
             let name = grpc_code_name(code);
-            a.set("rpc.response.status_code", name.to_owned());
+            a.push("rpc.response.status_code", name.to_owned());
             let is_err = match kind {
                 SpanKind::Client => code != 0,
                 SpanKind::Server => server_error(code),
             };
             if is_err {
-                a.set("error.type", name.to_owned());
+                a.push("error.type", name.to_owned());
                 SpanStatus::error(message)
             } else {
                 SpanStatus::unset()
@@ -91,7 +91,7 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
         }
         None => {
             // No status: the stream was reset or the connection ended before trailers.
-            a.set("error.type", "_OTHER");
+            a.push("error.type", "_OTHER");
             SpanStatus::error(if g.reset {
                 "stream reset"
             } else {
@@ -100,7 +100,7 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
         }
     };
     Built {
-        name,
+        name: name.into(),
         attributes: a,
         status,
     }

@@ -62,16 +62,16 @@ pub(crate) fn build_http2_plain(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -
 fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
     let known = KNOWN_METHODS.iter().copied().find(|m| *m == r.method);
-    let name = known.unwrap_or("HTTP").to_string();
+    let name = known.unwrap_or("HTTP");
     match known {
-        Some(m) => a.set("http.request.method", m),
+        Some(m) => a.push("http.request.method", m),
         None => {
-            a.set("http.request.method", "_OTHER");
-            a.set("http.request.method_original", r.method.to_owned());
+            a.push("http.request.method", "_OTHER");
+            a.push("http.request.method_original", r.method.to_owned());
         }
     }
     if !r.version.is_empty() {
-        a.set("network.protocol.version", r.version.to_owned());
+        a.push("network.protocol.version", r.version.to_owned());
     }
     let query = r.query.filter(|q| !q.is_empty()).map(redact_query);
     let path = if r.path.is_empty() { "/" } else { r.path };
@@ -92,21 +92,21 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     };
     match kind {
         SpanKind::Server => {
-            a.set("url.path", path.to_owned());
-            a.set("url.scheme", "http");
+            a.push("url.path", path.to_owned());
+            a.push("url.scheme", "http");
             if let Some(q) = &query {
-                a.set("url.query", q.clone());
+                a.push("url.query", q.clone());
             }
             if r.host.is_some() {
                 if let Some(h) = &server_addr {
-                    a.set("server.address", h.clone());
+                    a.push("server.address", h.clone());
                 }
                 if let Some(p) = server_port {
-                    a.set("server.port", i64::from(p));
+                    a.push("server.port", i64::from(p));
                 }
             }
             if let Some(remote) = conn.remote {
-                a.set("client.address", ip_string(remote.ip()));
+                a.push("client.address", ip_string(remote.ip()));
             }
         }
         SpanKind::Client => {
@@ -120,18 +120,18 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
                 full.push('?');
                 full.push_str(q);
             }
-            a.set("url.full", full);
+            a.push("url.full", full);
             if let Some(h) = &server_addr {
-                a.set("server.address", h.clone());
+                a.push("server.address", h.clone());
             }
             if let Some(p) = server_port {
-                a.set("server.port", i64::from(p));
+                a.push("server.port", i64::from(p));
             }
         }
     }
     set_peer(&mut a, conn.remote);
     if let Some(ua) = r.user_agent {
-        a.set("user_agent.original", ua.to_owned());
+        a.push("user_agent.original", ua.to_owned());
     }
     let error_floor = match kind {
         SpanKind::Server => 500,
@@ -139,21 +139,21 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     };
     let status = match r.status {
         Some(code) => {
-            a.set("http.response.status_code", i64::from(code));
+            a.push("http.response.status_code", i64::from(code));
             if code >= error_floor {
-                a.set("error.type", code.to_string());
+                a.push("error.type", code.to_string());
                 SpanStatus::error(String::new())
             } else {
                 SpanStatus::unset()
             }
         }
         None => {
-            a.set("error.type", "_OTHER");
+            a.push("error.type", "_OTHER");
             SpanStatus::error("no response")
         }
     };
     Built {
-        name,
+        name: name.into(),
         attributes: a,
         status,
     }

@@ -92,6 +92,13 @@ impl Attributes {
             self.0.push((key, value));
         }
     }
+    /// Appends an attribute the caller knows is not set yet (span builders set each key
+    /// once): no search, unlike [`Attributes::set`].
+    pub fn push(&mut self, key: impl Into<AttrKey>, value: impl Into<AttrValue>) {
+        let key = key.into();
+        debug_assert!(self.get(&key).is_none(), "attribute {key} set twice");
+        self.0.push((key, value.into()));
+    }
     pub fn get(&self, key: &str) -> Option<&AttrValue> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
@@ -206,7 +213,8 @@ pub struct SpanData {
     pub parent_span_id: Option<[u8; 8]>,
     /// W3C tracestate carried over from an inbound request.
     pub trace_state: Option<String>,
-    pub name: String,
+    /// Borrowed when it is a fixed name (HTTP method, common Redis command).
+    pub name: Cow<'static, str>,
     pub kind: SpanKind,
     /// Unix epoch ns.
     pub start_unix_ns: u64,
@@ -318,7 +326,7 @@ pub fn build_span(
 
 /// What a protocol builder returns.
 pub(crate) struct Built {
-    pub name: String,
+    pub name: Cow<'static, str>,
     pub attributes: Attributes,
     pub status: SpanStatus,
 }
@@ -350,8 +358,8 @@ pub(crate) fn ip_string(ip: std::net::IpAddr) -> String {
 /// `network.peer.*` from the remote socket address.
 pub(crate) fn set_peer(attrs: &mut Attributes, remote: Option<SocketAddr>) {
     if let Some(r) = remote {
-        attrs.set("network.peer.address", ip_string(r.ip()));
-        attrs.set("network.peer.port", i64::from(r.port()));
+        attrs.push("network.peer.address", ip_string(r.ip()));
+        attrs.push("network.peer.port", i64::from(r.port()));
     }
 }
 
