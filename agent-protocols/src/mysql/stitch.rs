@@ -68,19 +68,19 @@ fn record(st: &State, req: &Frame, answers: &[Frame]) -> Record {
     for a in answers {
         match &a.msg {
             Msg::Resp(Response::Ok { affected_rows, .. }) => {
-                results += 1;
-                rows = Some(rows.unwrap_or(0) + affected_rows);
+                results = results.saturating_add(1);
+                rows = Some(rows.unwrap_or(0).saturating_add(*affected_rows));
             }
             Msg::Resp(Response::ResultEnd { rows: n, .. }) => {
-                results += 1;
-                rows = Some(rows.unwrap_or(0) + n);
+                results = results.saturating_add(1);
+                rows = Some(rows.unwrap_or(0).saturating_add(*n));
             }
             Msg::Resp(Response::Err {
                 code,
                 sqlstate: _,
                 message,
             }) => {
-                results += 1;
+                results = results.saturating_add(1);
                 if error_code.is_none() {
                     error_code = Some(code.to_string());
                     error_message = Some(message.clone());

@@ -562,3 +562,28 @@ fn stitcher_waits_for_result_end() {
     assert_eq!((r.request_bytes, r.response_bytes), (13, 45));
     assert_eq!(sql(r).rows, Some(4));
 }
+
+/// Affected-row counts are length-encoded u64s: two huge ones in one multi-statement answer
+/// saturate instead of overflowing (found by fuzzing).
+#[test]
+fn huge_affected_row_counts_saturate() {
+    let huge_ok = |seq: u8, status: u16| {
+        let mut p = vec![0, 0xfe];
+        p.extend_from_slice(&u64::MAX.to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&status.to_le_bytes());
+        p.extend_from_slice(&[0, 0]);
+        pkt(seq, &p)
+    };
+    let mut resp = huge_ok(1, 2 | SERVER_MORE_RESULTS_EXISTS);
+    resp.extend(huge_ok(2, 2));
+    let (recs, _) = run(
+        &[
+            (Rq, com(3, b"UPDATE t SET a = 1; UPDATE t SET a = 2")),
+            (Rs, resp),
+        ],
+        &ParserConfig::default(),
+    );
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(sql(&recs[0]).rows, Some(u64::MAX));
+}

@@ -104,17 +104,17 @@ fn resolve(group: Vec<Frame>, answers: Vec<Frame>, st: &State, out: &mut Vec<Rec
                     last_end = a.end_ns;
                     match a.msg {
                         Msg::Resp(Response::Command { rows: n, .. }) => {
-                            results += 1;
+                            results = results.saturating_add(1);
                             if let Some(n) = n {
-                                rows = Some(rows.unwrap_or(0) + n);
+                                rows = Some(rows.unwrap_or(0).saturating_add(n));
                             }
                         }
-                        Msg::Resp(Response::EmptyQuery) => results += 1,
+                        Msg::Resp(Response::EmptyQuery) => results = results.saturating_add(1),
                         Msg::Resp(Response::Error {
                             code: c,
                             message: m,
                         }) => {
-                            results += 1;
+                            results = results.saturating_add(1);
                             if code.is_none() {
                                 (code, message) = (c, m);
                             }
