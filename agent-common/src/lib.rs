@@ -299,54 +299,56 @@ mod tests {
 
     use super::standalone_exchanges;
 
-    fn head(s: &[u8]) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&s[..8]);
-        b
+    /// Every case's first 8 bytes must give `expected`.
+    fn assert_all(cases: &[&[u8]], expected: bool) {
+        for c in cases {
+            let mut head = [0u8; 8];
+            head.copy_from_slice(&c[..8]);
+            assert_eq!(
+                standalone_exchanges(&head),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
     }
 
     #[test]
     fn recognises_first_requests_whose_exchanges_stand_alone() {
-        for ok in [
-            &b"GET / HTTP/1.1\r\n"[..],
-            b"POST /a HTTP/1.1\r\n",
-            b"PUT /a HTTP/1.1",
-            b"HEAD / HTTP/1.0",
-            b"DELETE /x HTTP/1.1",
-            b"PATCH /x HTTP/1.1",
-            b"OPTIONS * HTTP/1.1",
-            b"*1\r\n$4\r\nPING\r\n",
-            b"*12\r\n$4\r\nMSET",
-            b"*100\r\n$4\r\n",
-        ] {
-            assert!(
-                standalone_exchanges(&head(ok)),
-                "{:?}",
-                String::from_utf8_lossy(ok)
-            );
-        }
+        assert_all(
+            &[
+                b"GET / HTTP/1.1\r\n",
+                b"POST /a HTTP/1.1\r\n",
+                b"PUT /a HTTP/1.1",
+                b"HEAD / HTTP/1.0",
+                b"DELETE /x HTTP/1.1",
+                b"PATCH /x HTTP/1.1",
+                b"OPTIONS * HTTP/1.1",
+                b"*1\r\n$4\r\nPING\r\n",
+                b"*12\r\n$4\r\nMSET",
+                b"*100\r\n$4\r\n",
+            ],
+            true,
+        );
     }
 
     #[test]
     fn leaves_other_first_bytes_to_userspace() {
-        for no in [
-            &b"PRI * HTTP/2.0\r\n"[..],
-            b"CONNECT host:443 HTTP/1.1",
-            b"GETX / HTTP/1.1",
-            b"POSTED /",
-            b"HTTP/1.1 200 OK\r\n",
-            b"PING\r\n\0\0",
-            b"*\r\n$4\r\nPI",
-            b"*1\r\n+OK\r\n",
-            b"*1234\r\n$",
-            b"\0\0\0\x08\x04\xd2\x16\x2f",
-            b"\x16\x03\x01\x02\0\x01\0\x01",
-        ] {
-            assert!(
-                !standalone_exchanges(&head(no)),
-                "{:?}",
-                String::from_utf8_lossy(no)
-            );
-        }
+        assert_all(
+            &[
+                b"PRI * HTTP/2.0\r\n",
+                b"CONNECT host:443 HTTP/1.1",
+                b"GETX / HTTP/1.1",
+                b"POSTED /",
+                b"HTTP/1.1 200 OK\r\n",
+                b"PING\r\n\0\0",
+                b"*\r\n$4\r\nPI",
+                b"*1\r\n+OK\r\n",
+                b"*1234\r\n$",
+                b"\0\0\0\x08\x04\xd2\x16\x2f",
+                b"\x16\x03\x01\x02\0\x01\0\x01",
+            ],
+            false,
+        );
     }
 }

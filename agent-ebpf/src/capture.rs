@@ -74,6 +74,7 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
 /// when this syscall belongs to a skipped exchange.
 #[inline(always)]
 fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
+    let mut flags = 0;
     if direction != st.last_dir {
         if st.sample_ok == 0
             && let Some(role) = unsafe { SAMPLE_ALLOW.get(sk) }
@@ -93,12 +94,6 @@ fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
         // connection agree on the numbers whenever userspace allowed each of them sampling.
         if direction == request_dir {
             st.exchanges = st.exchanges.wrapping_add(1);
-            if st.sample_ok == 0 && st.exchanges == 1 {
-                // Captured whole at both ends; its bytes may open the connection to sampling
-                // at once instead of after a round trip through userspace.
-                st.last_dir = direction;
-                return Some(FLAG_PEEK_PROTOCOL);
-            }
             if st.sample_ok != 0 {
                 count(counter::EXCHANGES);
                 let skip_below = skip_threshold();
@@ -107,6 +102,10 @@ fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
                 if st.skipping != 0 {
                     count(counter::SAMPLED_OUT);
                 }
+            } else if st.exchanges == 1 {
+                // Captured whole at both ends; its bytes may open the connection to sampling
+                // at once instead of after a round trip through userspace.
+                flags = FLAG_PEEK_PROTOCOL;
             }
         }
     }
@@ -117,9 +116,9 @@ fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
     }
     if st.after_skip != 0 {
         st.after_skip = 0;
-        return Some(FLAG_AFTER_SKIP);
+        flags |= FLAG_AFTER_SKIP;
     }
-    Some(0)
+    Some(flags)
 }
 
 /// A well-spread 32-bit hash of (connection pair, exchange number).

@@ -12,7 +12,7 @@ fn common_command(cmd: &str) -> Option<&'static str> {
     const COMMON: &[&str] = &[
         "GET", "SET", "DEL", "INCR", "EXPIRE", "MGET", "MSET", "HGET", "HSET", "HGETALL", "LPUSH",
         "RPUSH", "LPOP", "RPOP", "LRANGE", "SADD", "SMEMBERS", "ZADD", "ZRANGE", "EXISTS", "PING",
-        "SETEX", "TTL", "PUBLISH", "EVALSHA", "redis",
+        "SETEX", "TTL", "PUBLISH", "EVALSHA",
     ];
     COMMON.iter().copied().find(|c| *c == cmd)
 }
@@ -82,15 +82,14 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
 pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
     let mut a = Attributes::with_capacity(super::SPAN_ATTR_CAPACITY);
     a.push("db.system.name", "redis");
-    let cmd = if r.command.is_empty() {
-        "redis"
+    let name = if r.command.is_empty() {
+        Cow::Borrowed("redis")
     } else {
-        r.command.as_str()
-    };
-    let name = common_command(cmd).map_or_else(|| Cow::Owned(cmd.to_owned()), Cow::Borrowed);
-    if !r.command.is_empty() {
+        let cmd = r.command.as_str();
+        let name = common_command(cmd).map_or_else(|| Cow::Owned(cmd.to_owned()), Cow::Borrowed);
         a.push("db.operation.name", AttrValue::Str(name.clone()));
-    }
+        name
+    };
     match r.db_index.unwrap_or(0) {
         0 => a.push("db.namespace", "0"),
         n => a.push("db.namespace", n.to_string()),
