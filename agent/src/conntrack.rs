@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use agent_common::{
     AF_UNIX, CONN_OP_CLOSE, ConnEvent, DIR_EGRESS, DataHeader, FLAG_AFTER_SKIP, ROLE_CLIENT,
@@ -59,7 +60,8 @@ enum Proto {
 }
 
 struct Conn {
-    meta: ConnMeta,
+    /// Shared with every exchange of the connection (cloned per exchange: a count, not a copy).
+    meta: Arc<ConnMeta>,
     /// Kernel map key (0 when unknown).
     sock: u64,
     last_seen_ns: u64,
@@ -187,14 +189,14 @@ impl Conntrack {
         self.stats.conns_opened += 1;
         match self.conns.get_mut(&ev.conn_id) {
             Some(c) => {
-                c.meta = meta;
+                c.meta = Arc::new(meta);
                 c.sock = ev.sock;
             }
             None => {
                 self.conns.insert(
                     ev.conn_id,
                     Conn {
-                        meta,
+                        meta: Arc::new(meta),
                         sock: ev.sock,
                         last_seen_ns: ev.ts_ns,
                         last_egress_tid: ev.tid,
@@ -213,7 +215,7 @@ impl Conntrack {
                 h.conn_id,
                 Conn {
                     sock: 0,
-                    meta: ConnMeta {
+                    meta: Arc::new(ConnMeta {
                         conn_id: h.conn_id,
                         pid: h.pid,
                         fd: h.fd,
@@ -222,7 +224,7 @@ impl Conntrack {
                         remote: None,
                         unix_path: None,
                         comm: String::new(),
-                    },
+                    }),
                     last_seen_ns: h.ts_exit_ns,
                     last_egress_tid: h.tid,
                     proto: Proto::Detecting { attempts: 0 },
@@ -239,7 +241,12 @@ impl Conntrack {
         }
 
         if let Proto::Detecting { attempts } = &mut c.proto {
-            match detect(&mut c.meta.role, egress, payload) {
+            let mut role = c.meta.role;
+            let detected = detect(&mut role, egress, payload);
+            if role != c.meta.role {
+                Arc::make_mut(&mut c.meta).role = role;
+            }
+            match detected {
                 Some(kind) if c.meta.role == Role::Server && is_database(kind) => {
                     // Spans of a database call come from its client; copying and parsing the
                     // server's side too would be pure cost.
@@ -303,7 +310,7 @@ impl Conntrack {
         };
         for record in records {
             out.push(Exchange {
-                conn: c.meta.clone(),
+                conn: Arc::clone(&c.meta),
                 tid,
                 record,
             });
@@ -353,7 +360,7 @@ impl Conntrack {
             for record in st.close() {
                 self.stats.records += 1;
                 out.push(Exchange {
-                    conn: c.meta.clone(),
+                    conn: Arc::clone(&c.meta),
                     tid,
                     record,
                 });

@@ -1,6 +1,7 @@
 //! The values handed from conntrack to the span layer.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub use agent_protocols::Record;
 
@@ -36,7 +37,8 @@ pub struct ConnMeta {
 /// One finished request/response exchange on a connection, with the thread that did the I/O.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exchange {
-    pub conn: ConnMeta,
+    /// Shared by every exchange of one connection.
+    pub conn: Arc<ConnMeta>,
     /// Server side: the thread that read the request. Client side: the thread that wrote it.
     pub tid: u32,
     pub record: Record,

@@ -33,7 +33,7 @@ fn http_ex(
     t: [u64; 4],
 ) -> Exchange {
     Exchange {
-        conn: ConnMeta {
+        conn: std::sync::Arc::new(ConnMeta {
             conn_id,
             pid,
             fd: 5,
@@ -42,7 +42,7 @@ fn http_ex(
             remote: Some(addr(remote)),
             unix_path: None,
             comm: String::new(),
-        },
+        }),
         tid,
         record: Record {
             protocol: ProtocolKind::Http1,
@@ -65,7 +65,7 @@ fn http_ex(
 
 fn redis_ex(pid: u32, tid: u32, t: [u64; 4]) -> Exchange {
     Exchange {
-        conn: ConnMeta {
+        conn: std::sync::Arc::new(ConnMeta {
             conn_id: 99,
             pid,
             fd: 7,
@@ -74,7 +74,7 @@ fn redis_ex(pid: u32, tid: u32, t: [u64; 4]) -> Exchange {
             remote: Some(addr("127.0.0.1:6379")),
             unix_path: None,
             comm: String::new(),
-        },
+        }),
         tid,
         record: Record {
             protocol: ProtocolKind::Redis,

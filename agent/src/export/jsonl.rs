@@ -9,7 +9,7 @@ use crate::spans::{AttrValue, Attributes, SpanData, SpanKind, StatusCode};
 
 fn any_value(v: &AttrValue) -> Value {
     match v {
-        AttrValue::Str(s) => json!({ "stringValue": s }),
+        AttrValue::Str(s) => json!({ "stringValue": s.as_str() }),
         // OTLP JSON encodes 64-bit integers as strings.
         AttrValue::Int(i) => json!({ "intValue": i.to_string() }),
         AttrValue::F64(f) => json!({ "doubleValue": f }),

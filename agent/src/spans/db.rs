@@ -87,7 +87,7 @@ pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
     } else {
         let cmd = r.command.as_str();
         let name = common_command(cmd).map_or_else(|| Cow::Owned(cmd.to_owned()), Cow::Borrowed);
-        a.push("db.operation.name", AttrValue::Str(name.clone()));
+        a.push("db.operation.name", AttrValue::from(name.clone()));
         name
     };
     match r.db_index.unwrap_or(0) {

@@ -1,6 +1,7 @@
 //! HTTP server/client spans (stable HTTP semantic conventions).
 
 use agent_protocols::{GrpcInfo, HttpInfo};
+use compact_str::{CompactString, ToCompactString, format_compact};
 
 use super::redact::redact_query;
 use super::{Attributes, Built, SpanKind, SpanStatus, ip_string, set_peer, split_host_port};
@@ -67,11 +68,14 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
         Some(m) => a.push("http.request.method", m),
         None => {
             a.push("http.request.method", "_OTHER");
-            a.push("http.request.method_original", r.method.to_owned());
+            a.push(
+                "http.request.method_original",
+                CompactString::from(r.method),
+            );
         }
     }
     if !r.version.is_empty() {
-        a.push("network.protocol.version", r.version.to_owned());
+        a.push("network.protocol.version", version_text(r.version));
     }
     let query = r.query.filter(|q| !q.is_empty()).map(redact_query);
     let path = if r.path.is_empty() { "/" } else { r.path };
@@ -92,7 +96,7 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     };
     match kind {
         SpanKind::Server => {
-            a.push("url.path", path.to_owned());
+            a.push("url.path", CompactString::from(path));
             a.push("url.scheme", "http");
             if let Some(q) = &query {
                 a.push("url.query", q.clone());
@@ -113,9 +117,9 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
             let authority = match (&server_addr, server_port) {
                 (Some(h), Some(p)) if p != 80 => format_authority(h, p),
                 (Some(h), _) => bracket_v6(h),
-                (None, _) => "localhost".to_string(),
+                (None, _) => CompactString::const_new("localhost"),
             };
-            let mut full = format!("http://{authority}{path}");
+            let mut full = format_compact!("http://{authority}{path}");
             if let Some(q) = &query {
                 full.push('?');
                 full.push_str(q);
@@ -131,7 +135,7 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     }
     set_peer(&mut a, conn.remote);
     if let Some(ua) = r.user_agent {
-        a.push("user_agent.original", ua.to_owned());
+        a.push("user_agent.original", CompactString::from(ua));
     }
     let error_floor = match kind {
         SpanKind::Server => 500,
@@ -141,7 +145,7 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
         Some(code) => {
             a.push("http.response.status_code", i64::from(code));
             if code >= error_floor {
-                a.push("error.type", code.to_string());
+                a.push("error.type", code.to_compact_string());
                 SpanStatus::error(String::new())
             } else {
                 SpanStatus::unset()
@@ -159,14 +163,28 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     }
 }
 
-fn bracket_v6(h: &str) -> String {
+fn bracket_v6(h: &str) -> CompactString {
     if h.contains(':') {
-        format!("[{h}]")
+        format_compact!("[{h}]")
     } else {
-        h.to_string()
+        CompactString::from(h)
     }
 }
 
-fn format_authority(h: &str, p: u16) -> String {
-    format!("{}:{p}", bracket_v6(h))
+fn format_authority(h: &str, p: u16) -> CompactString {
+    if h.contains(':') {
+        format_compact!("[{h}]:{p}")
+    } else {
+        format_compact!("{h}:{p}")
+    }
+}
+
+/// The protocol versions parsers report are a handful of fixed strings: borrowed, not copied.
+fn version_text(v: &str) -> CompactString {
+    match v {
+        "1.1" => CompactString::const_new("1.1"),
+        "1.0" => CompactString::const_new("1.0"),
+        "2" => CompactString::const_new("2"),
+        other => CompactString::from(other),
+    }
 }

@@ -18,16 +18,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agent_protocols::Detail;
+use compact_str::{CompactString, format_compact};
 
 use crate::discovery::Resource;
 use crate::model::{Exchange, Role};
 pub use clock::ClockOffset;
 
 /// A typed attribute value. Strings known at compile time (most keys' fixed values: schemes,
-/// methods, rule names) are borrowed, not allocated per span.
+/// methods, rule names) are borrowed, and short ones (addresses, versions, most paths, status
+/// codes) are stored inline: neither allocates per span.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttrValue {
-    Str(Cow<'static, str>),
+    Str(CompactString),
     Int(i64),
     F64(f64),
     Bool(bool),
@@ -35,12 +37,25 @@ pub enum AttrValue {
 
 impl From<&'static str> for AttrValue {
     fn from(v: &'static str) -> Self {
-        AttrValue::Str(Cow::Borrowed(v))
+        AttrValue::Str(CompactString::const_new(v))
     }
 }
 impl From<String> for AttrValue {
     fn from(v: String) -> Self {
-        AttrValue::Str(Cow::Owned(v))
+        AttrValue::Str(CompactString::from(v))
+    }
+}
+impl From<CompactString> for AttrValue {
+    fn from(v: CompactString) -> Self {
+        AttrValue::Str(v)
+    }
+}
+impl From<Cow<'static, str>> for AttrValue {
+    fn from(v: Cow<'static, str>) -> Self {
+        match v {
+            Cow::Borrowed(b) => AttrValue::Str(CompactString::const_new(b)),
+            Cow::Owned(o) => AttrValue::Str(CompactString::from(o)),
+        }
     }
 }
 impl From<i64> for AttrValue {
@@ -104,7 +119,7 @@ impl Attributes {
     }
     pub fn get_str(&self, key: &str) -> Option<&str> {
         match self.get(key) {
-            Some(AttrValue::Str(s)) => Some(s),
+            Some(AttrValue::Str(s)) => Some(s.as_str()),
             _ => None,
         }
     }
@@ -332,26 +347,34 @@ pub(crate) struct Built {
 }
 
 /// An address as text; IPv4 (nearly every span) without the formatting machinery, which
-/// showed in profiles at tens of thousands of spans per second.
-pub(crate) fn ip_string(ip: std::net::IpAddr) -> String {
+/// showed in profiles at tens of thousands of spans per second, and inline (no allocation).
+pub(crate) fn ip_string(ip: std::net::IpAddr) -> CompactString {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            let mut s = String::with_capacity(15);
+            // Digits into a stack buffer first: pushing chars one by one onto the inline
+            // string re-checks its capacity each time and showed in profiles.
+            let mut buf = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    s.push('.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
                 if octet >= 100 {
-                    s.push(char::from(b'0' + octet / 100));
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
                 }
                 if octet >= 10 {
-                    s.push(char::from(b'0' + octet / 10 % 10));
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
                 }
-                s.push(char::from(b'0' + octet % 10));
+                buf[n] = b'0' + octet % 10;
+                n += 1;
             }
-            s
+            // Only ASCII digits and dots were written.
+            CompactString::from_utf8_lossy(&buf[..n])
         }
-        std::net::IpAddr::V6(v6) => v6.to_string(),
+        std::net::IpAddr::V6(v6) => format_compact!("{v6}"),
     }
 }
 
@@ -364,21 +387,21 @@ pub(crate) fn set_peer(attrs: &mut Attributes, remote: Option<SocketAddr>) {
 }
 
 /// Split `host[:port]` (IPv6 in brackets allowed) into host and optional port.
-pub(crate) fn split_host_port(s: &str) -> (String, Option<u16>) {
+pub(crate) fn split_host_port(s: &str) -> (CompactString, Option<u16>) {
     let s = s.trim();
     if let Some(rest) = s.strip_prefix('[') {
         if let Some((host, after)) = rest.split_once(']') {
             let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (host.to_string(), port);
+            return (host.into(), port);
         }
-        return (s.to_string(), None);
+        return (s.into(), None);
     }
     match s.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse::<u16>() {
-            Ok(port) => (h.to_string(), Some(port)),
-            Err(_) => (s.to_string(), None),
+            Ok(port) => (h.into(), Some(port)),
+            Err(_) => (s.into(), None),
         },
-        _ => (s.to_string(), None),
+        _ => (s.into(), None),
     }
 }
 

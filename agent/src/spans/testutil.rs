@@ -49,7 +49,7 @@ pub fn exchange(
     record: Record,
 ) -> Exchange {
     Exchange {
-        conn: ConnMeta {
+        conn: std::sync::Arc::new(ConnMeta {
             conn_id,
             pid,
             fd: 3,
@@ -58,7 +58,7 @@ pub fn exchange(
             remote: Some(addr(remote)),
             unix_path: None,
             comm: String::new(),
-        },
+        }),
         tid,
         record,
     }
