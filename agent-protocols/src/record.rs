@@ -2,6 +2,8 @@
 //! OpenTelemetry semantic conventions ask for. Strings are owned; records are produced once per
 //! exchange, not per byte.
 
+use compact_str::CompactString;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtocolKind {
     Http1,
@@ -50,15 +52,17 @@ pub enum Detail {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HttpInfo {
-    pub method: String,
-    pub path: String,
+    // Short text (methods, most paths, versions, host names, many user agents) is stored
+    // inline: no allocation per request for it.
+    pub method: CompactString,
+    pub path: CompactString,
     /// Without the leading `?`.
-    pub query: Option<String>,
+    pub query: Option<CompactString>,
     /// "1.0", "1.1", "2".
-    pub version: String,
+    pub version: CompactString,
     pub status: Option<u16>,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
+    pub host: Option<CompactString>,
+    pub user_agent: Option<CompactString>,
     pub content_type: Option<String>,
     pub request_content_length: Option<u64>,
     pub response_content_length: Option<u64>,
@@ -152,4 +156,14 @@ pub struct RedisInfo {
     pub error_message: Option<String>,
     /// Number of commands queued in a MULTI/EXEC transaction (on the EXEC record).
     pub batch_size: Option<u32>,
+}
+
+/// Appends one finished exchange to a stitcher's output. Most stitcher calls finish one
+/// exchange, so the first push reserves room for exactly one: the default growth would reserve
+/// four records (over a kilobyte, past the allocator's fast per-thread cache) on every call.
+pub(crate) fn push_record(out: &mut Vec<Record>, r: Record) {
+    if out.capacity() == 0 {
+        out.reserve_exact(1);
+    }
+    out.push(r);
 }

@@ -2,9 +2,10 @@
 //! bytes, and the byte streams per direction fed to that protocol's parser. Emits finished
 //! request/response exchanges. Bounded: connections are capped and evicted when idle.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use agent_common::{
     AF_UNIX, CONN_OP_CLOSE, ConnEvent, DIR_EGRESS, DataHeader, FLAG_AFTER_SKIP, ROLE_CLIENT,
@@ -71,7 +72,9 @@ struct Conn {
 
 pub struct Conntrack {
     cfg: ConntrackConfig,
-    conns: HashMap<u64, Conn>,
+    /// Keyed by the kernel's connection id (a counter, not attacker-chosen): a fast hasher
+    /// is safe, and SipHash showed in profiles.
+    conns: FxHashMap<u64, Conn>,
     listening: ListeningPorts,
     stats: ConntrackStats,
     /// Parser counters of connections already gone.
@@ -107,7 +110,7 @@ impl Conntrack {
     pub fn new(cfg: ConntrackConfig) -> Self {
         Self {
             cfg,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             listening: ListeningPorts::default(),
             stats: ConntrackStats::default(),
             closed_parser_stats: DriverStats::default(),

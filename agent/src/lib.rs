@@ -16,3 +16,4 @@ pub mod model;
 pub mod probes;
 pub mod sampler;
 pub mod spans;
+mod varint;

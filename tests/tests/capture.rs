@@ -396,7 +396,11 @@ fn captured_events_replay_through_the_parser() {
     let got: Vec<(String, Option<String>, Option<u16>)> = records
         .iter()
         .map(|r| match &r.detail {
-            Detail::Http(h) => (h.path.clone(), h.query.clone(), h.status),
+            Detail::Http(h) => (
+                h.path.to_string(),
+                h.query.as_ref().map(|q| q.to_string()),
+                h.status,
+            ),
             other => panic!("not HTTP: {other:?}"),
         })
         .collect();

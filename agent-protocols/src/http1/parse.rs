@@ -1,6 +1,8 @@
 //! HTTP/1 message heads (via `httparse`) and body framing: content-length, chunked (whole or
 //! streamed chunk by chunk), close-delimited, none.
 
+use compact_str::CompactString;
+
 use super::types::{
     Body, ChunkProgress, Frame, MAX_PENDING_METHODS, Message, MethodKind, RequestHead,
     ResponseHead, State,
@@ -97,6 +99,14 @@ fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
+/// Short header text stored inline (no allocation up to 24 bytes).
+fn short_text(v: &[u8]) -> CompactString {
+    match std::str::from_utf8(v) {
+        Ok(s) => CompactString::from(s),
+        Err(_) => CompactString::from(String::from_utf8_lossy(v)),
+    }
+}
+
 fn head_status(
     r: Result<httparse::Status<usize>, httparse::Error>,
     buf: &[u8],
@@ -191,11 +201,11 @@ fn parse_request(buf: &[u8], st: &mut State) -> Res {
     let target = req.path.unwrap_or("");
     let c = common(req.headers)?;
     let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-        None => (target.to_owned(), None),
+        Some((p, q)) => (CompactString::from(p), Some(CompactString::from(q))),
+        None => (CompactString::from(target), None),
     };
     let mut h = RequestHead {
-        method: method.to_owned(),
+        method: CompactString::from(method),
         path,
         query,
         version: version(req.version),
@@ -204,26 +214,33 @@ fn parse_request(buf: &[u8], st: &mut State) -> Res {
     };
     for hd in req.headers.iter() {
         let n = hd.name;
-        let slot = if n.eq_ignore_ascii_case("host") {
+        // Host and User-Agent are short: stored inline.
+        let short = if n.eq_ignore_ascii_case("host") {
             &mut h.host
         } else if n.eq_ignore_ascii_case("user-agent") {
             &mut h.user_agent
-        } else if n.eq_ignore_ascii_case("content-type") {
-            &mut h.content_type
-        } else if n.eq_ignore_ascii_case("traceparent") {
-            &mut h.traceparent
-        } else if n.eq_ignore_ascii_case("tracestate") {
-            &mut h.tracestate
-        } else if n.eq_ignore_ascii_case("b3") {
-            &mut h.b3
         } else {
-            if let Some(e) = st.extra_headers.iter().find(|e| n.eq_ignore_ascii_case(e)) {
-                h.extra_headers.push((e.clone(), text(hd.value)));
+            let slot = if n.eq_ignore_ascii_case("content-type") {
+                &mut h.content_type
+            } else if n.eq_ignore_ascii_case("traceparent") {
+                &mut h.traceparent
+            } else if n.eq_ignore_ascii_case("tracestate") {
+                &mut h.tracestate
+            } else if n.eq_ignore_ascii_case("b3") {
+                &mut h.b3
+            } else {
+                if let Some(e) = st.extra_headers.iter().find(|e| n.eq_ignore_ascii_case(e)) {
+                    h.extra_headers.push((e.clone(), text(hd.value)));
+                }
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(text(hd.value));
             }
             continue;
         };
-        if slot.is_none() {
-            *slot = Some(text(hd.value));
+        if short.is_none() {
+            *short = Some(short_text(hd.value));
         }
     }
     let kind = match method {

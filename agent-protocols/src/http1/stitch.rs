@@ -3,7 +3,10 @@
 
 use std::collections::VecDeque;
 
+use compact_str::CompactString;
+
 use super::types::{Body, Frame, Message, State};
+use crate::record::push_record;
 use crate::{Detail, HttpInfo, ProtocolKind, Record};
 
 /// Merges a streamed chunked body's end into its head. Returns whether the front frame is a
@@ -71,8 +74,10 @@ pub fn on_close(
     let mut out = pair(reqs, resps, st, true);
     // Requests never answered.
     while settle_front(reqs, true, st) {
-        if let Some(req) = reqs.pop_front() {
-            out.extend(record(req, None));
+        if let Some(req) = reqs.pop_front()
+            && let Some(r) = record(req, None)
+        {
+            push_record(&mut out, r);
         }
     }
     reqs.clear();
@@ -113,7 +118,9 @@ fn pair(
             break;
         };
         st.outstanding_requests = st.outstanding_requests.saturating_sub(1);
-        out.extend(record(req, Some(resp)));
+        if let Some(r) = record(req, Some(resp)) {
+            push_record(&mut out, r);
+        }
     }
     out
 }
@@ -138,7 +145,7 @@ fn record(req: Frame, resp: Option<Frame>) -> Option<Record> {
         method: h.method,
         path: h.path,
         query: h.query,
-        version: h.version.to_owned(),
+        version: CompactString::const_new(h.version),
         status: None,
         host: h.host,
         user_agent: h.user_agent,

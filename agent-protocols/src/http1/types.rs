@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 
+use compact_str::CompactString;
+
 use crate::Timed;
 
 /// Most request methods remembered while their responses are outstanding.
@@ -40,12 +42,12 @@ pub enum Body {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestHead {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
+    pub method: CompactString,
+    pub path: CompactString,
+    pub query: Option<CompactString>,
     pub version: &'static str,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
+    pub host: Option<CompactString>,
+    pub user_agent: Option<CompactString>,
     pub content_type: Option<String>,
     pub content_length: Option<u64>,
     pub traceparent: Option<String>,

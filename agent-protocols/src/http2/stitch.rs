@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use super::state::State;
 use super::types::*;
+use crate::record::push_record;
 use crate::{Detail, GrpcInfo, ProtocolKind, Record};
 
 /// One direction of one stream.
@@ -141,7 +142,7 @@ fn on_frame(is_req: bool, f: Frame, st: &mut State, out: &mut Vec<Record>) {
     if (reset || s.resp.done)
         && let Some(s) = st.streams.remove(&id)
     {
-        out.push(record(id, s, reset, st.grpc_seen));
+        push_record(out, record(id, s, reset, st.grpc_seen));
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::types::{Frame, Msg, Request, Response, State};
+use crate::record::push_record;
 use crate::sql::Analyzed;
 use crate::{Detail, ProtocolKind, Record, SqlInfo, drop_answers_ended_before};
 
@@ -55,7 +56,7 @@ pub fn stitch(
         let (Some(req), answers) = (reqs.pop_front(), resps.drain(..n).collect::<Vec<_>>()) else {
             break;
         };
-        out.push(record(st, &req, &answers));
+        push_record(&mut out, record(st, &req, &answers));
     }
     out
 }

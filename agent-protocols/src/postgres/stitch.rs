@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::types::{Frame, Msg, Request, Response, State};
+use crate::record::push_record;
 use crate::sql::Analyzed;
 use crate::{DbSystem, Detail, ProtocolKind, Record, SqlInfo, drop_answers_ended_before};
 
@@ -129,7 +130,7 @@ fn resolve(group: Vec<Frame>, answers: Vec<Frame>, st: &State, out: &mut Vec<Rec
                     error_message: message,
                     batch_size: (stmts >= 2).then_some(stmts),
                 };
-                out.push(record(st, f, &acc, last_end, Some(sql), None, outcome));
+                push_record(out, record(st, f, &acc, last_end, Some(sql), None, outcome));
                 acc = Acc::default();
             }
             Request::Parse { .. } | Request::Bind { .. } | Request::Describe => {
@@ -162,7 +163,7 @@ fn resolve(group: Vec<Frame>, answers: Vec<Frame>, st: &State, out: &mut Vec<Rec
                         let stmt = stmt.filter(|s| !s.is_empty());
                         let end = a.end_ns;
                         let outcome = error_outcome(a, batch);
-                        out.push(record(st, f, &acc, end, sql, stmt, outcome));
+                        push_record(out, record(st, f, &acc, end, sql, stmt, outcome));
                         acc = Acc::default();
                         aborted = true;
                     }
@@ -202,15 +203,10 @@ fn resolve(group: Vec<Frame>, answers: Vec<Frame>, st: &State, out: &mut Vec<Rec
                         batch_size: batch,
                     },
                 };
-                out.push(record(
-                    st,
-                    f,
-                    &acc,
-                    end,
-                    sql.as_ref(),
-                    statement.clone(),
-                    outcome,
-                ));
+                push_record(
+                    out,
+                    record(st, f, &acc, end, sql.as_ref(), statement.clone(), outcome),
+                );
                 acc = Acc::default();
             }
             Request::Sync | Request::FunctionCall => {}
@@ -287,7 +283,7 @@ pub fn on_close(
             error_message: None,
             batch_size: None,
         };
-        out.push(record(st, &f, &acc, f.end_ns, sql, statement, o));
+        push_record(&mut out, record(st, &f, &acc, f.end_ns, sql, statement, o));
     }
     resps.clear();
     out

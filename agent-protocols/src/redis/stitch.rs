@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 
 use super::types::{Command, Frame, Message, Reply, State};
+use crate::record::push_record;
 use crate::{Detail, ProtocolKind, Record, RedisInfo};
 
 const SUB_FAMILY: &[&str] = &[
@@ -102,7 +103,9 @@ pub fn stitch(
             break;
         };
         st.outstanding_requests = st.outstanding_requests.saturating_sub(1);
-        out.extend(record(req, Some(resp), st));
+        if let Some(r) = record(req, Some(resp), st) {
+            push_record(&mut out, r);
+        }
     }
     out
 }
@@ -114,7 +117,9 @@ pub fn on_close(
 ) -> Vec<Record> {
     let mut out = stitch(reqs, resps, st);
     while let Some(req) = reqs.pop_front() {
-        out.extend(record(req, None, st));
+        if let Some(r) = record(req, None, st) {
+            push_record(&mut out, r);
+        }
     }
     resps.clear();
     st.outstanding_requests = 0;

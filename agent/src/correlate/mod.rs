@@ -35,7 +35,7 @@ use std::time::Duration;
 use lru::LruCache;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use crate::spans::{AttrValue, MonoTiming, SpanData, SpanKind};
+use crate::spans::{MonoTiming, SpanData, SpanKind};
 
 /// Which rule linked a span to its parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -628,10 +628,10 @@ impl Correlator {
         match link {
             Some((rule, parent_span, conf)) => {
                 span.parent_span_id = Some(parent_span);
-                span.attributes.set("tracewire.link.rule", rule.as_str());
+                // Released once, so these keys are new: appended without a search.
+                span.attributes.push("tracewire.link.rule", rule.as_str());
                 if let Some(c) = conf {
-                    span.attributes
-                        .set("tracewire.link.confidence", AttrValue::F64(c));
+                    span.attributes.push("tracewire.link.confidence", c);
                 }
                 match rule {
                     LinkRule::Traceparent => self.stats.linked_traceparent += 1,

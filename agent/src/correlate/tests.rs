@@ -313,7 +313,7 @@ fn overlapping_requests_on_one_thread_are_a_guess() {
     assert_eq!(rule(call), Some("thread_guess"));
     assert_eq!(
         call.attributes.get("tracewire.link.confidence"),
-        Some(&AttrValue::F64(0.5))
+        Some(crate::spans::AttrValue::F64(0.5))
     );
     assert_eq!(c.stats().linked_thread_guess, 1);
     assert_eq!(c.stats().roots, 3);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
+use rustc_hash::FxBuildHasher;
 
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
@@ -68,7 +69,8 @@ fn read_trimmed(path: &str) -> Option<String> {
 pub struct ProcessCache {
     cfg: DiscoveryConfig,
     host: HostInfo,
-    map: LruCache<u32, (Arc<Resource>, Instant)>,
+    /// Keyed by pid (kernel-assigned, not attacker-chosen): a fast hasher is safe.
+    map: LruCache<u32, (Arc<Resource>, Instant), FxBuildHasher>,
 }
 
 impl ProcessCache {
@@ -82,7 +84,7 @@ impl ProcessCache {
         ProcessCache {
             cfg,
             host,
-            map: LruCache::new(cap),
+            map: LruCache::with_hasher(cap, FxBuildHasher),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::HostInfo;
 use super::procfs::ProcessInfo;
-use crate::spans::{AttrValue, Attributes};
+use crate::spans::Attributes;
 
 pub const DISTRO_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -57,9 +57,8 @@ impl Resource {
     }
 
     pub fn service_name(&self) -> &str {
-        match self.attributes.get("service.name") {
-            Some(AttrValue::Str(s)) => s,
-            _ => "unknown_service",
-        }
+        self.attributes
+            .get_str("service.name")
+            .unwrap_or("unknown_service")
     }
 }

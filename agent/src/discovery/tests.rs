@@ -40,7 +40,7 @@ fn resource_for_process_has_every_attribute() {
     ];
     assert_eq!(r.attributes.len(), want.len());
     for (k, v) in want {
-        assert_eq!(r.attributes.get(k), Some(&v), "{k}");
+        assert_eq!(r.attributes.get(k), Some(v), "{k}");
     }
     assert_eq!(r.pid, 42);
     assert_eq!(r.service_name(), "nginx");

@@ -5,15 +5,15 @@ use std::io::Write;
 use serde_json::{Map, Value, json};
 
 use super::hex::hex;
-use crate::spans::{AttrValue, Attributes, SpanData, SpanKind, StatusCode};
+use crate::spans::{AttrRef, Attributes, SpanData, SpanKind, StatusCode};
 
-fn any_value(v: &AttrValue) -> Value {
+fn any_value(v: AttrRef<'_>) -> Value {
     match v {
-        AttrValue::Str(s) => json!({ "stringValue": s.as_str() }),
+        AttrRef::Str(s) => json!({ "stringValue": s }),
         // OTLP JSON encodes 64-bit integers as strings.
-        AttrValue::Int(i) => json!({ "intValue": i.to_string() }),
-        AttrValue::F64(f) => json!({ "doubleValue": f }),
-        AttrValue::Bool(b) => json!({ "boolValue": b }),
+        AttrRef::Int(i) => json!({ "intValue": i.to_string() }),
+        AttrRef::F64(f) => json!({ "doubleValue": f }),
+        AttrRef::Bool(b) => json!({ "boolValue": b }),
     }
 }
 

@@ -10,16 +10,16 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 
 use crate::discovery::Resource;
-use crate::spans::{AttrValue, Attributes, SpanData, SpanKind, StatusCode};
+use crate::spans::{AttrRef, Attributes, SpanData, SpanKind, StatusCode};
 
 pub const SCOPE_NAME: &str = "tracewire";
 
-pub fn attr_value(v: &AttrValue) -> AnyValue {
+pub fn attr_value(v: AttrRef<'_>) -> AnyValue {
     let value = match v {
-        AttrValue::Str(s) => any_value::Value::StringValue(s.to_string()),
-        AttrValue::Int(i) => any_value::Value::IntValue(*i),
-        AttrValue::F64(f) => any_value::Value::DoubleValue(*f),
-        AttrValue::Bool(b) => any_value::Value::BoolValue(*b),
+        AttrRef::Str(s) => any_value::Value::StringValue(s.to_string()),
+        AttrRef::Int(i) => any_value::Value::IntValue(i),
+        AttrRef::F64(f) => any_value::Value::DoubleValue(f),
+        AttrRef::Bool(b) => any_value::Value::BoolValue(b),
     };
     AnyValue { value: Some(value) }
 }
@@ -107,10 +107,12 @@ pub fn to_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
 /// messages (no string copies, no per-span allocations). The bytes are identical to
 /// `to_request(spans).encode_to_vec()`.
 pub mod direct {
-    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    use prost::encoding::{WireType, encode_key, encoded_len_varint, key_len};
+
+    use crate::varint::put_varint;
 
     use crate::discovery::Resource;
-    use crate::spans::{AttrValue, Attributes, SpanData, SpanKind, StatusCode};
+    use crate::spans::{Attributes, SpanData, SpanKind, StatusCode};
 
     use super::SCOPE_NAME;
 
@@ -122,7 +124,7 @@ pub mod direct {
 
     fn put_delim_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
         encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(len as u64, buf);
+        put_varint(len as u64, buf);
     }
 
     /// A proto3 string/bytes field: omitted when empty.
@@ -141,55 +143,14 @@ pub mod direct {
         }
     }
 
-    fn any_value_len(v: &AttrValue) -> usize {
-        // A oneof member is present even when it holds the default value.
-        match v {
-            AttrValue::Str(s) => delim_len(1, s.len()),
-            AttrValue::Bool(_) => key_len(2) + 1,
-            AttrValue::Int(i) => key_len(3) + encoded_len_varint(*i as u64),
-            AttrValue::F64(_) => key_len(4) + 8,
-        }
+    /// Attributes are stored already encoded as one-byte-keyed fields (see `spans::attrs`):
+    /// their length is the same under any such key, and writing them is a copy.
+    fn attrs_len(a: &Attributes) -> usize {
+        a.span_wire().len()
     }
 
-    fn put_any_value(v: &AttrValue, buf: &mut Vec<u8>) {
-        match v {
-            AttrValue::Str(s) => {
-                put_delim_header(1, s.len(), buf);
-                buf.extend_from_slice(s.as_bytes());
-            }
-            AttrValue::Bool(b) => {
-                encode_key(2, WireType::Varint, buf);
-                buf.push(u8::from(*b));
-            }
-            AttrValue::Int(i) => {
-                encode_key(3, WireType::Varint, buf);
-                encode_varint(*i as u64, buf);
-            }
-            AttrValue::F64(f) => {
-                encode_key(4, WireType::SixtyFourBit, buf);
-                buf.extend_from_slice(&f.to_le_bytes());
-            }
-        }
-    }
-
-    fn key_value_len(k: &str, v: &AttrValue) -> usize {
-        bytes_len(1, k.as_bytes()) + delim_len(2, any_value_len(v))
-    }
-
-    fn attrs_len(tag: u32, a: &Attributes) -> usize {
-        a.iter()
-            .map(|(k, v)| delim_len(tag, key_value_len(k, v)))
-            .sum()
-    }
-
-    fn put_attrs(tag: u32, a: &Attributes, buf: &mut Vec<u8>) {
-        for (k, v) in a.iter() {
-            put_delim_header(tag, key_value_len(k, v), buf);
-            put_bytes(1, k.as_bytes(), buf);
-            put_delim_header(2, any_value_len(v), buf);
-            put_any_value(v, buf);
-        }
-    }
+    /// `Resource.attributes`: field 1, length-delimited.
+    const RESOURCE_ATTRIBUTES_KEY: u8 = (1 << 3) | 2;
 
     fn kind_code(s: &SpanData) -> u64 {
         match s.kind {
@@ -221,7 +182,7 @@ pub mod direct {
         put_bytes(2, s.status.message.as_bytes(), buf);
         if code != 0 {
             encode_key(3, WireType::Varint, buf);
-            encode_varint(code, buf);
+            put_varint(code, buf);
         }
     }
 
@@ -246,7 +207,7 @@ pub mod direct {
             } else {
                 key_len(8) + 8
             }
-            + attrs_len(9, &s.attributes)
+            + attrs_len(&s.attributes)
             + delim_len(15, status_len(s))
     }
 
@@ -259,7 +220,7 @@ pub mod direct {
         put_bytes(4, parent, buf);
         put_bytes(5, s.name.as_bytes(), buf);
         encode_key(6, WireType::Varint, buf);
-        encode_varint(kind_code(s), buf);
+        put_varint(kind_code(s), buf);
         if s.start_unix_ns != 0 {
             encode_key(7, WireType::SixtyFourBit, buf);
             buf.extend_from_slice(&s.start_unix_ns.to_le_bytes());
@@ -268,7 +229,7 @@ pub mod direct {
             encode_key(8, WireType::SixtyFourBit, buf);
             buf.extend_from_slice(&s.end_unix_ns.to_le_bytes());
         }
-        put_attrs(9, &s.attributes, buf);
+        buf.extend_from_slice(s.attributes.span_wire());
         put_delim_header(15, status_len(s), buf);
         put_status(s, buf);
         // flags (tag 16, encoded after 15 like prost does): sampled-context bits, never zero.
@@ -313,7 +274,7 @@ pub mod direct {
         let lens: Vec<(usize, usize, usize)> = groups
             .iter()
             .map(|g| {
-                let res_len = attrs_len(1, &g.resource.attributes);
+                let res_len = attrs_len(&g.resource.attributes);
                 let spans_len: usize = g.spans.iter().map(|&(_, l)| delim_len(2, l)).sum();
                 let scope_spans_len = delim_len(1, scope_len()) + spans_len;
                 let rs_len = delim_len(1, res_len) + delim_len(2, scope_spans_len);
@@ -324,7 +285,7 @@ pub mod direct {
         for (g, &(res_len, scope_spans_len, rs_len)) in groups.iter().zip(&lens) {
             put_delim_header(1, rs_len, buf);
             put_delim_header(1, res_len, buf);
-            put_attrs(1, &g.resource.attributes, buf);
+            g.resource.attributes.write_as(RESOURCE_ATTRIBUTES_KEY, buf);
             put_delim_header(2, scope_spans_len, buf);
             put_delim_header(1, scope_len(), buf);
             put_bytes(1, SCOPE_NAME.as_bytes(), buf);

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use agent_protocols::{RedisInfo, SqlInfo};
 
-use super::{AttrValue, Attributes, Built, SpanConfig, SpanStatus, ip_string, set_peer};
+use super::{Attributes, Built, SpanConfig, SpanStatus, ip_string, set_peer};
 use crate::model::ConnMeta;
 
 /// Commands frequent enough that their span names are worth not allocating.
@@ -22,7 +22,7 @@ fn set_server(a: &mut Attributes, conn: &ConnMeta) {
         a.push("server.address", ip_string(r.ip()));
         a.push("server.port", i64::from(r.port()));
     } else if let Some(p) = &conn.unix_path {
-        a.push("server.address", p.clone());
+        a.push("server.address", p);
     }
     set_peer(a, conn.remote);
 }
@@ -32,15 +32,15 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
     let system = s.system.as_str();
     a.push("db.system.name", system);
     if let Some(db) = s.database.as_deref().filter(|d| !d.is_empty()) {
-        a.push("db.namespace", db.to_owned());
+        a.push("db.namespace", db);
     }
     let op = s.operation.as_deref().filter(|o| !o.is_empty());
     let coll = s.collection.as_deref().filter(|c| !c.is_empty());
     if let Some(op) = op {
-        a.push("db.operation.name", op.to_owned());
+        a.push("db.operation.name", op);
     }
     if let Some(c) = coll {
-        a.push("db.collection.name", c.to_owned());
+        a.push("db.collection.name", c);
     }
     let text = if cfg.db_raw_query {
         s.query_raw.as_deref().or(s.query_sanitized.as_deref())
@@ -48,7 +48,7 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
         s.query_sanitized.as_deref()
     };
     if let Some(t) = text {
-        a.push("db.query.text", t.to_owned());
+        a.push("db.query.text", t);
     }
     let summary = match (op, coll) {
         (Some(o), Some(c)) => Some(format!("{o} {c}")),
@@ -57,7 +57,7 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
         (None, None) => None,
     };
     if let Some(sm) = &summary {
-        a.push("db.query.summary", sm.clone());
+        a.push("db.query.summary", sm);
     }
     let name = summary.unwrap_or_else(|| system.to_string());
     if let Some(b) = s.batch_size.filter(|b| *b >= 2) {
@@ -66,8 +66,8 @@ pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built
     set_server(&mut a, conn);
     let status = match s.error_code.as_deref().filter(|c| !c.is_empty()) {
         Some(code) => {
-            a.push("db.response.status_code", code.to_owned());
-            a.push("error.type", code.to_owned());
+            a.push("db.response.status_code", code);
+            a.push("error.type", code);
             SpanStatus::error(s.error_message.clone().unwrap_or_default())
         }
         None => SpanStatus::unset(),
@@ -87,7 +87,7 @@ pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
     } else {
         let cmd = r.command.as_str();
         let name = common_command(cmd).map_or_else(|| Cow::Owned(cmd.to_owned()), Cow::Borrowed);
-        a.push("db.operation.name", AttrValue::from(name.clone()));
+        a.push("db.operation.name", &name);
         name
     };
     match r.db_index.unwrap_or(0) {
@@ -100,8 +100,8 @@ pub(crate) fn build_redis(conn: &ConnMeta, r: &RedisInfo) -> Built {
     set_server(&mut a, conn);
     let status = match r.error_prefix.as_deref().filter(|c| !c.is_empty()) {
         Some(prefix) => {
-            a.push("db.response.status_code", prefix.to_owned());
-            a.push("error.type", prefix.to_owned());
+            a.push("db.response.status_code", prefix);
+            a.push("error.type", prefix);
             SpanStatus::error(r.error_message.clone().unwrap_or_default())
         }
         None => SpanStatus::unset(),

@@ -44,7 +44,7 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
         .filter(|p| !p.is_empty());
     let name = match method {
         Some(m) => {
-            a.push("rpc.method", m.to_owned());
+            a.push("rpc.method", m);
             m.to_string()
         }
         None => {
@@ -60,7 +60,7 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
     match g.authority.as_deref().filter(|s| !s.is_empty()) {
         Some(auth) => {
             let (h, p) = split_host_port(auth);
-            a.push("server.address", h.to_owned());
+            a.push("server.address", h);
             if let Some(p) = p.or(server_sock.map(|s| s.port())) {
                 a.push("server.port", i64::from(p));
             }
@@ -77,13 +77,13 @@ pub(crate) fn build_grpc(kind: SpanKind, conn: &ConnMeta, g: &GrpcInfo) -> Built
     let status = match g.grpc_status {
         Some(code) => {
             let name = grpc_code_name(code);
-            a.push("rpc.response.status_code", name.to_owned());
+            a.push("rpc.response.status_code", name);
             let is_err = match kind {
                 SpanKind::Client => code != 0,
                 SpanKind::Server => server_error(code),
             };
             if is_err {
-                a.push("error.type", name.to_owned());
+                a.push("error.type", name);
                 SpanStatus::error(message)
             } else {
                 SpanStatus::unset()

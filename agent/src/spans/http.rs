@@ -68,14 +68,11 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
         Some(m) => a.push("http.request.method", m),
         None => {
             a.push("http.request.method", "_OTHER");
-            a.push(
-                "http.request.method_original",
-                CompactString::from(r.method),
-            );
+            a.push("http.request.method_original", r.method);
         }
     }
     if !r.version.is_empty() {
-        a.push("network.protocol.version", version_text(r.version));
+        a.push("network.protocol.version", r.version);
     }
     let query = r.query.filter(|q| !q.is_empty()).map(redact_query);
     let path = if r.path.is_empty() { "/" } else { r.path };
@@ -96,14 +93,14 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     };
     match kind {
         SpanKind::Server => {
-            a.push("url.path", CompactString::from(path));
+            a.push("url.path", path);
             a.push("url.scheme", "http");
             if let Some(q) = &query {
-                a.push("url.query", q.clone());
+                a.push("url.query", q);
             }
             if r.host.is_some() {
                 if let Some(h) = &server_addr {
-                    a.push("server.address", h.clone());
+                    a.push("server.address", h);
                 }
                 if let Some(p) = server_port {
                     a.push("server.port", i64::from(p));
@@ -126,7 +123,7 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
             }
             a.push("url.full", full);
             if let Some(h) = &server_addr {
-                a.push("server.address", h.clone());
+                a.push("server.address", h);
             }
             if let Some(p) = server_port {
                 a.push("server.port", i64::from(p));
@@ -135,7 +132,7 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
     }
     set_peer(&mut a, conn.remote);
     if let Some(ua) = r.user_agent {
-        a.push("user_agent.original", CompactString::from(ua));
+        a.push("user_agent.original", ua);
     }
     let error_floor = match kind {
         SpanKind::Server => 500,
@@ -176,15 +173,5 @@ fn format_authority(h: &str, p: u16) -> CompactString {
         format_compact!("[{h}]:{p}")
     } else {
         format_compact!("{h}:{p}")
-    }
-}
-
-/// The protocol versions parsers report are a handful of fixed strings: borrowed, not copied.
-fn version_text(v: &str) -> CompactString {
-    match v {
-        "1.1" => CompactString::const_new("1.1"),
-        "1.0" => CompactString::const_new("1.0"),
-        "2" => CompactString::const_new("2"),
-        other => CompactString::from(other),
     }
 }

@@ -7,6 +7,7 @@
 //! can point at the wrong service. Database exchanges seen from the database *server* process
 //! are skipped too: the conventions define database spans on the client side only.
 
+mod attrs;
 pub mod clock;
 mod db;
 mod grpc;
@@ -22,123 +23,11 @@ use compact_str::{CompactString, format_compact};
 
 use crate::discovery::Resource;
 use crate::model::{Exchange, Role};
+pub use attrs::{AsAttr, AttrRef, AttrValue, Attributes};
 pub use clock::ClockOffset;
-
-/// A typed attribute value. Strings known at compile time (most keys' fixed values: schemes,
-/// methods, rule names) are borrowed, and short ones (addresses, versions, most paths, status
-/// codes) are stored inline: neither allocates per span.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttrValue {
-    Str(CompactString),
-    Int(i64),
-    F64(f64),
-    Bool(bool),
-}
-
-impl From<&'static str> for AttrValue {
-    fn from(v: &'static str) -> Self {
-        AttrValue::Str(CompactString::const_new(v))
-    }
-}
-impl From<String> for AttrValue {
-    fn from(v: String) -> Self {
-        AttrValue::Str(CompactString::from(v))
-    }
-}
-impl From<CompactString> for AttrValue {
-    fn from(v: CompactString) -> Self {
-        AttrValue::Str(v)
-    }
-}
-impl From<Cow<'static, str>> for AttrValue {
-    fn from(v: Cow<'static, str>) -> Self {
-        match v {
-            Cow::Borrowed(b) => AttrValue::Str(CompactString::const_new(b)),
-            Cow::Owned(o) => AttrValue::Str(CompactString::from(o)),
-        }
-    }
-}
-impl From<i64> for AttrValue {
-    fn from(v: i64) -> Self {
-        AttrValue::Int(v)
-    }
-}
-impl From<f64> for AttrValue {
-    fn from(v: f64) -> Self {
-        AttrValue::F64(v)
-    }
-}
-impl From<bool> for AttrValue {
-    fn from(v: bool) -> Self {
-        AttrValue::Bool(v)
-    }
-}
-
-impl std::fmt::Display for AttrValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AttrValue::Str(s) => f.write_str(s),
-            AttrValue::Int(i) => write!(f, "{i}"),
-            AttrValue::F64(v) => write!(f, "{v}"),
-            AttrValue::Bool(b) => write!(f, "{b}"),
-        }
-    }
-}
-
-pub type AttrKey = Cow<'static, str>;
-
-/// An ordered attribute list (small; linear lookup is fine).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Attributes(pub Vec<(AttrKey, AttrValue)>);
 
 /// Room for a span's attributes plus the correlator's link attributes without regrowing.
 pub(crate) const SPAN_ATTR_CAPACITY: usize = 16;
-
-impl Attributes {
-    pub fn with_capacity(n: usize) -> Self {
-        Attributes(Vec::with_capacity(n))
-    }
-    pub fn set(&mut self, key: impl Into<AttrKey>, value: impl Into<AttrValue>) {
-        let key = key.into();
-        let value = value.into();
-        if let Some(slot) = self.0.iter_mut().find(|(k, _)| *k == key) {
-            slot.1 = value;
-        } else {
-            self.0.push((key, value));
-        }
-    }
-    /// Appends an attribute the caller knows is not set yet (span builders set each key
-    /// once): no search, unlike [`Attributes::set`].
-    pub fn push(&mut self, key: impl Into<AttrKey>, value: impl Into<AttrValue>) {
-        let key = key.into();
-        debug_assert!(self.get(&key).is_none(), "attribute {key} set twice");
-        self.0.push((key, value.into()));
-    }
-    pub fn get(&self, key: &str) -> Option<&AttrValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-    pub fn get_str(&self, key: &str) -> Option<&str> {
-        match self.get(key) {
-            Some(AttrValue::Str(s)) => Some(s.as_str()),
-            _ => None,
-        }
-    }
-    pub fn get_int(&self, key: &str) -> Option<i64> {
-        match self.get(key) {
-            Some(AttrValue::Int(i)) => Some(*i),
-            _ => None,
-        }
-    }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &(AttrKey, AttrValue)> {
-        self.0.iter()
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpanKind {
@@ -371,8 +260,8 @@ pub(crate) fn ip_string(ip: std::net::IpAddr) -> CompactString {
                 buf[n] = b'0' + octet % 10;
                 n += 1;
             }
-            // Only ASCII digits and dots were written.
-            CompactString::from_utf8_lossy(&buf[..n])
+            // Only ASCII digits and dots were written, so the UTF-8 check cannot fail.
+            CompactString::from(std::str::from_utf8(&buf[..n]).unwrap_or_default())
         }
         std::net::IpAddr::V6(v6) => format_compact!("{v6}"),
     }

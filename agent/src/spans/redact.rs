@@ -1,5 +1,7 @@
 //! Query-string redaction for `url.query` / `url.full`.
 
+use std::borrow::Cow;
+
 /// Parameter names whose values are replaced by `REDACTED` (matched case-insensitively as a
 /// substring of the key, so `access_token`, `X-Amz-Signature`, `api_key` are all caught).
 const SENSITIVE: &[&str] = &[
@@ -17,12 +19,23 @@ const SENSITIVE: &[&str] = &[
 ];
 
 fn is_sensitive(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    SENSITIVE.iter().any(|s| k.contains(s))
+    // Case-insensitive substring test without lower-casing into a new string per key.
+    let k = key.as_bytes();
+    SENSITIVE.iter().any(|s| {
+        k.windows(s.len())
+            .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+    })
 }
 
 /// Redact the values of sensitive parameters in a query string (without the leading `?`).
-pub fn redact_query(query: &str) -> String {
+/// Borrowed when nothing needed redacting (the common case).
+pub fn redact_query(query: &str) -> Cow<'_, str> {
+    let needs = query
+        .split('&')
+        .any(|pair| pair.split_once('=').is_some_and(|(k, _)| is_sensitive(k)));
+    if !needs {
+        return Cow::Borrowed(query);
+    }
     let mut out = String::with_capacity(query.len());
     for (i, pair) in query.split('&').enumerate() {
         if i > 0 {
@@ -36,7 +49,7 @@ pub fn redact_query(query: &str) -> String {
             _ => out.push_str(pair),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ fn assert_attrs(s: &SpanData, want: &[(&str, AttrValue)]) {
     for (k, v) in want {
         assert_eq!(
             s.attributes.get(k),
-            Some(v),
+            Some(v.clone()),
             "attribute {k} of {:?}",
             s.attributes
         );
