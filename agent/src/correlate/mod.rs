@@ -431,12 +431,15 @@ impl Correlator {
     }
 
     /// The other end of `me` among the exchanges indexed under `key`: it must pass
-    /// [`same_exchange`]; the same request number wins, then the closest start. For a client
+    /// [`same_exchange`]; the same request number wins (the newest such), then the closest start. For a client
     /// looking for its server, only servers still without a parent qualify.
     fn best_pair(&self, index: &KeyIndex, key: ConnKey, me: &Entry) -> Option<u64> {
         let refs = index.get(&key)?;
-        let mut best: Option<(u64, (bool, u64))> = None;
-        for o in refs {
+        let mut best: Option<(u64, u64)> = None;
+        // Newest first: the other end of an exchange is nearly always among the last few
+        // indexed, and a match with the same request number ends the scan (a keep-alive
+        // connection otherwise costs a scan of its whole window per span).
+        for o in refs.iter().rev() {
             let ok = match me.kind {
                 SpanKind::Server => same_exchange(&o.facts, &me.facts),
                 SpanKind::Client => {
@@ -449,10 +452,10 @@ impl Correlator {
             if !ok {
                 continue;
             }
-            let score = (
-                o.seq != me.seq,
-                o.facts.timing.start_ns.abs_diff(me.facts.timing.start_ns),
-            );
+            if o.seq == me.seq {
+                return Some(o.id);
+            }
+            let score = o.facts.timing.start_ns.abs_diff(me.facts.timing.start_ns);
             if best.is_none_or(|(_, b)| score < b) {
                 best = Some((o.id, score));
             }
