@@ -43,6 +43,8 @@ pub struct FinalStats {
     pub spans_exported: u64,
     pub otlp_dropped: u64,
     pub otlp_export_errors: u64,
+    /// Parent inference: links per rule, roots, and spans released early (buffer full).
+    pub correlate: crate::correlate::CorrelateStats,
     /// Every loss anywhere: kernel ring buffer, channel, exporter queue and failures.
     pub total_drops: u64,
 }
@@ -104,6 +106,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         spans_exported: p.otlp_exported,
         otlp_dropped: p.dropped(),
         otlp_export_errors: p.otlp_export_errors,
+        correlate: p.correlate,
         total_drops: kernel.dropped_events + ch_dropped + p.dropped(),
     };
     eprintln!(

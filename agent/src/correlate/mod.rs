@@ -77,7 +77,7 @@ impl Default for CorrelatorConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CorrelateStats {
     pub received: u64,
     pub released: u64,
@@ -97,6 +97,8 @@ pub struct CorrelateStats {
 /// stay held but can no longer be found by the thread / connection rules.
 const MAX_PER_THREAD: usize = 256;
 const MAX_PER_CONN: usize = 64;
+/// Most ancestors walked when a trace is decided early (a parent chain is a call path).
+const MAX_EARLY_CHAIN: usize = 64;
 
 /// (client address, server address) of a connection.
 type ConnKey = (SocketAddr, SocketAddr);
@@ -577,6 +579,44 @@ impl Correlator {
         }
     }
 
+    /// Decides the trace of held entry `id` (and of its undecided held ancestors) without
+    /// emitting it: the nearest decided ancestor's trace, else a header's, else a new one.
+    fn decide_early(&mut self, id: u64) {
+        let mut chain: Vec<u64> = Vec::new();
+        let mut cur = id;
+        let top = loop {
+            let Some(e) = self.get(cur) else { break None };
+            if let Some(t) = e.trace_id {
+                break Some(t);
+            }
+            chain.push(cur);
+            match e.parent {
+                Some(ParentRef::Remote { trace_id, .. }) => break Some(trace_id),
+                Some(ParentRef::Local { id: pid, .. })
+                    if chain.len() < MAX_EARLY_CHAIN && !chain.contains(&pid) =>
+                {
+                    cur = pid;
+                }
+                Some(ParentRef::Local { .. }) => {
+                    // A cycle (synthetic timings can make two spans each other's parent) or a
+                    // chain too long: the top becomes a root, so no loop is ever exported.
+                    if let Some(e) = self.get_mut(cur) {
+                        e.parent = None;
+                    }
+                    self.stats.orphaned += 1;
+                    break None;
+                }
+                None => break None,
+            }
+        };
+        let t = top.unwrap_or_else(|| random_nonzero(&mut self.ids));
+        for c in chain {
+            if let Some(e) = self.get_mut(c) {
+                e.trace_id = Some(t);
+            }
+        }
+    }
+
     /// Decide and emit one entry. `force`: do not wait for an undecided parent.
     fn release(&mut self, id: u64, force: bool) -> bool {
         let Some(e) = self.get(id) else {
@@ -585,6 +625,19 @@ impl Correlator {
         if e.released {
             return false;
         }
+        let parent = e.parent;
+        // Forced out while its parent is still held undecided (the buffer is full): decide the
+        // parent's trace now instead of orphaning this span. The parent keeps its place and is
+        // emitted later under that trace.
+        if force
+            && let Some(ParentRef::Local { id: pid, .. }) = parent
+            && matches!(self.get(pid), Some(pe) if pe.trace_id.is_none())
+        {
+            self.decide_early(pid);
+        }
+        let Some(e) = self.get(id) else {
+            return false;
+        };
         let parent = e.parent;
         let mut link: Option<(LinkRule, [u8; 8], Option<f64>)> = None;
         let trace_id = match parent {
@@ -615,9 +668,17 @@ impl Correlator {
                 }
             },
         };
-        let tid = match trace_id {
-            Some(t) => t,
-            None => random_nonzero(&mut self.ids),
+        // A trace decided early (a child of this span was forced out first) stands: that
+        // child is gone under it. A parent found since then cannot be linked.
+        let early = self.get(id).and_then(|e| e.trace_id);
+        let tid = match (early, trace_id) {
+            (Some(d), Some(t)) if d != t => {
+                link = None;
+                d
+            }
+            (Some(d), _) => d,
+            (None, Some(t)) => t,
+            (None, None) => random_nonzero(&mut self.ids),
         };
         let Some(e) = self.get_mut(id) else {
             return false;

@@ -429,6 +429,64 @@ fn full_buffer_releases_early_and_counts() {
 }
 
 #[test]
+fn forced_release_keeps_the_connection_link() {
+    // Under load the buffer fills before the hold window ends. The server end arrives first
+    // and is forced out while its parent, the client end, is still held: the client's trace
+    // is decided then, so the pair stays one trace instead of becoming two roots.
+    let mut c = Correlator::new(CorrelatorConfig {
+        max_held: 2,
+        ..cfg()
+    });
+    for k in 0..4u64 {
+        let port = format!("127.0.0.1:{}", 40_000 + k);
+        let t = k * 1_000;
+        let sv = exchange(
+            100 + k,
+            2,
+            2,
+            Role::Server,
+            "127.0.0.1:8080",
+            &port,
+            record(
+                ProtocolKind::Http1,
+                (t + 10, t + 20, t + 30, t + 40),
+                http_detail("GET", "/", Some(200)),
+            ),
+        );
+        let cl = exchange(
+            200 + k,
+            1,
+            1,
+            Role::Client,
+            &port,
+            "127.0.0.1:8080",
+            record(
+                ProtocolKind::Http1,
+                (t, t + 20, t + 30, t + 50),
+                http_detail("GET", "/", Some(200)),
+            ),
+        );
+        c.push(span(&sv), t);
+        c.push(span(&cl), t + 1);
+    }
+    let mut out = c.poll(10 * HOLD);
+    out.extend(c.flush());
+    assert_eq!(out.len(), 8);
+    assert!(c.stats().forced_releases >= 4);
+    assert_eq!(c.stats().orphaned, 0);
+    assert_eq!(c.stats().linked_connection, 4);
+    for sv in out.iter().filter(|s| s.kind == SpanKind::Server) {
+        let cl = out
+            .iter()
+            .find(|s| Some(s.span_id) == sv.parent_span_id)
+            .expect("the server span's parent was exported");
+        assert_eq!(cl.kind, SpanKind::Client);
+        assert_eq!(cl.trace_id, sv.trace_id);
+        assert_eq!(cl.parent_span_id, None);
+    }
+}
+
+#[test]
 fn waiting_for_a_parent_is_bounded() {
     // A client links (by connection) to a server... which links back to the client: a cycle
     // synthetic data can create. The wait ends at 4 windows with orphans counted.
@@ -465,6 +523,8 @@ fn waiting_for_a_parent_is_bounded() {
     let out = c.poll(5 * HOLD);
     assert_eq!(out.len(), 2);
     assert!(c.stats().orphaned >= 1);
+    // The cycle is broken, never exported: at least one of the two is a root.
+    assert!(out.iter().any(|s| s.parent_span_id.is_none()));
     let out2 = c.flush();
     assert!(out2.is_empty());
 }
