@@ -71,6 +71,11 @@ struct Sample {
     /// Exchanges offered to sampling and those sampled out (beyond the capture budget).
     exchanges: Option<u64>,
     sampled_out: Option<u64>,
+    /// Correlator: spans released, of them released before their hold window (buffer full),
+    /// and spans whose parent was lost (exported as roots).
+    released: Option<u64>,
+    forced: Option<u64>,
+    orphaned: Option<u64>,
     seconds: f64,
 }
 
@@ -219,6 +224,9 @@ fn interleaved(
                     s.drops = v["total_drops"].as_u64();
                     s.exchanges = v["kernel"]["exchanges"].as_u64();
                     s.sampled_out = v["kernel"]["sampled_out"].as_u64();
+                    s.released = v["correlate"]["released"].as_u64();
+                    s.forced = v["correlate"]["forced_releases"].as_u64();
+                    s.orphaned = v["correlate"]["orphaned"].as_u64();
                 }
                 eprintln!("bench {name} traced run {i}: {:.0}/s", s.throughput);
                 traced.push(s);
@@ -454,6 +462,18 @@ impl Row {
                 _ => None,
             })
             .collect();
+        // Per traced run: (forced releases, orphans) as fractions of released spans.
+        let link_loss = |pick: fn(&Sample) -> Option<u64>| -> Vec<f64> {
+            self.traced
+                .iter()
+                .filter_map(|s| match (pick(s), s.released) {
+                    (Some(n), Some(r)) if r > 0 => Some(n as f64 / r as f64),
+                    _ => None,
+                })
+                .collect()
+        };
+        let forced = link_loss(|s| s.forced);
+        let orphaned = link_loss(|s| s.orphaned);
         let h = self.hooks;
         let cpu_m = median(cpu.clone());
         let sps = median(spans_per_s.clone());
@@ -475,6 +495,8 @@ impl Row {
             "agent_peak_rss_mib": rss as f64 / 1024.0,
             "drops": self.traced.iter().filter_map(|s| s.drops).sum::<u64>(),
             "sampled_out_fraction": median(sampled),
+            "forced_release_fraction": median(forced),
+            "orphaned_fraction": median(orphaned),
             "hook_calls_per_s": h.calls as f64 / h.seconds.max(0.001),
             "hook_ns_per_call": if h.calls > 0 { h.run_ns as f64 / h.calls as f64 } else { f64::NAN },
             "hook_cpu_cores": h.run_ns as f64 / 1e9 / h.seconds.max(0.001),
@@ -739,13 +761,13 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops | sampled out | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops | sampled out | released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} | {:.0}% | {:.3}, {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} | {:.0}% | {:.0}% / {:.2}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
@@ -760,6 +782,8 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
             f("agent_peak_rss_mib"),
             r["drops"],
             f("sampled_out_fraction") * 100.0,
+            f("forced_release_fraction") * 100.0,
+            f("orphaned_fraction") * 100.0,
             f("hook_cpu_cores"),
             f("hook_ns_per_call"),
         );
