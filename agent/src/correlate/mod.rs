@@ -582,18 +582,21 @@ impl Correlator {
     /// Decides the trace of held entry `id` (and of its undecided held ancestors) without
     /// emitting it: the nearest decided ancestor's trace, else a header's, else a new one.
     fn decide_early(&mut self, id: u64) {
-        let mut chain: Vec<u64> = Vec::new();
+        // On the stack: this runs for most forced releases under load.
+        let mut chain = [0u64; MAX_EARLY_CHAIN];
+        let mut len = 0;
         let mut cur = id;
         let top = loop {
             let Some(e) = self.get(cur) else { break None };
             if let Some(t) = e.trace_id {
                 break Some(t);
             }
-            chain.push(cur);
+            chain[len] = cur;
+            len += 1;
             match e.parent {
                 Some(ParentRef::Remote { trace_id, .. }) => break Some(trace_id),
                 Some(ParentRef::Local { id: pid, .. })
-                    if chain.len() < MAX_EARLY_CHAIN && !chain.contains(&pid) =>
+                    if len < MAX_EARLY_CHAIN && !chain[..len].contains(&pid) =>
                 {
                     cur = pid;
                 }
@@ -610,7 +613,7 @@ impl Correlator {
             }
         };
         let t = top.unwrap_or_else(|| random_nonzero(&mut self.ids));
-        for c in chain {
+        for &c in &chain[..len] {
             if let Some(e) = self.get_mut(c) {
                 e.trace_id = Some(t);
             }
@@ -638,7 +641,9 @@ impl Correlator {
         let Some(e) = self.get(id) else {
             return false;
         };
-        let parent = e.parent;
+        // Re-read: deciding early may have cut a cycle at this entry, and a trace decided
+        // early for it (a child of this span was forced out first) stands.
+        let (parent, early) = (e.parent, e.trace_id);
         let mut link: Option<(LinkRule, [u8; 8], Option<f64>)> = None;
         let trace_id = match parent {
             None => None,
@@ -668,9 +673,8 @@ impl Correlator {
                 }
             },
         };
-        // A trace decided early (a child of this span was forced out first) stands: that
-        // child is gone under it. A parent found since then cannot be linked.
-        let early = self.get(id).and_then(|e| e.trace_id);
+        // The child released under an early trace is gone: a parent found since then cannot
+        // be linked.
         let tid = match (early, trace_id) {
             (Some(d), Some(t)) if d != t => {
                 link = None;

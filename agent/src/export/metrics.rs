@@ -45,12 +45,12 @@ const METRIC_ATTRS: &[&str] = &[
 
 pub fn metric_name(s: &SpanData) -> &'static str {
     let a = &s.attributes;
-    if a.get("rpc.system.name").is_some() {
+    if a.contains("rpc.system.name") {
         match s.kind {
             SpanKind::Server => "rpc.server.call.duration",
             SpanKind::Client => "rpc.client.call.duration",
         }
-    } else if a.get("db.system.name").is_some() {
+    } else if a.contains("db.system.name") {
         "db.client.operation.duration"
     } else {
         match s.kind {
@@ -98,7 +98,7 @@ impl RedMetrics {
     pub fn record(&mut self, s: &SpanData) {
         let attrs: Vec<(&'static str, String)> = METRIC_ATTRS
             .iter()
-            .filter_map(|k| s.attributes.get(k).map(|v| (*k, v.to_string())))
+            .filter_map(|k| s.attributes.get_ref(k).map(|v| (*k, v.to_string())))
             .collect();
         let key = (s.pid, metric_name(s), attrs);
         if !self.series.contains_key(&key) && self.series.len() >= self.max_series {

@@ -169,9 +169,5 @@ fn bracket_v6(h: &str) -> CompactString {
 }
 
 fn format_authority(h: &str, p: u16) -> CompactString {
-    if h.contains(':') {
-        format_compact!("[{h}]:{p}")
-    } else {
-        format_compact!("{h}:{p}")
-    }
+    format_compact!("{}:{p}", bracket_v6(h))
 }
