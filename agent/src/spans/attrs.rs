@@ -159,6 +159,9 @@ const ANY_BOOL: u8 = 2 << 3;
 const ANY_INT: u8 = 3 << 3;
 const ANY_DOUBLE: u8 = (4 << 3) | 1;
 
+/// Longest protobuf varint (a u64).
+const MAX_VARINT_LEN: usize = 10;
+
 /// Bytes an average entry takes; sizes the buffer up front.
 const TYPICAL_ENTRY_BYTES: usize = 40;
 
@@ -202,25 +205,7 @@ impl Attributes {
     /// once): no search, unlike [`Attributes::set`].
     pub fn push(&mut self, key: &str, value: impl AsAttr) {
         let value = value.as_attr();
-        debug_assert!(self.get(key).is_none(), "attribute {key} set twice");
-        let any_len = any_value_len(value);
-        let key_len = if key.is_empty() {
-            0
-        } else {
-            1 + encoded_len_varint(key.len() as u64) + key.len()
-        };
-        let kv_len = key_len + 1 + encoded_len_varint(any_len as u64) + any_len;
-        let w = &mut self.wire;
-        w.push(SPAN_ATTRIBUTES_KEY);
-        put_varint(kv_len as u64, w);
-        // proto3: an empty key is the default and is not written.
-        if !key.is_empty() {
-            w.push(KV_KEY);
-            put_varint(key.len() as u64, w);
-            w.extend_from_slice(key.as_bytes());
-        }
-        w.push(KV_VALUE);
-        put_varint(any_len as u64, w);
+        let w = self.begin_entry(key, any_value_len(value));
         match value {
             AttrRef::Str(s) => {
                 w.push(ANY_STRING);
@@ -240,7 +225,46 @@ impl Attributes {
                 w.extend_from_slice(&f.to_le_bytes());
             }
         }
+    }
+
+    /// Appends a string attribute given as consecutive parts (as [`Attributes::push`]), so a
+    /// value such as `url.full` is written once, straight into the list, instead of being
+    /// formatted into a string first.
+    pub fn push_concat(&mut self, key: &str, parts: &[&str]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let w = self.begin_entry(key, 1 + encoded_len_varint(len as u64) + len);
+        w.push(ANY_STRING);
+        put_varint(len as u64, w);
+        for p in parts {
+            w.extend_from_slice(p.as_bytes());
+        }
+    }
+
+    /// Writes an entry's framing and key, counts it, and returns the buffer for its
+    /// `AnyValue` body of `any_len` bytes.
+    fn begin_entry(&mut self, key: &str, any_len: usize) -> &mut Vec<u8> {
+        debug_assert!(self.get(key).is_none(), "attribute {key} set twice");
+        let key_len = if key.is_empty() {
+            0
+        } else {
+            1 + encoded_len_varint(key.len() as u64) + key.len()
+        };
+        let kv_len = key_len + 1 + encoded_len_varint(any_len as u64) + any_len;
         self.count += 1;
+        let w = &mut self.wire;
+        // One capacity check for the whole entry (key byte, length varint, body).
+        w.reserve(1 + MAX_VARINT_LEN + kv_len);
+        w.push(SPAN_ATTRIBUTES_KEY);
+        put_varint(kv_len as u64, w);
+        // proto3: an empty key is the default and is not written.
+        if !key.is_empty() {
+            w.push(KV_KEY);
+            put_varint(key.len() as u64, w);
+            w.extend_from_slice(key.as_bytes());
+        }
+        w.push(KV_VALUE);
+        put_varint(any_len as u64, w);
+        w
     }
 
     /// Sets `key`, replacing an earlier value (which keeps no place in the order).
@@ -428,6 +452,26 @@ mod tests {
         .encode_to_vec();
         assert_eq!(a.span_wire(), &want[..]);
         assert_eq!(a.len(), 8);
+    }
+
+    /// A value written in parts is the same entry as the whole value pushed at once,
+    /// including when the parts cross a varint length boundary (127/128 bytes).
+    #[test]
+    fn concatenated_value_matches_a_single_push() {
+        let long = "y".repeat(120);
+        for parts in [
+            &["http://", "host", ":8080", "/p", "?q=1"][..],
+            &[][..],
+            &["", ""][..],
+            &["http://", long.as_str(), "/abcdefgh"][..],
+        ] {
+            let mut a = Attributes::new();
+            a.push_concat("url.full", parts);
+            let mut b = Attributes::new();
+            b.push("url.full", parts.concat().as_str());
+            assert_eq!(a, b, "{parts:?}");
+            assert_eq!(a.len(), 1);
+        }
     }
 
     #[test]

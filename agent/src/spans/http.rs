@@ -1,7 +1,7 @@
 //! HTTP server/client spans (stable HTTP semantic conventions).
 
 use agent_protocols::{GrpcInfo, HttpInfo};
-use compact_str::{CompactString, ToCompactString, format_compact};
+use compact_str::ToCompactString;
 
 use super::redact::redact_query;
 use super::{Attributes, Built, SpanKind, SpanStatus, ip_string, set_peer, split_host_port};
@@ -81,15 +81,16 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
         SpanKind::Server => conn.local,
         SpanKind::Client => conn.remote,
     };
+    let sock_ip;
     let (server_addr, server_port) = match r.host.filter(|h| !h.is_empty()) {
         Some(h) => {
             let (host, port) = split_host_port(h);
             (Some(host), Some(port.unwrap_or(80)))
         }
-        None => (
-            server_sock.map(|s| ip_string(s.ip())),
-            server_sock.map(|s| s.port()),
-        ),
+        None => {
+            sock_ip = server_sock.map(|s| ip_string(s.ip()));
+            (sock_ip.as_deref(), server_sock.map(|s| s.port()))
+        }
     };
     match kind {
         SpanKind::Server => {
@@ -99,7 +100,7 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
                 a.push("url.query", q);
             }
             if r.host.is_some() {
-                if let Some(h) = &server_addr {
+                if let Some(h) = server_addr {
                     a.push("server.address", h);
                 }
                 if let Some(p) = server_port {
@@ -111,18 +112,28 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
             }
         }
         SpanKind::Client => {
-            let authority = match (&server_addr, server_port) {
-                (Some(h), Some(p)) if p != 80 => format_authority(h, p),
-                (Some(h), _) => bracket_v6(h),
-                (None, _) => CompactString::const_new("localhost"),
+            // url.full = http://authority/path?query, written in parts (no formatting): the
+            // port only when not 80, an IPv6 host in brackets, "localhost" when unknown.
+            let host = server_addr.unwrap_or("localhost");
+            let (open, close) = if host.contains(':') {
+                ("[", "]")
+            } else {
+                ("", "")
             };
-            let mut full = format_compact!("http://{authority}{path}");
-            if let Some(q) = &query {
-                full.push('?');
-                full.push_str(q);
-            }
-            a.push("url.full", full);
-            if let Some(h) = &server_addr {
+            let mut port_text = itoa::Buffer::new();
+            let (colon, port) = match (server_addr, server_port) {
+                (Some(_), Some(p)) if p != 80 => (":", port_text.format(p)),
+                _ => ("", ""),
+            };
+            let (qmark, q) = match &query {
+                Some(q) => ("?", q.as_ref()),
+                None => ("", ""),
+            };
+            a.push_concat(
+                "url.full",
+                &["http://", open, host, close, colon, port, path, qmark, q],
+            );
+            if let Some(h) = server_addr {
                 a.push("server.address", h);
             }
             if let Some(p) = server_port {
@@ -158,16 +169,4 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
         attributes: a,
         status,
     }
-}
-
-fn bracket_v6(h: &str) -> CompactString {
-    if h.contains(':') {
-        format_compact!("[{h}]")
-    } else {
-        CompactString::from(h)
-    }
-}
-
-fn format_authority(h: &str, p: u16) -> CompactString {
-    format_compact!("{}:{p}", bracket_v6(h))
 }

@@ -275,22 +275,22 @@ pub(crate) fn set_peer(attrs: &mut Attributes, remote: Option<SocketAddr>) {
     }
 }
 
-/// Split `host[:port]` (IPv6 in brackets allowed) into host and optional port.
-pub(crate) fn split_host_port(s: &str) -> (CompactString, Option<u16>) {
+/// Split `host[:port]` (IPv6 in brackets allowed) into host and optional port; borrows.
+pub(crate) fn split_host_port(s: &str) -> (&str, Option<u16>) {
     let s = s.trim();
     if let Some(rest) = s.strip_prefix('[') {
         if let Some((host, after)) = rest.split_once(']') {
             let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (host.into(), port);
+            return (host, port);
         }
-        return (s.into(), None);
+        return (s, None);
     }
     match s.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse::<u16>() {
-            Ok(port) => (h.into(), Some(port)),
-            Err(_) => (s.into(), None),
+            Ok(port) => (h, Some(port)),
+            Err(_) => (s, None),
         },
-        _ => (s.into(), None),
+        _ => (s, None),
     }
 }
 
