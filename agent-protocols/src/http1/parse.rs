@@ -1,6 +1,8 @@
 //! HTTP/1 message heads (via `httparse`) and body framing: content-length, chunked (whole or
 //! streamed chunk by chunk), close-delimited, none.
 
+use std::mem::MaybeUninit;
+
 use compact_str::CompactString;
 
 use super::types::{
@@ -191,10 +193,16 @@ fn common(headers: &[httparse::Header<'_>]) -> Result<Common, ParseError> {
     Ok(c)
 }
 
+/// Room for the headers of one head, left uninitialised: httparse writes only the slots it
+/// fills, so each parse does not first zero 96 headers (3 KiB), which showed in profiles.
+fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 fn parse_request(buf: &[u8], st: &mut State) -> Res {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let Some(head_len) = head_status(req.parse(buf), buf)? else {
+    let mut headers = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    let Some(head_len) = head_status(req.parse_with_uninit_headers(buf, &mut headers), buf)? else {
         return Ok(Parsed::Partial);
     };
     let method = req.method.unwrap_or("");
@@ -276,9 +284,14 @@ fn parse_request(buf: &[u8], st: &mut State) -> Res {
 }
 
 fn parse_response(buf: &[u8], st: &mut State) -> Res {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let Some(head_len) = head_status(resp.parse(buf), buf)? else {
+    let mut headers = header_slots();
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    );
+    let Some(head_len) = head_status(parsed, buf)? else {
         return Ok(Parsed::Partial);
     };
     let status = resp.code.unwrap_or(0);
