@@ -71,7 +71,11 @@ impl Sampler {
         self.last = Some(t);
         self.last_ns = now_ns;
         if kept >= 16 {
-            let r = (records as f64 / kept as f64).clamp(0.25, 1024.0);
+            // At least one call per kept exchange: an exchange is captured (copied, sent to
+            // userspace) whether or not it parses, so exchanges that yield no record (traffic
+            // no parser accepts) still count against the budget instead of letting the kernel
+            // keep several times the budget of them.
+            let r = (records as f64 / kept as f64).clamp(1.0, 1024.0);
             self.calls_per_exchange =
                 Some(self.calls_per_exchange.map_or(r, |c| 0.5 * c + 0.5 * r));
         }
@@ -175,6 +179,24 @@ mod tests {
             }
         }
         assert!((kept(th) - 30.0 / 160.0).abs() < 0.01, "kept {}", kept(th));
+    }
+
+    /// Kept exchanges that yield no record (unparseable traffic) still count as one call
+    /// each: the kept share stays budget / offered exchanges, not four times it.
+    #[test]
+    fn exchanges_without_records_still_count_against_the_budget() {
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        let (mut off, mut out, mut now, mut th) = (0u64, 0u64, 0u64, 0u32);
+        for _ in 0..10 {
+            now += S;
+            off += 120_000;
+            out += 120_000 - (120_000.0 * kept(th)) as u64;
+            if let Some(v) = s.update(totals(off, out, 0), now) {
+                th = v;
+            }
+        }
+        assert!((kept(th) - 0.25).abs() < 0.01, "kept {}", kept(th));
     }
 
     #[test]
