@@ -171,12 +171,20 @@ async fn worker(
             },
         };
         match next {
-            Some(Some(spans)) => {
-                for span in spans {
+            Some(Some(mut spans)) => {
+                // Moved in bulk, up to a batch at a time (one copy, not a push per span).
+                while !spans.is_empty() {
                     if buf.is_empty() {
                         flush_at = Some(Instant::now() + cfg.max_delay);
                     }
-                    buf.push(span);
+                    let room = max_batch - buf.len();
+                    if spans.len() <= room {
+                        buf.append(&mut spans);
+                    } else {
+                        let rest = spans.split_off(room);
+                        buf.append(&mut spans);
+                        spans = rest;
+                    }
                     if buf.len() >= max_batch {
                         // Full batches go out concurrently (bounded), so one slow round trip
                         // does not stall the queue behind it.

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use agent_protocols::{RedisInfo, SqlInfo};
 
-use super::{Attributes, Built, SpanConfig, SpanStatus, ip_string, set_peer};
+use super::{Attributes, Built, SpanConfig, SpanStatus, ip_string, set_peer_text};
 use crate::model::ConnMeta;
 
 /// Commands frequent enough that their span names are worth not allocating.
@@ -17,14 +17,16 @@ fn common_command(cmd: &str) -> Option<&'static str> {
     COMMON.iter().copied().find(|c| *c == cmd)
 }
 
+/// The server is the peer: its address is formatted once for both attributes.
 fn set_server(a: &mut Attributes, conn: &ConnMeta) {
     if let Some(r) = conn.remote {
-        a.push("server.address", ip_string(r.ip()));
+        let ip = ip_string(r.ip());
+        a.push("server.address", &ip);
         a.push("server.port", i64::from(r.port()));
+        set_peer_text(a, &ip, r.port());
     } else if let Some(p) = &conn.unix_path {
         a.push("server.address", p);
     }
-    set_peer(a, conn.remote);
 }
 
 pub(crate) fn build_sql(conn: &ConnMeta, s: &SqlInfo, cfg: &SpanConfig) -> Built {

@@ -4,7 +4,7 @@ use agent_protocols::{GrpcInfo, HttpInfo};
 use compact_str::ToCompactString;
 
 use super::redact::redact_query;
-use super::{Attributes, Built, SpanKind, SpanStatus, ip_string, set_peer, split_host_port};
+use super::{Attributes, Built, SpanKind, SpanStatus, ip_string, set_peer_text, split_host_port};
 use crate::model::ConnMeta;
 
 const KNOWN_METHODS: &[&str] = &[
@@ -81,15 +81,24 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
         SpanKind::Server => conn.local,
         SpanKind::Client => conn.remote,
     };
-    let sock_ip;
+    // The peer's address as text, formatted once: it is also client.address (server spans)
+    // or the server's address (client spans without a Host header).
+    let peer_ip = conn.remote.map(|r| ip_string(r.ip()));
+    let local_ip;
     let (server_addr, server_port) = match r.host.filter(|h| !h.is_empty()) {
         Some(h) => {
             let (host, port) = split_host_port(h);
             (Some(host), Some(port.unwrap_or(80)))
         }
         None => {
-            sock_ip = server_sock.map(|s| ip_string(s.ip()));
-            (sock_ip.as_deref(), server_sock.map(|s| s.port()))
+            let text = match kind {
+                SpanKind::Server => {
+                    local_ip = conn.local.map(|s| ip_string(s.ip()));
+                    local_ip.as_deref()
+                }
+                SpanKind::Client => peer_ip.as_deref(),
+            };
+            (text, server_sock.map(|s| s.port()))
         }
     };
     match kind {
@@ -107,8 +116,8 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
                     a.push("server.port", i64::from(p));
                 }
             }
-            if let Some(remote) = conn.remote {
-                a.push("client.address", ip_string(remote.ip()));
+            if let Some(ip) = &peer_ip {
+                a.push("client.address", ip);
             }
         }
         SpanKind::Client => {
@@ -141,7 +150,9 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
             }
         }
     }
-    set_peer(&mut a, conn.remote);
+    if let (Some(remote), Some(ip)) = (conn.remote, &peer_ip) {
+        set_peer_text(&mut a, ip, remote.port());
+    }
     if let Some(ua) = r.user_agent {
         a.push("user_agent.original", ua);
     }

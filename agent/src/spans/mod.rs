@@ -270,9 +270,15 @@ pub(crate) fn ip_string(ip: std::net::IpAddr) -> CompactString {
 /// `network.peer.*` from the remote socket address.
 pub(crate) fn set_peer(attrs: &mut Attributes, remote: Option<SocketAddr>) {
     if let Some(r) = remote {
-        attrs.push("network.peer.address", ip_string(r.ip()));
-        attrs.push("network.peer.port", i64::from(r.port()));
+        set_peer_text(attrs, &ip_string(r.ip()), r.port());
     }
+}
+
+/// `network.peer.*` from an address already written as text (builders that also put the
+/// peer's address in another attribute format it once).
+pub(crate) fn set_peer_text(attrs: &mut Attributes, ip: &str, port: u16) {
+    attrs.push("network.peer.address", ip);
+    attrs.push("network.peer.port", i64::from(port));
 }
 
 /// Split `host[:port]` (IPv6 in brackets allowed) into host and optional port; borrows.
