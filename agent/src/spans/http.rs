@@ -91,9 +91,10 @@ fn build(kind: SpanKind, conn: &ConnMeta, r: &Req<'_>) -> Built {
             (Some(host), Some(port.unwrap_or(80)))
         }
         None => {
+            // A client's server is its peer, already formatted.
             let text = match kind {
                 SpanKind::Server => {
-                    local_ip = conn.local.map(|s| ip_string(s.ip()));
+                    local_ip = server_sock.map(|s| ip_string(s.ip()));
                     local_ip.as_deref()
                 }
                 SpanKind::Client => peer_ip.as_deref(),
