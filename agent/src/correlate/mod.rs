@@ -35,7 +35,7 @@ use std::time::Duration;
 use lru::LruCache;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use crate::spans::{MonoTiming, SpanData, SpanKind};
+use crate::spans::{MonoTiming, SpanBatch, SpanData, SpanKind};
 
 /// Which rule linked a span to its parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +222,7 @@ pub struct Correlator {
     servers_by_key: KeyIndex,
     by_thread: FxHashMap<(u32, u32), ThreadIndex>,
     seq: LruCache<u64, u64, FxBuildHasher>,
-    out: Vec<SpanData>,
+    out: SpanBatch,
     due: Vec<(u64, bool)>,
     scratch: Vec<(u64, u64)>,
     stats: CorrelateStats,
@@ -714,13 +714,13 @@ impl Correlator {
             }
         }
         self.stats.released += 1;
-        self.out.push(*span);
+        self.out.push(span);
         true
     }
 
     /// Release every span whose window passed (and whose parent is decided), drop entries kept
     /// past their retention, and return the released spans.
-    pub fn poll(&mut self, now_ns: u64) -> Vec<SpanData> {
+    pub fn poll(&mut self, now_ns: u64) -> SpanBatch {
         let max_wait = self.hold_ns.saturating_mul(4);
         // Unreleased spans whose window passed (arrival order: stop at the first young one).
         let mut due = std::mem::take(&mut self.due);
@@ -773,7 +773,7 @@ impl Correlator {
     }
 
     /// Release everything now (shutdown).
-    pub fn flush(&mut self) -> Vec<SpanData> {
+    pub fn flush(&mut self) -> SpanBatch {
         let (lo, hi) = (self.base, self.next_id());
         for _ in 0..16 {
             let mut progress = false;

@@ -109,7 +109,13 @@ fn chain(i: u32, t0: u64) -> Vec<Exchange> {
     vec![pg_ex, redis_ex, be_srv, fe_cli, fe_srv]
 }
 
-fn find<'a>(spans: &'a [SpanData], pid: u32, tid: u32, name: &str, kind: SpanKind) -> &'a SpanData {
+fn find<'a>(
+    spans: &'a [Box<SpanData>],
+    pid: u32,
+    tid: u32,
+    name: &str,
+    kind: SpanKind,
+) -> &'a SpanData {
     match spans
         .iter()
         .find(|s| s.pid == pid && s.link.tid == tid && s.name == name && s.kind == kind)
@@ -123,7 +129,7 @@ fn rule(s: &SpanData) -> Option<&str> {
     s.attributes.get_str("tracewire.link.rule")
 }
 
-fn assert_chain(spans: &[SpanData], i: u32) {
+fn assert_chain(spans: &[Box<SpanData>], i: u32) {
     let fe_srv = find(spans, 100, 1000 + i, "GET", SpanKind::Server);
     let fe_cli = find(spans, 100, 1000 + i, "GET", SpanKind::Client);
     let be_srv = find(spans, 200, 2000 + i, "GET", SpanKind::Server);

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::transport::{Transport, TransportError};
 use crate::exportcfg::{BatchConfig, OtlpConfig};
-use crate::spans::SpanData;
+use crate::spans::{SpanBatch, SpanData};
 
 /// Counters shared with the pipeline (monotonic).
 #[derive(Debug, Default)]
@@ -31,7 +31,7 @@ pub struct OtlpStats {
 /// The queue holds batches (one handoff per released batch, not per span), bounded in spans:
 /// `in_flight` (queued or being sent) never exceeds `max_queue`.
 pub struct OtlpExporter {
-    tx: mpsc::UnboundedSender<Vec<SpanData>>,
+    tx: mpsc::UnboundedSender<SpanBatch>,
     max_queue: u64,
     join: JoinHandle<()>,
     stats: Arc<OtlpStats>,
@@ -58,12 +58,12 @@ impl OtlpExporter {
 
     /// Queue a span; never blocks. Returns false (and counts) when the queue is full.
     pub fn offer(&self, span: SpanData) -> bool {
-        self.offer_batch(vec![span]) == 1
+        self.offer_batch(vec![Box::new(span)]) == 1
     }
 
     /// Queue as many of `spans` as there is room for; never blocks. The rest are dropped and
     /// counted. Returns how many were queued.
-    pub fn offer_batch(&self, mut spans: Vec<SpanData>) -> usize {
+    pub fn offer_batch(&self, mut spans: SpanBatch) -> usize {
         let n = self.admit(spans.len());
         let dropped = spans.len() - n;
         if dropped > 0 {
@@ -109,7 +109,7 @@ impl OtlpExporter {
     /// Queue every span, waiting for room until `deadline`: the final flush hands over every
     /// held span at once, more than the queue holds, while the worker drains it. What is left
     /// at the deadline is dropped and counted.
-    pub async fn offer_all_until(&self, mut spans: Vec<SpanData>, deadline: Instant) {
+    pub async fn offer_all_until(&self, mut spans: SpanBatch, deadline: Instant) {
         while !spans.is_empty() {
             let n = self.admit(spans.len());
             if n > 0 {
@@ -155,12 +155,12 @@ const MAX_CONCURRENT_EXPORTS: usize = 4;
 async fn worker(
     mut transport: Transport,
     cfg: BatchConfig,
-    mut rx: mpsc::UnboundedReceiver<Vec<SpanData>>,
+    mut rx: mpsc::UnboundedReceiver<SpanBatch>,
     stats: Arc<OtlpStats>,
 ) {
     let max_batch = cfg.max_batch.max(1);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_EXPORTS));
-    let mut buf: Vec<SpanData> = Vec::with_capacity(max_batch.min(4096));
+    let mut buf: SpanBatch = Vec::with_capacity(max_batch.min(4096));
     let mut flush_at: Option<Instant> = None;
     loop {
         let next = match flush_at {
@@ -228,7 +228,7 @@ async fn worker(
 async fn send_with_retry(
     transport: &mut Transport,
     cfg: &BatchConfig,
-    batch: Vec<SpanData>,
+    batch: SpanBatch,
     stats: &OtlpStats,
 ) {
     if batch.is_empty() {

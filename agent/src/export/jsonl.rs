@@ -1,5 +1,6 @@
 //! `jsonl` exporter: one OTLP-JSON-shaped span per line.
 
+use std::borrow::Borrow;
 use std::io::Write;
 
 use serde_json::{Map, Value, json};
@@ -93,9 +94,9 @@ impl JsonlWriter {
         Ok(Self::new(out))
     }
 
-    pub fn write_all(&mut self, spans: &[SpanData]) {
+    pub fn write_all<S: Borrow<SpanData>>(&mut self, spans: &[S]) {
         for s in spans {
-            let line = span_to_json(s).to_string();
+            let line = span_to_json(s.borrow()).to_string();
             if writeln!(self.out, "{line}").is_ok() {
                 self.written += 1;
             } else {

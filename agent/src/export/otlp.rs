@@ -1,5 +1,6 @@
 //! SpanData -> OTLP protobuf messages, one ResourceSpans per traced process.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -71,9 +72,10 @@ pub fn resource_to_proto(r: &Resource) -> ProtoResource {
 }
 
 /// Group spans by their resource (one ResourceSpans per process resource).
-pub fn to_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
+pub fn to_request<S: Borrow<SpanData>>(spans: &[S]) -> ExportTraceServiceRequest {
     let mut groups: Vec<(Arc<Resource>, Vec<Span>)> = Vec::new();
     for s in spans {
+        let s = s.borrow();
         let p = span_to_proto(s);
         match groups
             .iter_mut()
@@ -107,6 +109,8 @@ pub fn to_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
 /// messages (no string copies, no per-span allocations). The bytes are identical to
 /// `to_request(spans).encode_to_vec()`.
 pub mod direct {
+    use std::borrow::Borrow;
+
     use prost::encoding::{WireType, encode_key, encoded_len_varint, key_len};
 
     use crate::varint::put_varint;
@@ -249,9 +253,10 @@ pub mod direct {
     }
 
     /// Encode the export request for `spans` into `buf` (appended).
-    pub fn encode_request(spans: &[SpanData], buf: &mut Vec<u8>) {
+    pub fn encode_request<S: Borrow<SpanData>>(spans: &[S], buf: &mut Vec<u8>) {
         let mut groups: Vec<Group<'_>> = Vec::new();
         for (i, s) in spans.iter().enumerate() {
+            let s = s.borrow();
             let len = span_len(s);
             // Spans of one process share one Arc: match by pointer first, and compare values
             // (many equal attributes before the first difference) only when that fails.
@@ -292,7 +297,7 @@ pub mod direct {
             put_bytes(2, VERSION.as_bytes(), buf);
             for &(i, len) in &g.spans {
                 if let Some(s) = spans.get(i) {
-                    put_span(s, len, buf);
+                    put_span(s.borrow(), len, buf);
                 }
             }
         }

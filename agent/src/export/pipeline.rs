@@ -16,7 +16,7 @@ use crate::correlate::{CorrelateStats, Correlator, CorrelatorConfig};
 use crate::discovery::{DiscoveryConfig, ProcessCache};
 use crate::exportcfg::{ExportConfig, ExporterKind};
 use crate::handoff::HandoffRx;
-use crate::spans::{ClockOffset, SkipReason, SpanConfig, SpanData, build_span};
+use crate::spans::{ClockOffset, SkipReason, SpanBatch, SpanConfig, SpanData, build_span};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
 const CLOCK_REMEASURE: Duration = Duration::from_secs(30);
@@ -196,7 +196,7 @@ struct Sinks {
 }
 
 impl Sinks {
-    fn emit(&mut self, spans: Vec<SpanData>, now_ns: u64, shared: &Shared) {
+    fn emit(&mut self, spans: SpanBatch, now_ns: u64, shared: &Shared) {
         if spans.is_empty() {
             return;
         }
@@ -226,7 +226,7 @@ impl Sinks {
         }
         if let Some(c) = &mut self.console {
             for s in &spans {
-                if let Some(text) = c.push(s.clone(), now_ns) {
+                if let Some(text) = c.push(SpanData::clone(s), now_ns) {
                     print_trace(&text, shared);
                 }
             }
