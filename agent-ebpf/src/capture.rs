@@ -14,7 +14,8 @@ use aya_ebpf::helpers::{
 use crate::conn::{lookup_or_discover, process_selected};
 use crate::fdcache::sock_of_fd;
 use crate::maps::{
-    ACTIVE, CONNS, EVENTS, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold,
+    ACTIVE, CONNS, EVENTS, SAMPLE_ALLOW, active_hint_add, config, count, maybe_active, offsets,
+    scratch, skip_threshold,
 };
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -37,10 +38,10 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
         return;
     }
     let o = offsets();
-    let Some(s) = sock_of_fd(&o, fd) else {
+    let Some(s) = sock_of_fd(o, fd) else {
         return;
     };
-    let Some(st) = lookup_or_discover(&o, &s, fd as i32) else {
+    let Some(st) = lookup_or_discover(o, &s, fd as i32) else {
         return;
     };
     // SAFETY: a CONNS value; concurrent syscalls on one socket race benignly on these bytes.
@@ -64,7 +65,9 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
         flags,
         _pad: [0; 5],
     };
-    let _ = ACTIVE.insert(id, call, 0);
+    if ACTIVE.insert(id, call, 0).is_ok() {
+        active_hint_add(id, 1);
+    }
 }
 
 /// Exchange sampling: a turn to the request direction starts an exchange, captured or skipped
@@ -151,11 +154,16 @@ pub fn enter_msg(fd: u64, msg: u64, syscall: u8, direction: u8) {
 #[inline(always)]
 pub fn exit(ret: i64) {
     let id = bpf_get_current_pid_tgid();
+    if !maybe_active(id) {
+        return;
+    }
     let call = match unsafe { ACTIVE.get(id) } {
         Some(c) => *c,
         None => return,
     };
-    let _ = ACTIVE.remove(id);
+    if ACTIVE.remove(id).is_ok() {
+        active_hint_add(id, u64::MAX);
+    }
     if ret <= 0 {
         return;
     }

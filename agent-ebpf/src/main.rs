@@ -1,5 +1,7 @@
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 //! tracewire kernel programs: syscall tracepoints for socket data and connection lifecycle,
 //! `sock:inet_sock_set_state` for TCP sockets that close without a close() we saw.
 //! Entry points are thin; the work is in the modules.
@@ -127,8 +129,8 @@ pub fn tw_exit_connect(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let o = offsets();
-    if let Some(s) = fresh_sock_of_fd(&o, p.fd as u64) {
-        conn::open(&o, &s, ROLE_CLIENT, CONN_OP_CONNECT, p.fd);
+    if let Some(s) = fresh_sock_of_fd(o, p.fd as u64) {
+        conn::open(o, &s, ROLE_CLIENT, CONN_OP_CONNECT, p.fd);
     }
     0
 }
@@ -146,8 +148,8 @@ pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let o = offsets();
-    if let Some(s) = fresh_sock_of_fd(&o, r as u64) {
-        conn::open(&o, &s, ROLE_SERVER, CONN_OP_ACCEPT, r as i32);
+    if let Some(s) = fresh_sock_of_fd(o, r as u64) {
+        conn::open(o, &s, ROLE_SERVER, CONN_OP_ACCEPT, r as i32);
     }
     0
 }
@@ -156,13 +158,13 @@ pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
 pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
     let fd = arg(&ctx, 0);
     let o = offsets();
-    let Some(s) = fdcache::take(&o, fd) else {
+    let Some(s) = fdcache::take(o, fd) else {
         return 0;
     };
     if let Some(st) = unsafe { CONNS.get(s.sk) } {
         let st = *st;
         if st.selected != 0 {
-            conn::emit_conn(&o, &s, &st, CONN_OP_CLOSE, fd as i32);
+            conn::emit_conn(o, &s, &st, CONN_OP_CLOSE, fd as i32);
         }
         let _ = CONNS.remove(s.sk);
         let _ = SAMPLE_ALLOW.remove(s.sk);
