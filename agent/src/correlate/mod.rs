@@ -220,6 +220,8 @@ pub struct Correlator {
     unreleased: VecDeque<u64>,
     clients_by_key: KeyIndex,
     servers_by_key: KeyIndex,
+    /// Entries dropped since the connection indexes were last swept of their stale slots.
+    evicted_since_sweep: u64,
     by_thread: FxHashMap<(u32, u32), ThreadIndex>,
     seq: LruCache<u64, u64, FxBuildHasher>,
     out: SpanBatch,
@@ -253,6 +255,7 @@ impl Correlator {
             unreleased: VecDeque::new(),
             clients_by_key: FxHashMap::default(),
             servers_by_key: FxHashMap::default(),
+            evicted_since_sweep: 0,
             by_thread: FxHashMap::default(),
             seq: LruCache::with_hasher(conns, FxBuildHasher),
             out: Vec::new(),
@@ -442,6 +445,10 @@ impl Correlator {
         // indexed, and a match with the same request number ends the scan (a keep-alive
         // connection otherwise costs a scan of its whole window per span).
         for o in refs.iter().rev() {
+            if o.id < self.base {
+                // Swept lazily: this slot and every older one belong to dropped entries.
+                break;
+            }
             let ok = match me.kind {
                 SpanKind::Server => same_exchange(&o.facts, &me.facts),
                 SpanKind::Client => {
@@ -516,6 +523,7 @@ impl Correlator {
 
     /// Release the oldest entry early (buffer full). Returns false when empty.
     fn evict_oldest(&mut self) -> bool {
+        self.prefetch_ahead();
         let Some(e) = self.entries.front() else {
             return false;
         };
@@ -528,27 +536,45 @@ impl Correlator {
         true
     }
 
-    /// Drop the oldest held entry and its index slots (always the oldest of each index).
+    /// Entries leave oldest first, long after they were written (a full buffer holds seconds of
+    /// spans), so each eviction waited on cache misses for the entry and its span. Fetch the
+    /// ones a few evictions ahead while this one is handled.
+    #[inline]
+    fn prefetch_ahead(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            const AHEAD_ENTRY: usize = 8;
+            const AHEAD_SPAN: usize = 4;
+            if let Some(e) = self.entries.get(AHEAD_ENTRY) {
+                let p = (e as *const Entry).cast::<i8>();
+                for line in 0..size_of::<Entry>().div_ceil(64) {
+                    // SAFETY: a prefetch is a hint; the address is inside a live entry.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64)) };
+                }
+            }
+            if let Some(span) = self.entries.get(AHEAD_SPAN).and_then(|e| e.span.as_deref()) {
+                let p = (span as *const SpanData).cast::<i8>();
+                for line in 0..size_of::<SpanData>().div_ceil(64) {
+                    // SAFETY: as above, inside a live span.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64)) };
+                }
+            }
+        }
+    }
+
+    /// Drop the oldest held entry and its thread index slot. Its connection index slot is left
+    /// for [`Self::sweep_key_indexes`]: by now that slot was usually pushed out by the
+    /// connection's newer exchanges, and finding out meant a cache miss on every eviction
+    /// (the largest single cost of a full buffer in live profiles). Lookups skip ids below
+    /// `base`.
     fn remove_oldest(&mut self) {
         let Some(e) = self.entries.pop_front() else {
             return;
         };
         let id = self.base;
         self.base += 1;
-        if let Some(k) = e.key {
-            let map = match e.kind {
-                SpanKind::Client => &mut self.clients_by_key,
-                SpanKind::Server => &mut self.servers_by_key,
-            };
-            if let Some(v) = map.get_mut(&k) {
-                if v.front().is_some_and(|r| r.id == id) {
-                    v.pop_front();
-                }
-                if v.is_empty() {
-                    map.remove(&k);
-                }
-            }
-        }
+        self.evicted_since_sweep += 1;
         if let Some(ti) = self.by_thread.get_mut(&e.thread) {
             match e.kind {
                 SpanKind::Server => {
@@ -568,6 +594,30 @@ impl Correlator {
         }
         while self.unreleased.front().is_some_and(|u| *u < self.base) {
             self.unreleased.pop_front();
+        }
+    }
+
+    /// Drop connection index slots of entries no longer held. Runs from `poll` once the buffer
+    /// turned over (or emptied), so the indexes hold at most about two buffers' worth of slots.
+    fn sweep_key_indexes(&mut self) {
+        if self.entries.is_empty() {
+            self.clients_by_key.clear();
+            self.servers_by_key.clear();
+            self.evicted_since_sweep = 0;
+            return;
+        }
+        if self.evicted_since_sweep < self.cfg.max_held.max(1) as u64 {
+            return;
+        }
+        self.evicted_since_sweep = 0;
+        let base = self.base;
+        for map in [&mut self.clients_by_key, &mut self.servers_by_key] {
+            map.retain(|_, v| {
+                while v.front().is_some_and(|r| r.id < base) {
+                    v.pop_front();
+                }
+                !v.is_empty()
+            });
         }
     }
 
@@ -765,6 +815,7 @@ impl Correlator {
             }
             self.remove_oldest();
         }
+        self.sweep_key_indexes();
         // The next batch starts with room for one like this: under a full buffer most spans
         // are released by `push` between polls, and growing by doubling copied every span
         // again (it showed in profiles).

@@ -847,3 +847,73 @@ fn indexes_stay_bounded_and_drain() {
     assert!(c.by_thread.is_empty());
     assert_eq!(c.stats().released, 4_000);
 }
+
+/// A connection index slot outlives its evicted entry until the next sweep: a later server
+/// end of that connection must not be linked to the evicted client, and the slots of closed
+/// connections are swept once the buffer has turned over.
+#[test]
+fn evicted_slots_are_never_linked_and_are_swept() {
+    let mut c = Correlator::new(CorrelatorConfig {
+        max_held: 8,
+        ..cfg()
+    });
+    let t = 1_000_000u64;
+    let timing = (t, t + 10, t + 500, t + 600);
+    let cl = exchange(
+        1,
+        10,
+        1,
+        Role::Client,
+        "127.0.0.1:40000",
+        "127.0.0.1:8080",
+        record(
+            ProtocolKind::Http1,
+            timing,
+            http_detail("GET", "/a", Some(200)),
+        ),
+    );
+    c.push(span(&cl), 0);
+    // Unrelated spans, each on a connection of its own, push the client out of the buffer.
+    for k in 0..20u64 {
+        let other = exchange(
+            100 + k,
+            30,
+            2,
+            Role::Client,
+            &format!("127.0.0.1:{}", 41_000 + k),
+            "127.0.0.1:9090",
+            record(
+                ProtocolKind::Http1,
+                timing,
+                http_detail("GET", "/b", Some(200)),
+            ),
+        );
+        c.push(span(&other), 1);
+    }
+    assert_eq!(c.held(), 8);
+    let sv = exchange(
+        2,
+        20,
+        1,
+        Role::Server,
+        "127.0.0.1:8080",
+        "127.0.0.1:40000",
+        record(
+            ProtocolKind::Http1,
+            (t + 20, t + 30, t + 400, t + 450),
+            http_detail("GET", "/a", Some(200)),
+        ),
+    );
+    c.push(span(&sv), 2);
+    // The buffer turned over: the sweep leaves only the slots of held entries.
+    let mut out = c.poll(3);
+    assert!(c.clients_by_key.len() + c.servers_by_key.len() <= c.held());
+    out.extend(c.flush());
+    let s = find(&out, 20, 1, "GET", SpanKind::Server);
+    assert_eq!(s.parent_span_id, None);
+    assert_eq!(c.stats().linked_connection, 0);
+    // Nothing held once the retention passed: nothing indexed.
+    c.poll(10 * HOLD);
+    assert_eq!(c.held(), 0);
+    assert!(c.clients_by_key.is_empty() && c.servers_by_key.is_empty());
+}
