@@ -17,3 +17,4 @@ pub mod probes;
 pub mod sampler;
 pub mod spans;
 mod varint;
+pub mod yielding;

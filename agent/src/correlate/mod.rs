@@ -771,6 +771,13 @@ impl Correlator {
     /// Release every span whose window passed (and whose parent is decided), drop entries kept
     /// past their retention, and return the released spans.
     pub fn poll(&mut self, now_ns: u64) -> SpanBatch {
+        self.poll_with(now_ns, || {})
+    }
+
+    /// [`Self::poll`], calling `after_release` after each span released (the pipeline yields
+    /// the CPU there now and then: below a full buffer every release happens in a poll, a
+    /// tenth of a second's worth at once).
+    pub fn poll_with(&mut self, now_ns: u64, mut after_release: impl FnMut()) -> SpanBatch {
         let max_wait = self.hold_ns.saturating_mul(4);
         // Unreleased spans whose window passed (arrival order: stop at the first young one).
         let mut due = std::mem::take(&mut self.due);
@@ -797,7 +804,13 @@ impl Correlator {
         // Parents first when possible; repeat while releases unblock children.
         for _ in 0..16 {
             let before = due.len();
-            due.retain(|&(id, force)| !self.release(id, force));
+            due.retain(|&(id, force)| {
+                let released = self.release(id, force);
+                if released {
+                    after_release();
+                }
+                !released
+            });
             if due.len() == before || due.is_empty() {
                 break;
             }

@@ -164,8 +164,11 @@ fn one_chain_in_completion_order() {
     // Nothing leaves before the window.
     assert!(c.poll(HOLD / 2).is_empty());
     assert_eq!(c.pending(), 5);
-    let out = c.poll(HOLD + 10_000);
+    // The pipeline yields the CPU from this hook: it runs once per released span.
+    let mut released = 0;
+    let out = c.poll_with(HOLD + 10_000, || released += 1);
     assert_eq!(out.len(), 5);
+    assert_eq!(released, 5);
     assert_chain(&out, 0);
     // The root was released first, then the rest top-down.
     assert_eq!(out.first().map(|s| s.kind), Some(SpanKind::Server));
