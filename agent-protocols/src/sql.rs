@@ -724,16 +724,69 @@ pub struct Analyzed {
 impl Analyzed {
     /// Analyses raw bytes from the wire (decoded lossily as UTF-8, bounded).
     pub fn new(bytes: &[u8], dialect: Dialect) -> Self {
+        Self::with_cache(bytes, dialect, &mut ShapeCache::default())
+    }
+
+    /// [`Analyzed::new`], taking the statement's shape (operation, collection, statement
+    /// count) from `cache` when a statement with the same sanitized text was analysed before.
+    pub fn with_cache(bytes: &[u8], dialect: Dialect, cache: &mut ShapeCache) -> Self {
         let cut = bytes.get(..MAX_SQL + 4).unwrap_or(bytes);
         let raw = String::from_utf8_lossy(cut);
-        let shape = Shape::new(&raw, dialect);
+        let sanitized = sanitize(&raw, dialect);
+        let shaped = cache.get_or_insert_with(&sanitized, || {
+            let shape = Shape::new(&raw, dialect);
+            Shaped {
+                operation: operation_of(&shape),
+                collection: collection_of(&shape),
+                statements: statement_count(&raw, dialect),
+            }
+        });
         Self {
-            sanitized: sanitize(&raw, dialect),
-            operation: operation_of(&shape),
-            collection: collection_of(&shape),
-            statements: statement_count(&raw, dialect),
+            sanitized,
+            operation: shaped.operation,
+            collection: shaped.collection,
+            statements: shaped.statements,
             raw: raw.into(),
         }
+    }
+}
+
+/// The shape of a statement: what [`Analyzed`] finds beyond the sanitized text.
+#[derive(Debug, Clone, PartialEq)]
+struct Shaped {
+    operation: Option<String>,
+    collection: Option<String>,
+    statements: u32,
+}
+
+/// Shapes of the statements a connection sent recently, keyed by a hash of their sanitized
+/// text. The shape depends only on that text (literals, comments and spacing do not change
+/// it), and a connection mostly repeats a few statements with new literals, so each is lexed
+/// once for its shape instead of twice more per execution (the shape analysis was a fifth of
+/// the agent's CPU under pgbench). Small and cleared when full: memory stays bounded per
+/// connection.
+#[derive(Debug, Default)]
+pub struct ShapeCache {
+    shapes: Vec<(u64, Shaped)>,
+    hasher: std::hash::RandomState,
+}
+
+/// Shapes kept per connection.
+const SHAPE_CACHE_SIZE: usize = 16;
+
+impl ShapeCache {
+    fn get_or_insert_with(&mut self, sanitized: &str, make: impl FnOnce() -> Shaped) -> Shaped {
+        use std::hash::BuildHasher;
+        let key = self.hasher.hash_one(sanitized);
+        if let Some((_, s)) = self.shapes.iter().find(|(k, _)| *k == key) {
+            return s.clone();
+        }
+        let s = make();
+        if self.shapes.len() >= SHAPE_CACHE_SIZE {
+            self.shapes.clear();
+        }
+        self.shapes.push((key, s.clone()));
+        s
     }
 }
 
@@ -973,5 +1026,34 @@ mod tests {
         let a = Analyzed::new(long.as_bytes(), PG);
         assert!(a.raw.len() <= MAX_SQL + 4);
         assert!(a.sanitized.ends_with(TRUNCATION_MARK));
+    }
+
+    /// A cached shape gives exactly what a fresh analysis gives, for statements that differ
+    /// only in literals, comments and spacing, and across the cache being cleared when full.
+    #[test]
+    fn cached_shapes_match_fresh_analysis() {
+        let texts: Vec<String> = (0..3)
+            .flat_map(|n| {
+                [
+                    format!("SELECT abalance FROM pgbench_accounts WHERE aid = {n}"),
+                    format!("select  abalance from pgbench_accounts where aid={n} -- c{n}"),
+                    format!("/* {n} */ UPDATE t SET a = '{n};x' WHERE id IN ({n}, {n})"),
+                    format!("INSERT INTO \"Order\" (a) VALUES ($${n}; $$); SELECT {n}"),
+                    format!("WITH x AS (SELECT {n}) DELETE FROM y USING x"),
+                    format!("SELECT * FROM t{n}"),
+                ]
+            })
+            .chain((0..40).map(|n| format!("SELECT c FROM table_{n} WHERE k = {n}")))
+            .collect();
+        for dialect in [PG, MY] {
+            let mut cache = ShapeCache::default();
+            for _ in 0..2 {
+                for t in &texts {
+                    let cached = Analyzed::with_cache(t.as_bytes(), dialect, &mut cache);
+                    assert_eq!(cached, Analyzed::new(t.as_bytes(), dialect), "{t}");
+                }
+            }
+            assert!(cache.shapes.len() <= SHAPE_CACHE_SIZE);
+        }
     }
 }

@@ -199,11 +199,11 @@ fn parse_request(p: &Packet<'_>, st: &mut State) -> Result<Parsed<Frame>, ParseE
     let sk = &mut st.skipped_req;
     let (msg, expect) = match cmd {
         COM_QUERY => {
-            let sql = Arc::new(Analyzed::new(body, Dialect::Mysql));
+            let sql = Arc::new(Analyzed::with_cache(body, Dialect::Mysql, &mut st.shapes));
             (Request::Query { sql }, Expect::Query)
         }
         COM_STMT_PREPARE => {
-            let sql = Arc::new(Analyzed::new(body, Dialect::Mysql));
+            let sql = Arc::new(Analyzed::with_cache(body, Dialect::Mysql, &mut st.shapes));
             if st.pending_prepare.len() >= MAX_EXPECT {
                 st.pending_prepare.pop_front();
             }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::DbSystem;
-use crate::sql::Analyzed;
+use crate::sql::{Analyzed, ShapeCache};
 
 /// Prepared statements remembered per connection.
 pub const MAX_STATEMENTS: usize = 256;
@@ -145,6 +145,8 @@ pub struct State {
     pub skipped_req: u64,
     pub skipped_resp: u64,
     pub evictions: u64,
+    /// Shapes of recent statements (see [`ShapeCache`]).
+    pub shapes: ShapeCache,
 }
 
 impl State {

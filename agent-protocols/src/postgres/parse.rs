@@ -136,7 +136,7 @@ fn parse_request(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseError
             if complete && body.last() != Some(&0) {
                 return Err(ParseError::Invalid("query not NUL-terminated"));
             }
-            let sql = Arc::new(Analyzed::new(sql, Dialect::Postgres));
+            let sql = Arc::new(Analyzed::with_cache(sql, Dialect::Postgres, &mut st.shapes));
             frame(Msg::Req(Request::Query { sql }), total, sk)
         }
         b'P' => {
@@ -149,7 +149,11 @@ fn parse_request(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseError
                 None if complete => return Err(ParseError::Invalid("Parse text unterminated")),
                 None => rest,
             };
-            let sql = Arc::new(Analyzed::new(text, Dialect::Postgres));
+            let sql = Arc::new(Analyzed::with_cache(
+                text,
+                Dialect::Postgres,
+                &mut st.shapes,
+            ));
             bounded_insert(
                 &mut st.statements,
                 name.clone(),

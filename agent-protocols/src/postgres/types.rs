@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::sql::Analyzed;
+use crate::sql::{Analyzed, ShapeCache};
 
 /// Prepared statements and portals remembered per connection, each.
 pub const MAX_NAMED: usize = 256;
@@ -113,6 +113,8 @@ pub struct State {
     pub skipped_resp: u64,
     /// Maps or other bounded structures that dropped entries.
     pub evictions: u64,
+    /// Shapes of recent statements (see [`ShapeCache`]).
+    pub shapes: ShapeCache,
 }
 
 /// Inserts into a bounded map, evicting an arbitrary entry when full.
