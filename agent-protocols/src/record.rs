@@ -2,6 +2,8 @@
 //! OpenTelemetry semantic conventions ask for. Strings are owned; records are produced once per
 //! exchange, not per byte.
 
+use std::sync::Arc;
+
 use compact_str::CompactString;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,17 +124,18 @@ impl DbSystem {
 pub struct SqlInfo {
     pub system: DbSystem,
     /// Database name (from startup / handshake / COM_INIT_DB).
-    pub database: Option<String>,
-    pub user: Option<String>,
-    pub application_name: Option<String>,
-    /// Query text with literals replaced by `?`.
-    pub query_sanitized: Option<String>,
+    pub database: Option<Arc<str>>,
+    pub user: Option<Arc<str>>,
+    pub application_name: Option<Arc<str>>,
+    /// Query text with literals replaced by `?`. Shared (like the connection's names above)
+    /// with every record of the statement: cloning per record was an allocation each.
+    pub query_sanitized: Option<Arc<str>>,
     /// Query text as sent; only filled when the parser is configured to keep it.
     pub query_raw: Option<String>,
     /// SELECT, INSERT, ... (upper case).
-    pub operation: Option<String>,
+    pub operation: Option<Arc<str>>,
     /// The table, when the statement names exactly one.
-    pub collection: Option<String>,
+    pub collection: Option<Arc<str>>,
     pub rows: Option<u64>,
     /// SQLSTATE (PostgreSQL) or error number (MySQL), as a string.
     pub error_code: Option<String>,

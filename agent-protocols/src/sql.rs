@@ -5,6 +5,8 @@
 //! sanitized text cut there ends with [`TRUNCATION_MARK`]. Comments are always stripped (they may
 //! carry data) and whitespace runs become one space.
 
+use std::sync::Arc;
+
 /// Bytes of SQL text examined; the rest is dropped (and the output says so).
 pub const MAX_SQL: usize = 8 * 1024;
 /// Appended to sanitized text when the input was longer than [`MAX_SQL`].
@@ -714,9 +716,9 @@ pub struct Analyzed {
     /// The text as sent, cut a little past [`MAX_SQL`] (so the sanitized form still says it was
     /// cut).
     pub raw: Box<str>,
-    pub sanitized: String,
-    pub operation: Option<String>,
-    pub collection: Option<String>,
+    pub sanitized: Arc<str>,
+    pub operation: Option<Arc<str>>,
+    pub collection: Option<Arc<str>>,
     /// Top-level statements in the text.
     pub statements: u32,
 }
@@ -736,13 +738,13 @@ impl Analyzed {
         let shaped = cache.get_or_insert_with(&sanitized, || {
             let shape = Shape::new(&raw, dialect);
             Shaped {
-                operation: operation_of(&shape),
-                collection: collection_of(&shape),
+                operation: operation_of(&shape).map(Arc::from),
+                collection: collection_of(&shape).map(Arc::from),
                 statements: statement_count(&raw, dialect),
             }
         });
         Self {
-            sanitized,
+            sanitized: sanitized.into(),
             operation: shaped.operation,
             collection: shaped.collection,
             statements: shaped.statements,
@@ -754,8 +756,8 @@ impl Analyzed {
 /// The shape of a statement: what [`Analyzed`] finds beyond the sanitized text.
 #[derive(Debug, Clone, PartialEq)]
 struct Shaped {
-    operation: Option<String>,
-    collection: Option<String>,
+    operation: Option<Arc<str>>,
+    collection: Option<Arc<str>>,
     statements: u32,
 }
 
@@ -1013,14 +1015,14 @@ mod tests {
     fn analyzed() {
         let a = Analyzed::new(b"UPDATE t SET a = 5 WHERE id = 'x'", PG);
         assert_eq!(&*a.raw, "UPDATE t SET a = 5 WHERE id = 'x'");
-        assert_eq!(a.sanitized, "UPDATE t SET a = ? WHERE id = ?");
+        assert_eq!(&*a.sanitized, "UPDATE t SET a = ? WHERE id = ?");
         assert_eq!(a.operation.as_deref(), Some("UPDATE"));
         assert_eq!(a.collection.as_deref(), Some("t"));
         assert_eq!(a.statements, 1);
         let a = Analyzed::new(b"SELECT '\\xff\\xfe'", MY);
-        assert_eq!(a.sanitized, "SELECT ?");
+        assert_eq!(&*a.sanitized, "SELECT ?");
         let a = Analyzed::new(&[b'S', 0xff, b' ', b'1'], PG);
-        assert_eq!(a.sanitized, "S\u{fffd} ?");
+        assert_eq!(&*a.sanitized, "S\u{fffd} ?");
         // Long input: raw is cut just past MAX_SQL, sanitized says it was cut.
         let long = format!("SELECT {}", "1, ".repeat(5000));
         let a = Analyzed::new(long.as_bytes(), PG);

@@ -223,7 +223,7 @@ fn parse_request(p: &Packet<'_>, st: &mut State) -> Result<Parsed<Frame>, ParseE
         }
         COM_QUIT | COM_STMT_SEND_LONG_DATA => return Ok(skip(p.total, sk)),
         COM_INIT_DB => {
-            st.database = Some(lossy(body));
+            st.database = Some(lossy(body).into());
             (Request::Simple { operation: "USE" }, Expect::Simple)
         }
         COM_PING => (Request::Simple { operation: "PING" }, Expect::Simple),
@@ -252,7 +252,7 @@ fn parse_request(p: &Packet<'_>, st: &mut State) -> Result<Parsed<Frame>, ParseE
         COM_CHANGE_USER => {
             let mut at = 0;
             if let Some(u) = cstr(body, &mut at) {
-                st.user = Some(lossy(u));
+                st.user = Some(lossy(u).into());
             }
             st.phase = Phase::Auth;
             return Ok(skip(p.total, &mut st.skipped_req));
@@ -276,7 +276,7 @@ fn handshake_response(p: &Packet<'_>, st: &mut State) -> Result<Parsed<Frame>, P
     let mut at = 32;
     if caps & CLIENT_PROTOCOL_41 != 0 {
         if let Some(u) = cstr(b, &mut at) {
-            st.user = Some(lossy(u));
+            st.user = Some(lossy(u).into());
         }
         let auth_len = if caps & CLIENT_PLUGIN_AUTH_LENENC != 0 {
             lenenc(b, &mut at)
@@ -292,7 +292,7 @@ fn handshake_response(p: &Packet<'_>, st: &mut State) -> Result<Parsed<Frame>, P
             && let Some(db) = cstr(b, &mut at)
             && !db.is_empty()
         {
-            st.database = Some(lossy(db));
+            st.database = Some(lossy(db).into());
         }
         if caps & CLIENT_PLUGIN_AUTH != 0 {
             let _plugin = cstr(b, &mut at);
@@ -322,7 +322,7 @@ fn connect_attrs(b: &[u8], mut at: usize, st: &mut State) {
             return;
         };
         if k == b"program_name" {
-            st.application_name = Some(lossy(v));
+            st.application_name = Some(lossy(v).into());
         }
     }
 }

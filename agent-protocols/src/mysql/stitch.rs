@@ -91,12 +91,12 @@ fn record(st: &State, req: &Frame, answers: &[Frame]) -> Record {
             _ => {}
         }
     }
-    let (sql, operation, statement): (Option<&Arc<Analyzed>>, Option<String>, Option<String>) =
+    let (sql, operation, statement): (Option<&Arc<Analyzed>>, Option<Arc<str>>, Option<String>) =
         match &req.msg {
             Msg::Req(Request::Query { sql }) => (Some(sql), sql.operation.clone(), None),
             Msg::Req(Request::Prepare { sql }) => (
                 Some(sql),
-                Some("PREPARE".to_string()),
+                Some("PREPARE".into()),
                 prepared_id.map(|i| i.to_string()),
             ),
             Msg::Req(Request::Execute { stmt_id, sql }) => (
@@ -104,7 +104,7 @@ fn record(st: &State, req: &Frame, answers: &[Frame]) -> Record {
                 sql.as_ref().and_then(|s| s.operation.clone()),
                 Some(stmt_id.to_string()),
             ),
-            Msg::Req(Request::Simple { operation }) => (None, Some(operation.to_string()), None),
+            Msg::Req(Request::Simple { operation }) => (None, Some((*operation).into()), None),
             Msg::Resp(_) => (None, None, None),
         };
     let batch = sql.map_or(0, |s| s.statements).max(results);

@@ -257,9 +257,9 @@ fn parse_untyped(buf: &[u8], st: &mut State) -> Result<Parsed<Frame>, ParseError
                 }
                 let Some(v) = cstr(msg, &mut at) else { break };
                 match k {
-                    b"user" => st.user = Some(lossy(v)),
-                    b"database" => database = Some(lossy(v)),
-                    b"application_name" => st.application_name = Some(lossy(v)),
+                    b"user" => st.user = Some(lossy(v).into()),
+                    b"database" => database = Some(lossy(v).into()),
+                    b"application_name" => st.application_name = Some(lossy(v).into()),
                     _ => {}
                 }
             }

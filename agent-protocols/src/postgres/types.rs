@@ -98,9 +98,9 @@ pub struct Prepared {
 #[derive(Debug, Default)]
 pub struct State {
     pub phase: Phase,
-    pub user: Option<String>,
-    pub database: Option<String>,
-    pub application_name: Option<String>,
+    pub user: Option<Arc<str>>,
+    pub database: Option<Arc<str>>,
+    pub application_name: Option<Arc<str>>,
     pub keep_raw_query: bool,
     /// Named (and the unnamed, "") statements by name.
     pub statements: HashMap<String, Arc<Analyzed>>,

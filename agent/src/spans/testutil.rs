@@ -84,7 +84,7 @@ pub fn pg(op: &str, table: &str) -> Detail {
         database: Some("shop".into()),
         user: Some("app".into()),
         application_name: None,
-        query_sanitized: Some(format!("{op} * FROM {table} WHERE id = ?")),
+        query_sanitized: Some(format!("{op} * FROM {table} WHERE id = ?").into()),
         query_raw: Some(format!("{op} * FROM {table} WHERE id = 42")),
         operation: Some(op.into()),
         collection: Some(table.into()),
