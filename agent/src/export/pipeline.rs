@@ -17,14 +17,14 @@ use crate::discovery::{DiscoveryConfig, ProcessCache};
 use crate::exportcfg::{ExportConfig, ExporterKind};
 use crate::handoff::HandoffRx;
 use crate::spans::{ClockOffset, SkipReason, SpanBatch, SpanConfig, SpanData, build_span};
-use crate::yielding::YieldEvery;
+use crate::yielding::Yielder;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 
 const CLOCK_REMEASURE: Duration = Duration::from_secs(30);
 
-/// Exchanges turned into spans between two yields of the CPU (see `yielding`): about 10-20 us
-/// of work. On nginx+wrk, 8-32 gave the same throughput; the p99 fell with the smaller ones.
-const YIELD_EVERY_EXCHANGES: u32 = 16;
+/// Exchanges turned into spans (or spans released) between two looks at the clock for
+/// yielding (see `yielding`): a few us.
+const YIELD_CHECK_EXCHANGES: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -352,7 +352,7 @@ async fn run(
     let mut clock_at = tokio::time::Instant::now();
     let mut procs = ProcessCache::new(cfg.discovery.clone());
     let mut corr = Correlator::new(cfg.correlate.clone());
-    let mut yielder = YieldEvery::new(YIELD_EVERY_EXCHANGES);
+    let mut yielder = Yielder::new(YIELD_CHECK_EXCHANGES);
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let metrics_every = cfg
