@@ -24,6 +24,7 @@ pub struct HandoffTx {
 pub struct HandoffRx {
     rx: mpsc::UnboundedReceiver<Batch>,
     queued: Arc<AtomicUsize>,
+    capacity: usize,
 }
 
 /// A queue holding at most `capacity` exchanges.
@@ -36,7 +37,11 @@ pub fn handoff(capacity: usize) -> (HandoffTx, HandoffRx) {
             queued: Arc::clone(&queued),
             capacity: capacity.max(1),
         },
-        HandoffRx { rx, queued },
+        HandoffRx {
+            rx,
+            queued,
+            capacity: capacity.max(1),
+        },
     )
 }
 
@@ -61,6 +66,12 @@ impl HandoffTx {
 }
 
 impl HandoffRx {
+    /// Whether more than a quarter of the capacity is waiting: the consumer is falling behind
+    /// and should not give its CPU away (see `yielding`).
+    pub fn behind(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) * 4 > self.capacity
+    }
+
     /// The next batch; None once every sender is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<Batch> {
         let b = self.rx.recv().await?;
