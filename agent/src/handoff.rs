@@ -88,6 +88,7 @@ mod tests {
     async fn bound_is_in_exchanges_not_batches() {
         let (tx, mut rx) = handoff(3);
         assert!(tx.try_send(Vec::new()).is_ok());
+        assert!(!rx.behind());
         use crate::model::Role;
         use crate::spans::testutil::{exchange, record, redis};
         let ex = exchange(
@@ -111,8 +112,12 @@ mod tests {
             Err(2)
         );
         assert!(tx.try_send(vec![ex.clone()]).is_ok());
+        // 3 of 3 queued: the consumer is behind (and does not yield its CPU).
+        assert!(rx.behind());
         assert_eq!(rx.recv().await.map(|b| b.len()), Some(0));
         assert_eq!(rx.recv().await.map(|b| b.len()), Some(2));
+        // 1 of 3 queued: more than a quarter, still behind.
+        assert!(rx.behind());
         // Room again once received.
         assert!(tx.try_send(vec![ex.clone(), ex]).is_ok());
         drop(tx);

@@ -64,8 +64,8 @@ pub trait EventSink {
 const TICK_EVERY_EVENTS: u32 = 2048;
 
 /// Events handled between two yields of the CPU (about 30 us of work; see `yielding`).
-/// Measured on nginx+wrk: every 128 events kept the throughput gain of yielding, every 64 or
-/// fewer lost it again to context switches.
+/// Measured on nginx+wrk: every 128 events kept the throughput gain of yielding; every 8-32
+/// events lost it again to context switches.
 const YIELD_EVERY_EVENTS: u32 = 128;
 
 /// Drains the ring buffer into `sink` until `stop` is set.
