@@ -66,10 +66,12 @@ impl HandoffTx {
 }
 
 impl HandoffRx {
-    /// Whether more than a quarter of the capacity is waiting: the consumer is falling behind
-    /// and should not give its CPU away (see `yielding`).
+    /// Whether the consumer is falling behind ([`crate::yielding::backlogged`]).
     pub fn behind(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) * 4 > self.capacity
+        crate::yielding::backlogged(
+            self.queued.load(Ordering::Relaxed) as u64,
+            self.capacity as u64,
+        )
     }
 
     /// The next batch; None once every sender is gone and the queue is empty.

@@ -6,6 +6,12 @@
 //! p99 latency. Giving the CPU back every few tens of microseconds of work lets the
 //! application run in between; when nothing else is runnable, a yield is one cheap syscall.
 
+/// Whether a stage's input queue holds more than a quarter of its capacity: the stage is
+/// falling behind and must not give its CPU away (that dropped data under redis -P 16).
+pub fn backlogged(queued: u64, capacity: u64) -> bool {
+    queued.saturating_mul(4) > capacity
+}
+
 /// Yields the CPU every `every` steps.
 #[derive(Debug)]
 pub struct YieldEvery {

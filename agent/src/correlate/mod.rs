@@ -220,8 +220,9 @@ pub struct Correlator {
     unreleased: VecDeque<u64>,
     clients_by_key: KeyIndex,
     servers_by_key: KeyIndex,
-    /// Entries dropped since the connection indexes were last swept of their stale slots.
-    evicted_since_sweep: u64,
+    /// `base` when the connection indexes were last swept of their stale slots: entries
+    /// dropped since then number `base - swept_at`.
+    swept_at: u64,
     by_thread: FxHashMap<(u32, u32), ThreadIndex>,
     seq: LruCache<u64, u64, FxBuildHasher>,
     out: SpanBatch,
@@ -255,7 +256,7 @@ impl Correlator {
             unreleased: VecDeque::new(),
             clients_by_key: FxHashMap::default(),
             servers_by_key: FxHashMap::default(),
-            evicted_since_sweep: 0,
+            swept_at: 0,
             by_thread: FxHashMap::default(),
             seq: LruCache::with_hasher(conns, FxBuildHasher),
             out: Vec::new(),
@@ -546,19 +547,19 @@ impl Correlator {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
             const AHEAD_ENTRY: usize = 8;
             const AHEAD_SPAN: usize = 4;
-            if let Some(e) = self.entries.get(AHEAD_ENTRY) {
-                let p = (e as *const Entry).cast::<i8>();
-                for line in 0..size_of::<Entry>().div_ceil(64) {
-                    // SAFETY: a prefetch is a hint; the address is inside a live entry.
+            /// Every cache line of `v`.
+            fn prefetch<T>(v: &T) {
+                let p = (v as *const T).cast::<i8>();
+                for line in 0..size_of::<T>().div_ceil(64) {
+                    // SAFETY: a prefetch is a hint; the address is inside the live value.
                     unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64)) };
                 }
             }
+            if let Some(e) = self.entries.get(AHEAD_ENTRY) {
+                prefetch(e);
+            }
             if let Some(span) = self.entries.get(AHEAD_SPAN).and_then(|e| e.span.as_deref()) {
-                let p = (span as *const SpanData).cast::<i8>();
-                for line in 0..size_of::<SpanData>().div_ceil(64) {
-                    // SAFETY: as above, inside a live span.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64)) };
-                }
+                prefetch(span);
             }
         }
     }
@@ -574,7 +575,6 @@ impl Correlator {
         };
         let id = self.base;
         self.base += 1;
-        self.evicted_since_sweep += 1;
         if let Some(ti) = self.by_thread.get_mut(&e.thread) {
             match e.kind {
                 SpanKind::Server => {
@@ -603,14 +603,14 @@ impl Correlator {
         if self.entries.is_empty() {
             self.clients_by_key.clear();
             self.servers_by_key.clear();
-            self.evicted_since_sweep = 0;
+            self.swept_at = self.base;
             return;
         }
-        if self.evicted_since_sweep < self.cfg.max_held.max(1) as u64 {
+        if self.base - self.swept_at < self.cfg.max_held.max(1) as u64 {
             return;
         }
-        self.evicted_since_sweep = 0;
         let base = self.base;
+        self.swept_at = base;
         for map in [&mut self.clients_by_key, &mut self.servers_by_key] {
             map.retain(|_, v| {
                 while v.front().is_some_and(|r| r.id < base) {

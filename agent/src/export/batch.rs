@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::transport::{Transport, TransportError};
 use crate::exportcfg::{BatchConfig, OtlpConfig};
 use crate::spans::{SpanBatch, SpanData};
-use crate::yielding::YieldEvery;
+use crate::yielding::{YieldEvery, backlogged};
 
 /// Counters shared with the pipeline (monotonic).
 #[derive(Debug, Default)]
@@ -241,9 +241,10 @@ async fn send_with_retry(
     let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
     // Encoded once, straight from the spans; retries resend the same bytes.
     let mut buf = Vec::new();
-    // Yield only while the queue is short: giving the CPU away while it fills would drop spans.
-    let behind = stats.in_flight.load(Ordering::Relaxed).saturating_mul(4)
-        > u64::try_from(cfg.max_queue).unwrap_or(u64::MAX);
+    let behind = backlogged(
+        stats.in_flight.load(Ordering::Relaxed),
+        u64::try_from(cfg.max_queue).unwrap_or(u64::MAX),
+    );
     let mut yielder = YieldEvery::new(if behind { 0 } else { YIELD_EVERY_SPANS });
     super::otlp::direct::encode_request_with(&batch, &mut buf, || yielder.step());
     let body = bytes::Bytes::from(buf);
