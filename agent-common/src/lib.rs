@@ -80,7 +80,10 @@ pub mod counter {
     pub const SAMPLED_OUT: u32 = 8;
     /// Connections opened to sampling by the kernel from their first request's bytes.
     pub const OPENED_IN_KERNEL: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Data calls lost because another thread sharing their in-flight slot (thread ids 32768
+    /// apart) entered a data syscall before they returned.
+    pub const CALL_COLLISIONS: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Header of a data event; `captured` payload bytes follow it in the ring buffer.

@@ -11,12 +11,10 @@ use aya_ebpf::helpers::{
     generated::{bpf_loop, bpf_probe_read_user as probe_read_user_raw, bpf_ringbuf_output},
 };
 
+use crate::calls;
 use crate::conn::{lookup_or_discover, process_selected};
 use crate::fdcache::sock_of_fd;
-use crate::maps::{
-    ACTIVE, CONNS, EVENTS, SAMPLE_ALLOW, active_hint_add, config, count, maybe_active, offsets,
-    scratch, skip_threshold,
-};
+use crate::maps::{CONNS, EVENTS, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -65,9 +63,7 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
         flags,
         _pad: [0; 5],
     };
-    if ACTIVE.insert(id, call, 0).is_ok() {
-        active_hint_add(id, 1);
-    }
+    calls::record(id, &call);
 }
 
 /// Exchange sampling: a turn to the request direction starts an exchange, captured or skipped
@@ -154,16 +150,9 @@ pub fn enter_msg(fd: u64, msg: u64, syscall: u8, direction: u8) {
 #[inline(always)]
 pub fn exit(ret: i64) {
     let id = bpf_get_current_pid_tgid();
-    if !maybe_active(id) {
+    let Some(call) = calls::take(id) else {
         return;
-    }
-    let call = match unsafe { ACTIVE.get(id) } {
-        Some(c) => *c,
-        None => return,
     };
-    if ACTIVE.remove(id).is_ok() {
-        active_hint_add(id, u64::MAX);
-    }
     if ret <= 0 {
         return;
     }

@@ -6,6 +6,7 @@
 //! `sock:inet_sock_set_state` for TCP sockets that close without a close() we saw.
 //! Entry points are thin; the work is in the modules.
 
+mod calls;
 mod capture;
 mod conn;
 mod fdcache;

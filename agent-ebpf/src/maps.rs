@@ -1,8 +1,6 @@
 //! Maps and load-time globals shared by the programs.
 
-use agent_common::{
-    ActiveCall, CaptureConfig, ConnState, DataEvent, KernelOffsets, PendingConn, counter,
-};
+use agent_common::{CaptureConfig, ConnState, DataEvent, KernelOffsets, PendingConn, counter};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -65,49 +63,6 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
 /// `struct sock` address -> connection state.
 #[map]
 pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
-
-/// pid_tgid -> data syscall in flight.
-#[map]
-pub static ACTIVE: HashMap<u64, ActiveCall> = HashMap::with_max_entries(16384, 0);
-
-/// Data calls recorded in [`ACTIVE`], per bucket of thread ids (`tid % ACTIVE_BUCKETS`). An exit
-/// looks ACTIVE up only when its bucket is non-zero, so the exits of calls the entry did not
-/// record (non-socket fds, sampled-out exchanges: most syscalls) read one array slot instead of
-/// making a hash lookup. Threads sharing a bucket only cost each other that lookup.
-#[map]
-pub static ACTIVE_HINT: Array<u64> = Array::with_max_entries(ACTIVE_BUCKETS, 0);
-
-pub const ACTIVE_BUCKETS: u32 = 4096;
-
-#[inline(always)]
-fn active_hint_slot(pid_tgid: u64) -> Option<*mut u64> {
-    ACTIVE_HINT.get_ptr_mut((pid_tgid as u32) & (ACTIVE_BUCKETS - 1))
-}
-
-/// Whether the current thread may have a call in [`ACTIVE`].
-#[inline(always)]
-pub fn maybe_active(pid_tgid: u64) -> bool {
-    match active_hint_slot(pid_tgid) {
-        // SAFETY: an 8-aligned map value; a torn read is impossible for an aligned u64.
-        Some(p) => unsafe { core::ptr::read_volatile(p) != 0 },
-        // Cannot happen (the index is masked); look it up rather than lose the call.
-        None => true,
-    }
-}
-
-/// Adds `delta` (wrapping: `u64::MAX` subtracts one) to the current thread's bucket.
-#[inline(always)]
-pub fn active_hint_add(pid_tgid: u64, delta: u64) {
-    if let Some(p) = active_hint_slot(pid_tgid) {
-        // SAFETY: an 8-aligned map value shared between CPUs, updated atomically (a BPF atomic
-        // add; the BPF target has no `AtomicU64::fetch_add`).
-        unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                p, delta,
-            );
-        }
-    }
-}
 
 /// pid_tgid -> connect/accept in flight.
 #[map]

@@ -107,7 +107,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         otlp_dropped: p.dropped(),
         otlp_export_errors: p.otlp_export_errors,
         correlate: p.correlate,
-        total_drops: kernel.dropped_events + ch_dropped + p.dropped(),
+        total_drops: kernel.dropped_events + kernel.call_collisions + ch_dropped + p.dropped(),
     };
     eprintln!(
         "tracewire: stopped: events={} spans_built={} exported={} total_drops={}",

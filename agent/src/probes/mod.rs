@@ -76,6 +76,8 @@ pub struct KernelCounters {
     pub sampled_out: u64,
     /// Connections the kernel opened to sampling from their first request's bytes.
     pub opened_in_kernel: u64,
+    /// Data calls lost to another thread sharing their in-flight slot.
+    pub call_collisions: u64,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -259,6 +261,7 @@ impl Probes {
             exchanges: get(counter::EXCHANGES),
             sampled_out: get(counter::SAMPLED_OUT),
             opened_in_kernel: get(counter::OPENED_IN_KERNEL),
+            call_collisions: get(counter::CALL_COLLISIONS),
         })
     }
 }
