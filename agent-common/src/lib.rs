@@ -20,6 +20,9 @@ pub const DIR_INGRESS: u8 = 1;
 pub const ROLE_UNKNOWN: u8 = 0;
 pub const ROLE_CLIENT: u8 = 1;
 pub const ROLE_SERVER: u8 = 2;
+/// A SAMPLE_ALLOW value that is not a role: userspace parses nothing on this connection, stop
+/// capturing it.
+pub const SAMPLE_IGNORE: u8 = 0xff;
 
 pub const CONN_OP_CONNECT: u8 = 1;
 pub const CONN_OP_ACCEPT: u8 = 2;
@@ -143,7 +146,9 @@ pub struct ConnEvent {
     pub sock: u64,
 }
 
-/// Kernel-side state of one socket, keyed by its `struct sock` address.
+/// Kernel-side state of one socket. Its identity (id, role, selection) is kept by the socket's
+/// `struct sock` address; the per-call part (turns, sampling) lives with each process's fd that
+/// uses the socket, so a data syscall finds both with one lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnState {
@@ -167,6 +172,10 @@ pub struct ConnState {
     pub skipping: u8,
     /// 1 when an exchange was skipped since the last captured syscall.
     pub after_skip: u8,
+    /// Calls since SAMPLE_ALLOW was last consulted on a connection not yet open to sampling:
+    /// consulted at every turn, and at least every 16 calls on one-way streams.
+    pub since_allow_check: u8,
+    pub _pad: [u8; 7],
 }
 
 /// Whether a connection's first request starts like a protocol whose exchanges stand alone

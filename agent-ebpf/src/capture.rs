@@ -4,7 +4,7 @@
 use agent_common::{
     ActiveCall, ConnState, DIR_EGRESS, DIR_INGRESS, DIR_NONE, DataHeader, EVENT_DATA,
     FILTER_BY_PROCESS, FLAG_AFTER_SKIP, FLAG_PEEK_PROTOCOL, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD,
-    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, counter, standalone_exchanges,
+    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SAMPLE_IGNORE, counter, standalone_exchanges,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -12,9 +12,9 @@ use aya_ebpf::helpers::{
 };
 
 use crate::calls;
-use crate::conn::{lookup_or_discover, process_selected};
-use crate::fdcache::sock_of_fd;
-use crate::maps::{CONNS, EVENTS, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold};
+use crate::conn::process_selected;
+use crate::fdcache::{self, conn_of_fd};
+use crate::maps::{EVENTS, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -36,13 +36,10 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
         return;
     }
     let o = offsets();
-    let Some(s) = sock_of_fd(o, fd) else {
+    let Some((s, st)) = conn_of_fd(o, fd) else {
         return;
     };
-    let Some(st) = lookup_or_discover(o, &s, fd as i32) else {
-        return;
-    };
-    // SAFETY: a CONNS value; concurrent syscalls on one socket race benignly on these bytes.
+    // SAFETY: an FD_SOCK value; concurrent syscalls on one fd race benignly on these bytes.
     let st = unsafe { &mut *st };
     if st.selected == 0 {
         count(counter::FILTERED);
@@ -74,16 +71,30 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
 #[inline(always)]
 fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
     let mut flags = 0;
-    if direction != st.last_dir {
-        if st.sample_ok == 0
-            && let Some(role) = unsafe { SAMPLE_ALLOW.get(sk) }
-        {
-            if st.role == ROLE_UNKNOWN {
-                st.role = *role;
+    let turned = direction != st.last_dir;
+    if st.sample_ok == 0 {
+        // Userspace's verdict on the connection (SAMPLE_ALLOW) is taken over at a turn, and
+        // every 16 calls on a one-way stream.
+        st.since_allow_check = st.since_allow_check.wrapping_add(1);
+        if turned || st.since_allow_check >= 16 {
+            st.since_allow_check = 0;
+            if let Some(v) = unsafe { SAMPLE_ALLOW.get(sk) } {
+                let v = *v;
+                let _ = SAMPLE_ALLOW.remove(sk);
+                if v == SAMPLE_IGNORE {
+                    // Userspace parses nothing here: stop capturing this connection.
+                    st.selected = 0;
+                    count(counter::FILTERED);
+                    return None;
+                }
+                if st.role == ROLE_UNKNOWN {
+                    st.role = v;
+                }
+                st.sample_ok = 1;
             }
-            st.sample_ok = 1;
-            let _ = SAMPLE_ALLOW.remove(sk);
         }
+    }
+    if turned {
         let request_dir = match st.role {
             ROLE_CLIENT => DIR_EGRESS,
             ROLE_SERVER => DIR_INGRESS,
@@ -158,7 +169,7 @@ pub fn exit(ret: i64) {
     }
     // Before the copy, so the verifier sees the copy's states once, not once per branch here.
     if call.flags & FLAG_PEEK_PROTOCOL != 0 && ret >= 8 {
-        peek_first_request(&call);
+        peek_first_request(&call, (id >> 32) as u32);
     }
     let Some(ev) = scratch() else {
         return;
@@ -227,7 +238,7 @@ pub fn exit(ret: i64) {
 /// stand alone, the connection is open to sampling from its next exchange (8 bytes read
 /// once per connection).
 #[inline(always)]
-fn peek_first_request(call: &ActiveCall) {
+fn peek_first_request(call: &ActiveCall, tgid: u32) {
     let mut src = call.buf;
     if call.iovcnt != 0 {
         // First iovec: base at +0, length at +8.
@@ -246,8 +257,8 @@ fn peek_first_request(call: &ActiveCall) {
     if !standalone_exchanges(&head) {
         return;
     }
-    if let Some(st) = CONNS.get_ptr_mut(call.sock) {
-        // SAFETY: a CONNS value; only this flag is written.
+    if let Some(st) = fdcache::state_of(tgid, call.fd, call.sock) {
+        // SAFETY: an FD_SOCK value; only this flag is written.
         unsafe { (*st).sample_ok = 1 };
         count(counter::OPENED_IN_KERNEL);
     }

@@ -72,20 +72,21 @@ pub fn emit_conn(o: &KernelOffsets, s: &SockRef, st: &ConnState, op: u8, fd: i32
 /// A new connection opened by connect (client) or accept (server): always a fresh id, so a
 /// reused fd or a reused `struct sock` address never inherits the old identity.
 #[inline(always)]
-pub fn open(o: &KernelOffsets, s: &SockRef, role: u8, op: u8, fd: i32) {
+pub fn open(o: &KernelOffsets, s: &SockRef, role: u8, op: u8, fd: i32) -> ConnState {
     let st = new_state(o, s, role);
     let _ = CONNS.insert(s.sk, st, 0);
     if st.selected != 0 {
         emit_conn(o, s, &st, op, fd);
     }
+    st
 }
 
-/// The state of a socket seen through data; connections we did not see open get an id now
-/// and a DISCOVERED event so userspace can recover their role.
+/// The state of a socket a process uses for the first time (as CONNS keeps it); connections we
+/// did not see open get an id now and a DISCOVERED event so userspace can recover their role.
 #[inline(always)]
-pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<*mut ConnState> {
-    if let Some(st) = CONNS.get_ptr_mut(s.sk) {
-        return Some(st);
+pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<ConnState> {
+    if let Some(st) = unsafe { CONNS.get(s.sk) } {
+        return Some(*st);
     }
     let st = new_state(o, s, ROLE_UNKNOWN);
     CONNS.insert(s.sk, st, 0).ok()?;
@@ -93,7 +94,7 @@ pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<*mu
         count(counter::UNKNOWN_CONNS);
         emit_conn(o, s, &st, CONN_OP_DISCOVERED, fd);
     }
-    CONNS.get_ptr_mut(s.sk)
+    Some(st)
 }
 
 #[inline(always)]
@@ -113,5 +114,7 @@ fn new_state(o: &KernelOffsets, s: &SockRef, role: u8) -> ConnState {
         sample_ok: 0,
         skipping: 0,
         after_skip: 0,
+        since_allow_check: 0,
+        _pad: [0; 7],
     }
 }

@@ -1,17 +1,23 @@
 //! (process, fd) -> socket cache, so the fd walk (a dozen dependent kernel reads) runs once
-//! per fd rather than on every syscall. An entry carries the generation of its process's fd
-//! table. A new process starts with a fresh generation, and the generation changes whenever
-//! fds may have been replaced behind a close() we see: exec (close-on-exec), dup2/dup3,
-//! close_range, unshare, io_uring. A stale entry therefore never matches; close() forgets its
-//! fd directly.
+//! per fd rather than on every syscall. The entry of a socket also holds the connection's
+//! per-call state (a copy of its CONNS state taken when the process first used the fd), so a
+//! data syscall makes one hash lookup, not one here and one in CONNS. A process that inherits
+//! or receives a socket starts from the socket's identity (id, role) in CONNS; two processes
+//! using one connection at once each count its turns on their own.
+//!
+//! An entry carries the generation of its process's fd table. A new process starts with a
+//! fresh generation, and the generation changes whenever fds may have been replaced behind a
+//! close() we see: exec (close-on-exec), dup2/dup3, close_range, unshare, io_uring. A stale
+//! entry therefore never matches; close() forgets its fd directly.
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray};
 
-use agent_common::KernelOffsets;
+use agent_common::{ConnState, KernelOffsets};
 
+use crate::conn::{self, lookup_or_discover};
 use crate::maps::next_conn_id;
 use crate::sock::{SockRef, Walk, walk};
 
@@ -24,6 +30,8 @@ pub struct FdEntry {
     inode: u64,
     family: u16,
     _pad: [u8; 6],
+    /// The connection's state as this process uses it (when `sk` is not 0).
+    conn: ConnState,
 }
 
 /// tgid -> generation of its fd table.
@@ -121,25 +129,41 @@ fn generation_slow(tgid: u32) -> Option<u64> {
     unsafe { FD_GENERATION.get(tgid) }.copied()
 }
 
-/// The traced stream socket behind `fd` of the current process, if it is one.
+/// The traced stream socket behind `fd` of the current process, if it is one, with the
+/// connection's state as this process keeps it.
 #[inline(always)]
-pub fn sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
+pub fn conn_of_fd(o: &KernelOffsets, fd: u64) -> Option<(SockRef, *mut ConnState)> {
     if o.valid == 0 || fd > i32::MAX as u64 {
         return None;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let g = generation(tgid)?;
     let k = key(tgid, fd);
-    if let Some(hit) = cached(k, g) {
-        return hit;
+    if let Some(e) = FD_SOCK.get_ptr_mut(k) {
+        // SAFETY: a map value; concurrent syscalls on one fd race benignly on the state bytes.
+        let e = unsafe { &mut *e };
+        if e.generation == g {
+            if e.sk == 0 {
+                return None;
+            }
+            let s = SockRef {
+                sk: e.sk,
+                family: e.family,
+                inode: e.inode,
+            };
+            return Some((s, &mut e.conn));
+        }
     }
     match walk(o, fd) {
         Walk::Sock(s) => {
-            store(k, g, Some(&s));
-            Some(s)
+            let st = lookup_or_discover(o, &s, fd as i32)?;
+            store(k, g, Some(&s), &st);
+            let e = FD_SOCK.get_ptr_mut(k)?;
+            // SAFETY: as above.
+            Some((s, unsafe { &mut (*e).conn }))
         }
         Walk::NotTraced => {
-            store(k, g, None);
+            store(k, g, None, &ConnState::default());
             None
         }
         Walk::Unknown => None,
@@ -149,47 +173,62 @@ pub fn sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
 /// The cached answer for key `k` if it belongs to fd-table generation `g`: Some(None) for an
 /// fd known not to be a traced socket, None when there is no valid entry.
 #[inline(always)]
-fn cached(k: u64, g: u64) -> Option<Option<SockRef>> {
+fn cached(k: u64, g: u64) -> Option<Option<(SockRef, ConnState)>> {
     let e = unsafe { FD_SOCK.get(k) }?;
     if e.generation != g {
         return None;
     }
-    Some((e.sk != 0).then_some(SockRef {
-        sk: e.sk,
-        family: e.family,
-        inode: e.inode,
-    }))
+    Some((e.sk != 0).then_some((
+        SockRef {
+            sk: e.sk,
+            family: e.family,
+            inode: e.inode,
+        },
+        e.conn,
+    )))
 }
 
 #[inline(always)]
-fn store(k: u64, generation: u64, s: Option<&SockRef>) {
+fn store(k: u64, generation: u64, s: Option<&SockRef>, conn: &ConnState) {
     let e = FdEntry {
         generation,
         sk: s.map_or(0, |s| s.sk),
         inode: s.map_or(0, |s| s.inode),
         family: s.map_or(0, |s| s.family),
         _pad: [0; 6],
+        conn: *conn,
     };
     let _ = FD_SOCK.insert(k, e, 0);
 }
 
-/// A socket just connected or accepted on `fd`: walk it afresh (the fd may be new) and cache.
+/// The state the current process keeps for socket `sk` on `fd` (None when the entry is gone
+/// or now names another socket).
 #[inline(always)]
-pub fn fresh_sock_of_fd(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
-    let Walk::Sock(s) = walk(o, fd) else {
-        return None;
-    };
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if let Some(g) = generation(tgid) {
-        store(key(tgid, fd), g, Some(&s));
-    }
-    Some(s)
+pub fn state_of(tgid: u32, fd: i32, sk: u64) -> Option<*mut ConnState> {
+    let e = FD_SOCK.get_ptr_mut(key(tgid, fd as u64))?;
+    // SAFETY: a map value.
+    let e = unsafe { &mut *e };
+    (e.sk == sk).then_some(&mut e.conn as *mut ConnState)
 }
 
-/// `fd` of the current process is being closed: what it was (from the cache, else a walk
-/// that is not cached), and its entry forgotten.
+/// A socket just connected or accepted on `fd`: walk it afresh (the fd may be new), open the
+/// connection with a fresh identity and cache both.
 #[inline(always)]
-pub fn take(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
+pub fn open_fresh(o: &KernelOffsets, fd: u64, role: u8, op: u8) {
+    let Walk::Sock(s) = walk(o, fd) else {
+        return;
+    };
+    let st = conn::open(o, &s, role, op, fd as i32);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(g) = generation(tgid) {
+        store(key(tgid, fd), g, Some(&s), &st);
+    }
+}
+
+/// `fd` of the current process is being closed: what it was (from the cache, with the state
+/// this process kept, else a walk that is not cached), and its entry forgotten.
+#[inline(always)]
+pub fn take(o: &KernelOffsets, fd: u64) -> Option<(SockRef, Option<ConnState>)> {
     if o.valid == 0 || fd > i32::MAX as u64 {
         return None;
     }
@@ -198,9 +237,9 @@ pub fn take(o: &KernelOffsets, fd: u64) -> Option<SockRef> {
     let hit = unsafe { FD_GENERATION.get(tgid) }.and_then(|g| cached(k, *g));
     let _ = FD_SOCK.remove(k);
     match hit {
-        Some(s) => s,
+        Some(s) => s.map(|(s, st)| (s, Some(st))),
         None => match walk(o, fd) {
-            Walk::Sock(s) => Some(s),
+            Walk::Sock(s) => Some((s, None)),
             Walk::NotTraced | Walk::Unknown => None,
         },
     }

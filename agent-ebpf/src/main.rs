@@ -21,7 +21,6 @@ use aya_ebpf::{
     EbpfContext, helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 
-use fdcache::fresh_sock_of_fd;
 use maps::{CONNS, PENDING_CONN, SAMPLE_ALLOW, offsets};
 
 /// Syscall tracepoint arguments are 8-byte slots after the 16-byte common header (the
@@ -129,10 +128,7 @@ pub fn tw_exit_connect(ctx: TracePointContext) -> u32 {
     if r != 0 && r != -EINPROGRESS {
         return 0;
     }
-    let o = offsets();
-    if let Some(s) = fresh_sock_of_fd(o, p.fd as u64) {
-        conn::open(o, &s, ROLE_CLIENT, CONN_OP_CONNECT, p.fd);
-    }
+    fdcache::open_fresh(offsets(), p.fd as u64, ROLE_CLIENT, CONN_OP_CONNECT);
     0
 }
 
@@ -148,10 +144,7 @@ pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
     if r < 0 {
         return 0;
     }
-    let o = offsets();
-    if let Some(s) = fresh_sock_of_fd(o, r as u64) {
-        conn::open(o, &s, ROLE_SERVER, CONN_OP_ACCEPT, r as i32);
-    }
+    fdcache::open_fresh(offsets(), r as u64, ROLE_SERVER, CONN_OP_ACCEPT);
     0
 }
 
@@ -159,11 +152,12 @@ pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
 pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
     let fd = arg(&ctx, 0);
     let o = offsets();
-    let Some(s) = fdcache::take(o, fd) else {
+    let Some((s, kept)) = fdcache::take(o, fd) else {
         return 0;
     };
-    if let Some(st) = unsafe { CONNS.get(s.sk) } {
-        let st = *st;
+    // The state this process kept for the fd, else the socket's (an fd it never used).
+    let st = kept.or_else(|| unsafe { CONNS.get(s.sk) }.copied());
+    if let Some(st) = st {
         if st.selected != 0 {
             conn::emit_conn(o, &s, &st, CONN_OP_CLOSE, fd as i32);
         }

@@ -190,16 +190,29 @@ impl Probes {
     }
 
     /// Stops payload capture of these connections (kernel CONNS keys): userspace found no
-    /// protocol it parses in their first bytes.
+    /// protocol it parses in their first bytes. The socket's state stops new users of it; the
+    /// processes already using it take the verdict over from SAMPLE_ALLOW at their next turn (or
+    /// within 16 calls), as with [`Self::allow_sampling`].
     pub fn ignore_conns(&mut self, socks: &[u64]) -> Result<()> {
-        let mut conns: BpfHashMap<_, u64, ConnState> =
-            BpfHashMap::try_from(self.ebpf.map_mut("CONNS").context("CONNS missing")?)?;
-        for sk in socks {
-            if let Ok(mut st) = conns.get(sk, 0) {
-                st.selected = 0;
-                // The socket may have closed meanwhile: a failed update is fine.
-                let _ = conns.insert(sk, st, 0);
+        {
+            let mut conns: BpfHashMap<_, u64, ConnState> =
+                BpfHashMap::try_from(self.ebpf.map_mut("CONNS").context("CONNS missing")?)?;
+            for sk in socks {
+                if let Ok(mut st) = conns.get(sk, 0) {
+                    st.selected = 0;
+                    // The socket may have closed meanwhile: a failed update is fine.
+                    let _ = conns.insert(sk, st, 0);
+                }
             }
+        }
+        let mut verdicts: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("SAMPLE_ALLOW")
+                .context("SAMPLE_ALLOW missing")?,
+        )?;
+        for sk in socks {
+            // A full map leaves the connection captured and dropped in userspace: fine.
+            let _ = verdicts.insert(sk, agent_common::SAMPLE_IGNORE, 0);
         }
         Ok(())
     }
