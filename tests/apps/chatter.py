@@ -3,6 +3,7 @@ No tracing code.
 
 server PORT          accept connections, echo every read
 client PORT N [MS]   N request/response round trips of 16 opaque bytes, MS apart
+push PORT N [MS]     N messages of 16 opaque bytes one way (the server only reads), MS apart
 """
 import socket
 import sys
@@ -15,7 +16,9 @@ def serve(c):
         b = c.recv(4096)
         if not b:
             break
-        c.sendall(b)
+        # A message starting with 0x18 is pushed one way: no reply.
+        if b[0] != 0x18:
+            c.sendall(b)
     c.close()
 
 
@@ -39,8 +42,18 @@ def client(port, n, pause_ms):
     s.close()
 
 
+def push(port, n, pause_ms):
+    s = socket.create_connection(("127.0.0.1", port))
+    for i in range(n):
+        time.sleep(pause_ms / 1000.0)
+        s.sendall(bytes([0x18, 0x03, 0x03, 0, 11]) + bytes([i % 256]) * 11)
+    s.close()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(int(sys.argv[2]))
+    elif sys.argv[1] == "push":
+        push(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0)
     else:
         client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0)

@@ -8,11 +8,9 @@ use tracewire_e2e::agent::Agent;
 use tracewire_e2e::env::{PYTHON, fixture_dir, free_port, require_ebpf};
 use tracewire_e2e::servers::Proc;
 
-#[test]
-fn unknown_protocol_connections_stop_being_captured() {
-    if !require_ebpf("unknown_protocol_connections_stop_being_captured") {
-        return;
-    }
+/// Runs the chatter fixture (`mode`: "client" for round trips, "push" for a one-way stream)
+/// traced, `rounds` messages 5 ms apart, and returns the agent's final stats.
+fn chatter_traced(mode: &str, rounds: u32) -> serde_json::Value {
     let port = free_port();
     let mut server = Proc::spawn(
         "chatter server",
@@ -40,17 +38,23 @@ fn unknown_protocol_connections_stop_being_captured() {
         &[],
         "tracing via",
     );
-    let rounds = 200;
     let st = Command::new(PYTHON)
         .arg(fixture_dir().join("chatter.py"))
-        .args(["client", &port.to_string(), &rounds.to_string(), "5"])
+        .args([mode, &port.to_string(), &rounds.to_string(), "5"])
         .status()
         .expect("client");
     assert!(st.success());
     std::thread::sleep(std::time::Duration::from_millis(300));
     agent.stop();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json");
+    serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json")
+}
+
+#[test]
+fn unknown_protocol_connections_stop_being_captured() {
+    if !require_ebpf("unknown_protocol_connections_stop_being_captured") {
+        return;
+    }
+    let v = chatter_traced("client", 200);
     let data = v["kernel"]["data_events"].as_u64().expect("data_events");
     let filtered = v["kernel"]["filtered"].as_u64().expect("filtered");
     // 200 round trips, 5 ms apart, are 800 socket reads/writes over both ends; once userspace
@@ -62,6 +66,25 @@ fn unknown_protocol_connections_stop_being_captured() {
     );
     assert!(data < 200, "capture stopped early: {data} data events: {v}");
     assert!(filtered > 600, "the rest was skipped in the kernel: {v}");
+    assert_eq!(v["spans_built"], 0);
+}
+
+/// A one-way stream never turns, so the kernel must take userspace's verdict over without a
+/// turn (within 16 calls): 300 messages are 600 calls over both ends.
+#[test]
+fn one_way_unknown_streams_stop_being_captured() {
+    if !require_ebpf("one_way_unknown_streams_stop_being_captured") {
+        return;
+    }
+    let v = chatter_traced("push", 300);
+    let data = v["kernel"]["data_events"].as_u64().expect("data_events");
+    let filtered = v["kernel"]["filtered"].as_u64().expect("filtered");
+    assert!(
+        v["conntrack"]["unknown_protocol"].as_u64() >= Some(1),
+        "{v}"
+    );
+    assert!(data < 250, "capture stopped early: {data} data events: {v}");
+    assert!(filtered > 350, "the rest was skipped in the kernel: {v}");
     assert_eq!(v["spans_built"], 0);
 }
 
