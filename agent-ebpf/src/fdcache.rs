@@ -34,6 +34,18 @@ pub struct FdEntry {
     conn: ConnState,
 }
 
+impl FdEntry {
+    /// The socket the entry names; None for an fd known not to be a traced socket.
+    #[inline(always)]
+    fn sock(&self) -> Option<SockRef> {
+        (self.sk != 0).then_some(SockRef {
+            sk: self.sk,
+            family: self.family,
+            inode: self.inode,
+        })
+    }
+}
+
 /// tgid -> generation of its fd table.
 #[map]
 static FD_GENERATION: LruHashMap<u32, u64> = LruHashMap::with_max_entries(32768, 0);
@@ -143,15 +155,7 @@ pub fn conn_of_fd(o: &KernelOffsets, fd: u64) -> Option<(SockRef, *mut ConnState
         // SAFETY: a map value; concurrent syscalls on one fd race benignly on the state bytes.
         let e = unsafe { &mut *e };
         if e.generation == g {
-            if e.sk == 0 {
-                return None;
-            }
-            let s = SockRef {
-                sk: e.sk,
-                family: e.family,
-                inode: e.inode,
-            };
-            return Some((s, &mut e.conn));
+            return e.sock().map(|s| (s, &mut e.conn as *mut ConnState));
         }
     }
     match walk(o, fd) {
@@ -178,14 +182,7 @@ fn cached(k: u64, g: u64) -> Option<Option<(SockRef, ConnState)>> {
     if e.generation != g {
         return None;
     }
-    Some((e.sk != 0).then_some((
-        SockRef {
-            sk: e.sk,
-            family: e.family,
-            inode: e.inode,
-        },
-        e.conn,
-    )))
+    Some(e.sock().map(|s| (s, e.conn)))
 }
 
 #[inline(always)]

@@ -49,24 +49,37 @@ fn chatter_traced(mode: &str, rounds: u32) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json")
 }
 
+/// The connections were recognised as unknown (at least `unknown` of them), at most `max_data`
+/// data events were captured, more than `min_filtered` calls were skipped in the kernel, and
+/// no span was built.
+fn assert_capture_stopped(v: &serde_json::Value, unknown: u64, max_data: u64, min_filtered: u64) {
+    let data = v["kernel"]["data_events"].as_u64().expect("data_events");
+    let filtered = v["kernel"]["filtered"].as_u64().expect("filtered");
+    assert!(
+        v["conntrack"]["unknown_protocol"].as_u64() >= Some(unknown),
+        "{v}"
+    );
+    assert!(
+        data < max_data,
+        "capture stopped early: {data} data events: {v}"
+    );
+    assert!(
+        filtered > min_filtered,
+        "the rest was skipped in the kernel: {v}"
+    );
+    assert_eq!(v["spans_built"], 0);
+}
+
 #[test]
 fn unknown_protocol_connections_stop_being_captured() {
     if !require_ebpf("unknown_protocol_connections_stop_being_captured") {
         return;
     }
     let v = chatter_traced("client", 200);
-    let data = v["kernel"]["data_events"].as_u64().expect("data_events");
-    let filtered = v["kernel"]["filtered"].as_u64().expect("filtered");
     // 200 round trips, 5 ms apart, are 800 socket reads/writes over both ends; once userspace
     // gives up (a few events, then a poll interval or a few on a loaded machine) the kernel
     // stops copying them.
-    assert!(
-        v["conntrack"]["unknown_protocol"].as_u64() >= Some(2),
-        "{v}"
-    );
-    assert!(data < 200, "capture stopped early: {data} data events: {v}");
-    assert!(filtered > 600, "the rest was skipped in the kernel: {v}");
-    assert_eq!(v["spans_built"], 0);
+    assert_capture_stopped(&v, 2, 200, 600);
 }
 
 /// A one-way stream never turns, so the kernel must take userspace's verdict over without a
@@ -77,15 +90,7 @@ fn one_way_unknown_streams_stop_being_captured() {
         return;
     }
     let v = chatter_traced("push", 300);
-    let data = v["kernel"]["data_events"].as_u64().expect("data_events");
-    let filtered = v["kernel"]["filtered"].as_u64().expect("filtered");
-    assert!(
-        v["conntrack"]["unknown_protocol"].as_u64() >= Some(1),
-        "{v}"
-    );
-    assert!(data < 250, "capture stopped early: {data} data events: {v}");
-    assert!(filtered > 350, "the rest was skipped in the kernel: {v}");
-    assert_eq!(v["spans_built"], 0);
+    assert_capture_stopped(&v, 1, 250, 350);
 }
 
 /// nginx sends static files with sendfile(): the body never passes through user memory, yet

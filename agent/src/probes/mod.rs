@@ -205,11 +205,7 @@ impl Probes {
                 }
             }
         }
-        let mut verdicts: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("SAMPLE_ALLOW")
-                .context("SAMPLE_ALLOW missing")?,
-        )?;
+        let mut verdicts = self.sample_allow()?;
         for sk in socks {
             // A full map leaves the connection captured and dropped in userspace: fine.
             let _ = verdicts.insert(sk, agent_common::SAMPLE_IGNORE, 0);
@@ -222,11 +218,7 @@ impl Probes {
     /// programs take this over at the connection's next turn; userspace never rewrites the
     /// connection state they keep updating.
     pub fn allow_sampling(&mut self, conns: &[(u64, Role)]) -> Result<()> {
-        let mut map: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("SAMPLE_ALLOW")
-                .context("SAMPLE_ALLOW missing")?,
-        )?;
+        let mut map = self.sample_allow()?;
         for (sk, role) in conns {
             let role = match role {
                 Role::Client => agent_common::ROLE_CLIENT,
@@ -237,6 +229,16 @@ impl Probes {
             let _ = map.insert(sk, role, 0);
         }
         Ok(())
+    }
+
+    /// Userspace's per-socket verdicts the programs take over: a role (open to sampling) or
+    /// `SAMPLE_IGNORE`.
+    fn sample_allow(&mut self) -> Result<BpfHashMap<&mut MapData, u64, u8>> {
+        Ok(BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("SAMPLE_ALLOW")
+                .context("SAMPLE_ALLOW missing")?,
+        )?)
     }
 
     /// Exchanges whose hash falls below `threshold` are skipped (0: keep all).
