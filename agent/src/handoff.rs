@@ -31,16 +31,17 @@ pub struct HandoffRx {
 pub fn handoff(capacity: usize) -> (HandoffTx, HandoffRx) {
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
+    let capacity = capacity.max(1);
     (
         HandoffTx {
             tx,
             queued: Arc::clone(&queued),
-            capacity: capacity.max(1),
+            capacity,
         },
         HandoffRx {
             rx,
             queued,
-            capacity: capacity.max(1),
+            capacity,
         },
     )
 }
