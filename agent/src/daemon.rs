@@ -191,11 +191,12 @@ impl EventSink for DaemonSink<'_> {
             let p = self.pipeline.stats();
             let k = self.probes.counters().unwrap_or_default();
             eprintln!(
-                "tracewire: conns={} records={} spans={} exported={} sampled: kept={:.3} out={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
+                "tracewire: conns={} records={} spans={} exported={} queued={} sampled: kept={:.3} out={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
                 self.conntrack.len(),
                 s.records,
                 p.spans_built,
                 p.otlp_exported,
+                p.otlp_queued,
                 self.sampler.kept_fraction(),
                 k.sampled_out,
                 k.dropped_events,

@@ -68,6 +68,9 @@ struct Sample {
     agent_rss_kib: Option<u64>,
     spans: Option<u64>,
     drops: Option<u64>,
+    /// Of `drops`, those lost in the OTLP export queue or to failed exports (the rest were
+    /// lost in the kernel's ring buffer, its call slots, or the ingest channel).
+    export_drops: Option<u64>,
     /// Exchanges offered to sampling and those sampled out (beyond the capture budget).
     exchanges: Option<u64>,
     sampled_out: Option<u64>,
@@ -222,6 +225,7 @@ fn interleaved(
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                     s.spans = v["spans_exported"].as_u64();
                     s.drops = v["total_drops"].as_u64();
+                    s.export_drops = v["otlp_dropped"].as_u64();
                     s.exchanges = v["kernel"]["exchanges"].as_u64();
                     s.sampled_out = v["kernel"]["sampled_out"].as_u64();
                     s.released = v["correlate"]["released"].as_u64();
@@ -494,6 +498,7 @@ impl Row {
             "agent_cpu_pct_per_10k_spans": if sps > 0.0 { cpu_m * 100.0 / (sps / 10_000.0) } else { f64::NAN },
             "agent_peak_rss_mib": rss as f64 / 1024.0,
             "drops": self.traced.iter().filter_map(|s| s.drops).sum::<u64>(),
+            "export_drops": self.traced.iter().filter_map(|s| s.export_drops).sum::<u64>(),
             "sampled_out_fraction": median(sampled),
             "forced_release_fraction": median(forced),
             "orphaned_fraction": median(orphaned),
@@ -761,13 +766,13 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops | sampled out | released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out | released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} | {:.0}% | {:.0}% / {:.2}% | {:.3}, {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% | {:.0}% / {:.2}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
@@ -781,6 +786,7 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
             f("agent_cpu_pct_per_10k_spans"),
             f("agent_peak_rss_mib"),
             r["drops"],
+            r["export_drops"],
             f("sampled_out_fraction") * 100.0,
             f("forced_release_fraction") * 100.0,
             f("orphaned_fraction") * 100.0,

@@ -57,6 +57,13 @@ impl OtlpExporter {
         &self.stats
     }
 
+    /// Whether the queue is filling faster than it drains ([`backlogged`]): then nothing that
+    /// shares the export thread may give its CPU away, or the queue overflows (it did, with
+    /// pgbench saturating both cores: the thread waited 6.3 s of 8 to run after its yields).
+    pub fn backlogged(&self) -> bool {
+        backlogged(self.stats.in_flight.load(Ordering::Relaxed), self.max_queue)
+    }
+
     /// Queue a span; never blocks. Returns false (and counts) when the queue is full.
     pub fn offer(&self, span: SpanData) -> bool {
         self.offer_batch(vec![Box::new(span)]) == 1

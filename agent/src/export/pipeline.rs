@@ -92,6 +92,8 @@ pub struct PipelineStats {
     pub otlp_dropped_failed: u64,
     pub otlp_export_errors: u64,
     pub otlp_batches: u64,
+    /// Spans waiting in the export queue or in a request not yet answered (a gauge).
+    pub otlp_queued: u64,
     pub console_traces_printed: u64,
     pub jsonl_written: u64,
     pub jsonl_errors: u64,
@@ -132,6 +134,7 @@ impl Shared {
             otlp_dropped_failed: og(|s| &s.dropped_failed),
             otlp_export_errors: og(|s| &s.export_errors),
             otlp_batches: og(|s| &s.batches_sent),
+            otlp_queued: og(|s| &s.in_flight),
             console_traces_printed: g(&c.console_traces),
             jsonl_written: g(&c.jsonl_written),
             jsonl_errors: g(&c.jsonl_errors),
@@ -201,6 +204,10 @@ struct Sinks {
 }
 
 impl Sinks {
+    fn export_backlogged(&self) -> bool {
+        self.otlp.as_ref().is_some_and(OtlpExporter::backlogged)
+    }
+
     fn emit(&mut self, spans: SpanBatch, now_ns: u64, shared: &Shared) {
         if spans.is_empty() {
             return;
@@ -371,8 +378,9 @@ async fn run(
                 let now = ClockOffset::now_mono_ns();
                 for ex in batch {
                     // Yield only while keeping up: a pipeline that gives its CPU away while
-                    // its queue fills would drop exchanges (it did, under redis -P 16).
-                    if !rx.behind() {
+                    // its queue (or the export queue behind it, on the same thread) fills
+                    // would drop spans (it did, under redis -P 16 and pgbench).
+                    if !(rx.behind() || sinks.export_backlogged()) {
                         yielder.step();
                     }
                     let res = procs.resource(ex.conn.pid, &ex.conn.comm);
@@ -396,7 +404,7 @@ async fn run(
                     clock_at = tokio::time::Instant::now();
                 }
                 let now = ClockOffset::now_mono_ns();
-                let behind = rx.behind();
+                let behind = rx.behind() || sinks.export_backlogged();
                 let out = corr.poll_with(now, || if !behind { yielder.step() });
                 sinks.emit(out, now, &shared);
                 sinks.tick_console(now, false, &shared);

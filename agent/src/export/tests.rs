@@ -489,3 +489,35 @@ fn red_metrics_histograms_per_process_and_route() {
     };
     assert_eq!(h.data_points[0].bucket_counts[10], 1); // 2 s <= 2.5 s
 }
+
+#[tokio::test]
+async fn export_queue_reports_backlog_past_a_quarter() {
+    use super::batch::OtlpExporter;
+    use crate::exportcfg::{BatchConfig, Compression, OtlpConfig, OtlpProtocol};
+    // Nothing listens on port 1, and the long delay keeps the spans queued meanwhile.
+    let otlp = OtlpConfig {
+        protocol: OtlpProtocol::Grpc,
+        endpoint: "http://127.0.0.1:1".into(),
+        headers: Vec::new(),
+        timeout: std::time::Duration::from_millis(100),
+        compression: Compression::None,
+    };
+    let batch = BatchConfig {
+        max_batch: 1000,
+        max_delay: std::time::Duration::from_secs(60),
+        max_queue: 16,
+        ..BatchConfig::default()
+    };
+    let exporter = match OtlpExporter::spawn(&otlp, &batch) {
+        Ok(e) => e,
+        Err(e) => panic!("{e}"),
+    };
+    let span = || sp(1, 1, Role::Server, "/", 1, 1, None, (1_000, 2_000));
+    for _ in 0..4 {
+        assert!(exporter.offer(span()));
+    }
+    // 4 of 16: keeping up (the pipeline and the encoder may yield their CPU).
+    assert!(!exporter.backlogged());
+    assert!(exporter.offer(span()));
+    assert!(exporter.backlogged());
+}
