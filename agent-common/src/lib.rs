@@ -49,6 +49,11 @@ pub const FLAG_AFTER_SKIP: u8 = 2;
 pub const FLAG_PEEK_PROTOCOL: u8 = 0x80;
 
 /// Syscall that produced a data event (for the debugging view).
+/// x86_64 `struct pt_regs` offsets of the first three syscall arguments (di, si, dx): the
+/// exit-only read programs load them at these constant offsets (the verifier needs constants),
+/// and userspace attaches those programs only when the kernel's BTF agrees.
+pub const PT_REGS_ARGS: [u32; 3] = [112, 104, 96];
+
 pub mod syscall {
     pub const READ: u8 = 1;
     pub const WRITE: u8 = 2;

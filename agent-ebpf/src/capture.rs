@@ -14,41 +14,70 @@ use aya_ebpf::helpers::{
 use crate::calls;
 use crate::conn::process_selected;
 use crate::fdcache::{self, conn_of_fd};
-use crate::maps::{EVENTS, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold};
+use crate::maps::{
+    EVENTS, IOV_WALK, IovWalk, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold,
+};
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Entry of read/write/recvfrom/sendto/readv/writev/recvmsg/sendmsg. `iovcnt` is 0 for a flat
-/// buffer.
+/// Entry of write/sendto/writev/sendmsg/sendfile (and of the reads when their exits cannot
+/// read the arguments themselves). `iovcnt` is 0 for a flat buffer.
 #[inline(always)]
 pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
     let id = bpf_get_current_pid_tgid();
+    if let Some(call) = prepare(id, fd, buf, iovcnt, syscall, direction) {
+        calls::record(id, &call);
+    }
+}
+
+/// Exit of read/recvfrom/readv/recvmsg with the arguments read back from the saved user
+/// registers: one program per call instead of an entry and an exit. Reads are timed by their
+/// return, so nothing the entry would have recorded is missing; and failed reads (EAGAIN on a
+/// non-blocking socket, most of an event loop's reads) cost no socket lookup at all.
+#[inline(always)]
+pub fn exit_direct(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8, ret: i64) {
+    if ret <= 0 {
+        return;
+    }
+    let id = bpf_get_current_pid_tgid();
+    if let Some(call) = prepare(id, fd, buf, iovcnt, syscall, direction) {
+        finish(id, &call, ret);
+    }
+}
+
+/// What a data syscall on `fd` needs captured, or None when it is not a traced socket, its
+/// process or connection is filtered out, or its exchange is sampled out.
+#[inline(always)]
+fn prepare(
+    id: u64,
+    fd: u64,
+    buf: u64,
+    iovcnt: u32,
+    syscall: u8,
+    direction: u8,
+) -> Option<ActiveCall> {
     let cfg = config();
     let tgid = (id >> 32) as u32;
     if tgid == cfg.agent_pid {
-        return;
+        return None;
     }
     // A pid/executable filter alone is decided before walking to the socket: unselected
     // processes cost one or two hash lookups per syscall, not a dozen kernel reads.
     if cfg.filter_enabled == FILTER_BY_PROCESS && !process_selected(tgid) {
-        return;
+        return None;
     }
     let o = offsets();
-    let Some((s, st)) = conn_of_fd(o, fd) else {
-        return;
-    };
+    let (s, st) = conn_of_fd(o, fd)?;
     // SAFETY: an FD_SOCK value; concurrent syscalls on one fd race benignly on these bytes.
     let st = unsafe { &mut *st };
     if st.selected == 0 {
         count(counter::FILTERED);
-        return;
+        return None;
     }
-    let Some(flags) = sample(st, s.sk, direction) else {
-        return;
-    };
-    let call = ActiveCall {
+    let flags = sample(st, s.sk, direction)?;
+    Some(ActiveCall {
         sock: s.sk,
         buf,
         conn_id: st.conn_id,
@@ -59,8 +88,7 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
         direction,
         flags,
         _pad: [0; 5],
-    };
-    calls::record(id, &call);
+    })
 }
 
 /// Exchange sampling: a turn to the request direction starts an exchange, captured or skipped
@@ -144,18 +172,20 @@ fn mix(pair: u32, n: u32) -> u32 {
 /// offset 16, msg_iovlen at 24 on 64-bit).
 #[inline(always)]
 pub fn enter_msg(fd: u64, msg: u64, syscall: u8, direction: u8) {
+    if let Some((iov, n)) = msg_iov(msg) {
+        enter(fd, iov, n, syscall, direction);
+    }
+}
+
+/// The iovec array and its length in the user `struct msghdr` at `msg`.
+#[inline(always)]
+pub fn msg_iov(msg: u64) -> Option<(u64, u32)> {
     let iov: u64 = unsafe { bpf_probe_read_user((msg + 16) as *const u64) }.unwrap_or(0);
     let iovlen: u64 = unsafe { bpf_probe_read_user((msg + 24) as *const u64) }.unwrap_or(0);
     if iov == 0 || iovlen == 0 {
-        return;
+        return None;
     }
-    enter(
-        fd,
-        iov,
-        iovlen.min(u32::MAX as u64) as u32,
-        syscall,
-        direction,
-    );
+    Some((iov, iovlen.min(u32::MAX as u64) as u32))
 }
 
 #[inline(always)]
@@ -167,9 +197,16 @@ pub fn exit(ret: i64) {
     if ret <= 0 {
         return;
     }
+    finish(id, &call, ret);
+}
+
+/// A data syscall on a traced socket returned `ret` > 0 bytes: copy the payload prefix and
+/// hand the event to userspace.
+#[inline(always)]
+fn finish(id: u64, call: &ActiveCall, ret: i64) {
     // Before the copy, so the verifier sees the copy's states once, not once per branch here.
     if call.flags & FLAG_PEEK_PROTOCOL != 0 && ret >= 8 {
-        peek_first_request(&call, (id >> 32) as u32);
+        peek_first_request(call, (id >> 32) as u32);
     }
     let Some(ev) = scratch() else {
         return;
@@ -279,41 +316,42 @@ fn copy_flat(ev: &mut agent_common::DataEvent, src: u64, want: u64) -> usize {
     n
 }
 
-/// State of an iovec walk, on the caller's stack, shared with the `bpf_loop` callback.
-#[repr(C)]
-struct IovWalk {
-    iov: u64,
-    iovcnt: u64,
-    off: u64,
-    remaining: u64,
-}
-
 /// Walks up to MAX_IOV iovecs with `bpf_loop` (kernel >= 5.17): the verifier checks the body
 /// once instead of unrolling every path through every iteration.
 #[inline(always)]
 fn copy_iov(_ev: &mut agent_common::DataEvent, iov: u64, iovcnt: u32, want: u64) -> usize {
-    let mut w = IovWalk {
-        iov,
-        iovcnt: iovcnt as u64,
-        off: 0,
-        remaining: want,
+    let Some(w) = IOV_WALK.get_ptr_mut(0) else {
+        return 0;
     };
+    // SAFETY: this CPU's slot; a tracepoint program runs to completion on one CPU.
+    unsafe {
+        *w = IovWalk {
+            iov,
+            iovcnt: iovcnt as u64,
+            off: 0,
+            remaining: want,
+        };
+    }
     let n = if iovcnt < MAX_IOV { iovcnt } else { MAX_IOV };
     unsafe {
         bpf_loop(
             n,
             iov_step as *mut core::ffi::c_void,
-            (&mut w as *mut IovWalk).cast(),
+            core::ptr::null_mut(),
             0,
         );
     }
-    let off = w.off as usize;
+    let off = unsafe { (*w).off } as usize;
     if off > MAX_PAYLOAD { MAX_PAYLOAD } else { off }
 }
 
 /// One iovec: copy min(len, remaining) bytes at the current offset. Returns 1 to stop.
-extern "C" fn iov_step(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    let w = unsafe { &mut *(ctx as *mut IovWalk) };
+extern "C" fn iov_step(i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(w) = IOV_WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot (see `copy_iov`).
+    let w = unsafe { &mut *w };
     if i >= w.iovcnt || w.remaining == 0 || w.off >= MAX_PAYLOAD as u64 {
         return 1;
     }

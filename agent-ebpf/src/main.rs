@@ -11,6 +11,7 @@ mod capture;
 mod conn;
 mod fdcache;
 mod maps;
+mod regs;
 mod sock;
 
 use agent_common::{
@@ -78,6 +79,40 @@ vec_enter!(tw_enter_readv, syscall::READV, DIR_INGRESS);
 vec_enter!(tw_enter_writev, syscall::WRITEV, DIR_EGRESS);
 msg_enter!(tw_enter_recvmsg, syscall::RECVMSG, DIR_INGRESS);
 msg_enter!(tw_enter_sendmsg, syscall::SENDMSG, DIR_EGRESS);
+
+/// Exit-only reads: the arguments come from the saved registers ([`regs`]), so these
+/// syscalls need no entry program. Userspace attaches them when the register layout checks
+/// out. `$buffer` turns (arg1, arg2) into the (buffer, iovec count) to copy from.
+macro_rules! direct_exit {
+    ($name:ident, $sc:expr, $buffer:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            let r = ret(&ctx);
+            if r <= 0 {
+                return 0;
+            }
+            let Some((fd, a1, a2)) = regs::syscall_args3() else {
+                return 0;
+            };
+            let buffer: fn(u64, u64) -> Option<(u64, u32)> = $buffer;
+            if let Some((buf, iovcnt)) = buffer(a1, a2) {
+                capture::exit_direct(fd, buf, iovcnt, $sc, DIR_INGRESS, r);
+            }
+            0
+        }
+    };
+}
+
+direct_exit!(tw_exit_read, syscall::READ, |buf, _| Some((buf, 0)));
+direct_exit!(tw_exit_recvfrom, syscall::RECVFROM, |buf, _| Some((buf, 0)));
+direct_exit!(tw_exit_readv, syscall::READV, |iov, n| {
+    (iov != 0 && n != 0).then_some((iov, n.min(u32::MAX as u64) as u32))
+});
+direct_exit!(
+    tw_exit_recvmsg,
+    syscall::RECVMSG,
+    |msg, _| capture::msg_iov(msg)
+);
 
 /// sendfile(out_fd, in_fd, offset, count): socket bytes with no user buffer to copy.
 #[tracepoint]

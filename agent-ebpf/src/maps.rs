@@ -80,6 +80,21 @@ pub fn scratch() -> Option<*mut DataEvent> {
     SCRATCH.get_ptr_mut(cpu)
 }
 
+/// State of an iovec walk, shared between `copy_iov` and its `bpf_loop` callback. In a map
+/// rather than on the stack: the verifier tracks stack scalars precisely, so every iteration
+/// would give the callback new offset ranges to explore (past the 1M-instruction limit on
+/// 6.18), while a map value's fields are unknown scalars and the callback is checked once.
+#[repr(C)]
+pub struct IovWalk {
+    pub iov: u64,
+    pub iovcnt: u64,
+    pub off: u64,
+    pub remaining: u64,
+}
+
+#[map]
+pub static IOV_WALK: PerCpuArray<IovWalk> = PerCpuArray::with_max_entries(1, 0);
+
 /// Exchange sampling: an exchange is skipped when its hash is below this value (0: keep all).
 /// Userspace adjusts it to keep captured exchanges within the configured budget.
 #[map]

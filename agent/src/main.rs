@@ -149,6 +149,11 @@ struct RunArgs {
     /// nothing, to measure what the hooks alone cost on this kernel.
     #[arg(long)]
     hooks_only: bool,
+    /// See reads through an entry and an exit program, as on kernels where their exit cannot
+    /// read the arguments from the saved registers (before 5.15, or not x86_64). By default a
+    /// read costs one program run, at its exit.
+    #[arg(long)]
+    reads_at_entry: bool,
 }
 
 #[derive(Subcommand)]
@@ -167,6 +172,9 @@ enum Cmd {
         /// Stop after this many seconds (default: until Ctrl-C).
         #[arg(long)]
         duration: Option<f64>,
+        /// See reads through an entry and an exit program (as `run --reads-at-entry`).
+        #[arg(long)]
+        reads_at_entry: bool,
     },
     /// Offline benchmark of the userspace path (conntrack, parsers, spans, correlation, OTLP
     /// encoding) on synthetic captured events; one core.
@@ -205,7 +213,8 @@ fn main() -> ExitCode {
             filter,
             json,
             duration,
-        } => capture(&filter, json, duration),
+            reads_at_entry,
+        } => capture(&filter, json, duration, reads_at_entry),
         Cmd::Version => {
             println!("tracewire {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -234,6 +243,7 @@ fn run(args: RunArgs) -> Result<()> {
         max_held_spans,
         capture_budget,
         hooks_only,
+        reads_at_entry,
     } = args;
     let export = tracewire::exportcfg::ExportConfig::from_env(&export.args())
         .context("export configuration")?;
@@ -251,6 +261,7 @@ fn run(args: RunArgs) -> Result<()> {
     let cfg = tracewire::daemon::DaemonConfig {
         probes: ProbeConfig {
             hooks_only,
+            reads_at_entry,
             ..filter.probe_config()
         },
         conntrack,
@@ -276,7 +287,8 @@ fn check() -> Result<()> {
     let root = probes::preflight()?;
     println!("tracefs: {}", root.display());
     let mut missing = Vec::new();
-    for h in probes::HOOKS {
+    // The entry-and-exit read hooks name every tracepoint either way of seeing reads uses.
+    for h in probes::HOOKS.iter().chain(probes::READ_HOOKS_ENTRY_EXIT) {
         let st = probes::hook_status(&root, h);
         match &st {
             probes::HookStatus::Available => {
@@ -308,6 +320,27 @@ fn check() -> Result<()> {
     // Prove the programs pass the verifier and attach here.
     let p = Probes::load(&ProbeConfig::default())?;
     println!("programs: loaded and attached {} hooks", p.attached.len());
+    println!("reads: {}", probes::reads_mode(p.exit_only_reads));
+    for (name, insns) in p.verifier_costs() {
+        match insns {
+            Some(n) => println!("verifier: {name}: {n} instructions processed (limit 1000000)"),
+            None => println!("verifier: {name}: loaded (count not reported by this kernel)"),
+        }
+    }
+    if p.exit_only_reads {
+        // The fallback must load too: a kernel refusing the exit-only reads gets it.
+        drop(p);
+        let cfg = ProbeConfig {
+            reads_at_entry: true,
+            ..ProbeConfig::default()
+        };
+        let p = Probes::load(&cfg).context("loading the entry-and-exit read fallback")?;
+        println!(
+            "fallback: reads {} also load ({} hooks)",
+            probes::reads_mode(p.exit_only_reads),
+            p.attached.len()
+        );
+    }
     Ok(())
 }
 
@@ -343,11 +376,15 @@ impl<W: Write> tracewire::ingest::EventSink for CaptureSink<W> {
     }
 }
 
-fn capture(f: &FilterArgs, json: bool, duration: Option<f64>) -> Result<()> {
-    let mut probes = Probes::load(&f.probe_config())?;
+fn capture(f: &FilterArgs, json: bool, duration: Option<f64>, reads_at_entry: bool) -> Result<()> {
+    let mut probes = Probes::load(&ProbeConfig {
+        reads_at_entry,
+        ..f.probe_config()
+    })?;
     eprintln!(
-        "tracewire: capturing via {} tracepoints (no kprobes); Ctrl-C to stop",
-        probes.attached.len()
+        "tracewire: capturing via {} tracepoints (no kprobes), reads seen {}; Ctrl-C to stop",
+        probes.attached.len(),
+        probes::reads_mode(probes.exit_only_reads)
     );
     let mut ring = probes.take_ring()?;
     let stop = stop_flag()?;

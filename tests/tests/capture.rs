@@ -107,6 +107,16 @@ fn curl_to_nginx_keepalive_both_sides() {
 }
 
 fn spawn_pair_server(port: u16, chunk: usize, expect: usize) -> (Proc, BufReader<ChildStdout>) {
+    spawn_pair_server_reading(port, chunk, expect, "recv")
+}
+
+/// The pair server reading with `how`: recv, read, readv or recvmsg.
+fn spawn_pair_server_reading(
+    port: u16,
+    chunk: usize,
+    expect: usize,
+    how: &str,
+) -> (Proc, BufReader<ChildStdout>) {
     let mut p = Proc::spawn(
         "sock_pair server",
         Command::new(PYTHON)
@@ -116,6 +126,7 @@ fn spawn_pair_server(port: u16, chunk: usize, expect: usize) -> (Proc, BufReader
                 &port.to_string(),
                 &chunk.to_string(),
                 &expect.to_string(),
+                how,
             ])
             .stdout(Stdio::piped()),
     );
@@ -161,6 +172,53 @@ fn writev_client_and_many_small_reads() {
     assert!(sr.len() >= size / 7, "many small reads: {}", sr.len());
     assert!(sr.iter().all(|e| e["bytes"].as_u64() <= Some(7)));
     assert_eq!(concat(&sr), expected);
+}
+
+/// Every read syscall, seen both ways the agent can attach reads: at their exit alone
+/// (arguments from the saved registers) and through entry and exit programs (the fallback).
+#[test]
+fn every_read_syscall_in_both_read_modes() {
+    if !require_ebpf("every_read_syscall_in_both_read_modes") {
+        return;
+    }
+    let size = 600;
+    let expected: Vec<u8> = (0..size).map(|i| (i % 26) as u8 + 65).collect();
+    for reads_at_entry in [false, true] {
+        for (how, syscall) in [("recv", 3), ("read", 1), ("readv", 7), ("recvmsg", 5)] {
+            let port = free_port();
+            let (server, _out) = spawn_pair_server_reading(port, 50, size, how);
+            let mut args = vec!["--port".to_string(), port.to_string()];
+            if reads_at_entry {
+                args.push("--reads-at-entry".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let agent = capture(&args);
+            let mode = agent.stderr().join("\n");
+            assert_eq!(
+                mode.contains("at entry and exit"),
+                reads_at_entry,
+                "read mode announced: {mode}"
+            );
+            run_client(port, "sendall", size);
+            drop(server);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let evs = json_lines(&agent.stop());
+            let what = format!("{how} (reads at entry: {reads_at_entry})");
+            let s = conn_events(&evs, "accept")[0];
+            let sr = data_of(&evs, s["conn_id"].as_u64().expect("id"), "ingress");
+            assert!(sr.len() >= size / 50, "{what}: {} reads", sr.len());
+            assert!(
+                sr.iter().all(|e| e["syscall"] == syscall),
+                "{what}: syscalls {:?}",
+                sr.iter().map(|e| &e["syscall"]).collect::<Vec<_>>()
+            );
+            assert_eq!(concat(&sr), expected, "{what}: payload in order");
+            assert!(
+                sr.iter()
+                    .all(|e| e["ts_exit_ns"].as_u64() >= e["ts_enter_ns"].as_u64())
+            );
+        }
+    }
 }
 
 #[test]

@@ -109,6 +109,13 @@ impl KernelBtf {
         Ok(None)
     }
 
+    /// Whether `struct pt_regs` holds the first three syscall arguments where the exit-only
+    /// read programs load them (x86_64 layout; any other layout or a missing field: no).
+    pub fn syscall_args_in_regs(&self) -> bool {
+        let at = |f: &str| self.offset_of("pt_regs", f).ok();
+        [at("di"), at("si"), at("dx")] == agent_common::PT_REGS_ARGS.map(Some)
+    }
+
     /// Every offset the kernel programs need.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         Ok(KernelOffsets {
@@ -159,6 +166,8 @@ mod tests {
         assert_eq!(o.sk_rcv_saddr, 4);
         assert_eq!(o.sk_dport + 2, o.sk_num);
         assert!(o.task_files > 0 && o.file_private_data > 0 && o.socket_sk > 0);
+        #[cfg(target_arch = "x86_64")]
+        assert!(k.syscall_args_in_regs());
         assert!(matches!(
             k.offset_of("sock_common", "no_such_field"),
             Err(BtfError::NoField { .. })

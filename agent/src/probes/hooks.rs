@@ -23,22 +23,15 @@ macro_rules! sc {
 }
 
 /// Every hook, all required: tracepoints exist on every kernel since 4.x with
-/// CONFIG_FTRACE_SYSCALLS; kprobes/fentry are not needed.
+/// CONFIG_FTRACE_SYSCALLS; kprobes/fentry are not needed. The reads add one of
+/// [`READ_HOOKS_EXIT_ONLY`] or [`READ_HOOKS_ENTRY_EXIT`].
 pub static HOOKS: &[Hook] = &[
-    sc!("tw_enter_read", "sys_enter_read", "socket reads"),
-    sc!("tw_exit_data", "sys_exit_read", "socket reads"),
     sc!("tw_enter_write", "sys_enter_write", "socket writes"),
     sc!("tw_exit_data", "sys_exit_write", "socket writes"),
-    sc!("tw_enter_recvfrom", "sys_enter_recvfrom", "recv/recvfrom"),
-    sc!("tw_exit_data", "sys_exit_recvfrom", "recv/recvfrom"),
     sc!("tw_enter_sendto", "sys_enter_sendto", "send/sendto"),
     sc!("tw_exit_data", "sys_exit_sendto", "send/sendto"),
-    sc!("tw_enter_readv", "sys_enter_readv", "vectored reads"),
-    sc!("tw_exit_data", "sys_exit_readv", "vectored reads"),
     sc!("tw_enter_writev", "sys_enter_writev", "vectored writes"),
     sc!("tw_exit_data", "sys_exit_writev", "vectored writes"),
-    sc!("tw_enter_recvmsg", "sys_enter_recvmsg", "recvmsg"),
-    sc!("tw_exit_data", "sys_exit_recvmsg", "recvmsg"),
     sc!("tw_enter_sendmsg", "sys_enter_sendmsg", "sendmsg"),
     sc!("tw_exit_data", "sys_exit_sendmsg", "sendmsg"),
     sc!(
@@ -98,6 +91,28 @@ pub static HOOKS: &[Hook] = &[
         name: "inet_sock_set_state",
         purpose: "TCP close without close() (process exit)",
     },
+];
+
+/// read/recv seen at their exit only, their arguments read back from the saved user registers
+/// (`bpf_task_pt_regs`, kernel 5.15+, x86_64 register layout checked against BTF): one program
+/// run per read instead of two, and no socket lookup for failed reads.
+pub static READ_HOOKS_EXIT_ONLY: &[Hook] = &[
+    sc!("tw_exit_read", "sys_exit_read", "socket reads"),
+    sc!("tw_exit_recvfrom", "sys_exit_recvfrom", "recv/recvfrom"),
+    sc!("tw_exit_readv", "sys_exit_readv", "vectored reads"),
+    sc!("tw_exit_recvmsg", "sys_exit_recvmsg", "recvmsg"),
+];
+
+/// read/recv seen at entry (arguments) and exit (result): where the registers cannot be used.
+pub static READ_HOOKS_ENTRY_EXIT: &[Hook] = &[
+    sc!("tw_enter_read", "sys_enter_read", "socket reads"),
+    sc!("tw_exit_data", "sys_exit_read", "socket reads"),
+    sc!("tw_enter_recvfrom", "sys_enter_recvfrom", "recv/recvfrom"),
+    sc!("tw_exit_data", "sys_exit_recvfrom", "recv/recvfrom"),
+    sc!("tw_enter_readv", "sys_enter_readv", "vectored reads"),
+    sc!("tw_exit_data", "sys_exit_readv", "vectored reads"),
+    sc!("tw_enter_recvmsg", "sys_enter_recvmsg", "recvmsg"),
+    sc!("tw_exit_data", "sys_exit_recvmsg", "recvmsg"),
 ];
 
 /// Hooks attached when the kernel has them: without io_uring no fd can be closed behind the

@@ -16,7 +16,10 @@ use aya::{
     programs::TracePoint,
 };
 
-pub use hooks::{HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, hook_status};
+pub use hooks::{
+    HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, READ_HOOKS_ENTRY_EXIT, READ_HOOKS_EXIT_ONLY,
+    hook_status,
+};
 
 /// Which processes to trace; empty means all.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +43,9 @@ pub struct ProbeConfig {
     pub ring_bytes: u32,
     /// Attach a no-op program to every hook instead of the real ones (benchmark floor).
     pub hooks_only: bool,
+    /// Reads through entry and exit programs even where their exits could read the arguments
+    /// from the saved registers.
+    pub reads_at_entry: bool,
 }
 
 impl Default for ProbeConfig {
@@ -50,6 +56,7 @@ impl Default for ProbeConfig {
             // 8 MiB holds ~40k typical events: dozens of 10 ms poll intervals at 100k+ req/s.
             ring_bytes: 8 * 1024 * 1024,
             hooks_only: false,
+            reads_at_entry: false,
         }
     }
 }
@@ -58,6 +65,8 @@ impl Default for ProbeConfig {
 pub struct Probes {
     ebpf: Ebpf,
     pub attached: Vec<&'static Hook>,
+    /// Reads are seen at their exit only (arguments from the saved registers).
+    pub exit_only_reads: bool,
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -100,6 +109,30 @@ pub fn preflight() -> Result<PathBuf> {
     Ok(tracefs)
 }
 
+/// How reads are seen, for the start-up message and `check`.
+pub fn reads_mode(exit_only: bool) -> &'static str {
+    if exit_only {
+        "at their exit only (arguments from the saved registers, bpf_task_pt_regs)"
+    } else {
+        "at entry and exit"
+    }
+}
+
+/// Loads (verifies) the programs of `hooks` without attaching them.
+fn load_programs(ebpf: &mut Ebpf, hooks: &[Hook]) -> Result<()> {
+    for hook in hooks {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(hook.program)
+            .with_context(|| format!("program {} missing from the object", hook.program))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .with_context(|| format!("verifier rejected {}", hook.program))?;
+        }
+    }
+    Ok(())
+}
+
 fn has_cap_bpf() -> bool {
     // CapEff bit 39 = CAP_BPF.
     std::fs::read_to_string("/proc/self/status")
@@ -115,9 +148,14 @@ fn has_cap_bpf() -> bool {
 impl Probes {
     pub fn load(cfg: &ProbeConfig) -> Result<Self> {
         let root = preflight()?;
-        let mut offsets: KernelOffsets = btf::KernelBtf::load(Path::new(btf::VMLINUX_BTF))?
+        let kernel_btf = btf::KernelBtf::load(Path::new(btf::VMLINUX_BTF))?;
+        let mut offsets: KernelOffsets = kernel_btf
             .kernel_offsets()
             .context("reading kernel struct offsets from BTF")?;
+        let regs_usable = cfg!(target_arch = "x86_64")
+            && kernel_btf.syscall_args_in_regs()
+            && !cfg.reads_at_entry;
+        drop(kernel_btf);
         // The parsed BTF is gone; return its pages before the loader parses BTF again, so the
         // two parses do not add up in the peak.
         crate::memory::release_free_memory();
@@ -157,17 +195,41 @@ impl Probes {
                 .context("program tw_null missing from the object")?
                 .try_into()?;
             prog.load().context("verifier rejected tw_null")?;
-            for hook in HOOKS.iter() {
+            let reads = if regs_usable {
+                READ_HOOKS_EXIT_ONLY
+            } else {
+                READ_HOOKS_ENTRY_EXIT
+            };
+            for hook in HOOKS.iter().chain(reads) {
                 prog.attach(hook.category, hook.name)
                     .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
                 attached.push(hook);
             }
-            return Ok(Self { ebpf, attached });
+            return Ok(Self {
+                ebpf,
+                attached,
+                exit_only_reads: regs_usable,
+            });
         }
+        // Exit-only reads need bpf_task_pt_regs (5.15+): where the verifier refuses them, the
+        // reads fall back to entry programs.
+        let exit_only_reads = regs_usable
+            && match load_programs(&mut ebpf, READ_HOOKS_EXIT_ONLY) {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("tracewire: reads use entry programs: {e:#}");
+                    false
+                }
+            };
+        let reads = if exit_only_reads {
+            READ_HOOKS_EXIT_ONLY
+        } else {
+            READ_HOOKS_ENTRY_EXIT
+        };
         let optional = OPTIONAL_HOOKS
             .iter()
             .filter(|h| hook_status(&root, h) == HookStatus::Available);
-        for hook in HOOKS.iter().chain(optional) {
+        for hook in HOOKS.iter().chain(reads).chain(optional) {
             let prog: &mut TracePoint = ebpf
                 .program_mut(hook.program)
                 .with_context(|| format!("program {} missing from the object", hook.program))?
@@ -180,7 +242,26 @@ impl Probes {
                 .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
             attached.push(hook);
         }
-        Ok(Self { ebpf, attached })
+        Ok(Self {
+            ebpf,
+            attached,
+            exit_only_reads,
+        })
+    }
+
+    /// Instructions the verifier processed for each loaded program, largest first: how close
+    /// each is to the kernel's 1M limit, which a new kernel's verifier can move.
+    pub fn verifier_costs(&self) -> Vec<(String, Option<u32>)> {
+        let mut costs: Vec<(String, Option<u32>)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some((name.to_string(), info.verified_instruction_count()))
+            })
+            .collect();
+        costs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        costs
     }
 
     /// The ring buffer events arrive on (taken once).
