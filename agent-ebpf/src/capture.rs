@@ -43,7 +43,8 @@ pub fn exit_direct(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8, r
     }
     let id = bpf_get_current_pid_tgid();
     if let Some(call) = prepare(id, fd, buf, iovcnt, syscall, direction) {
-        finish(id, &call, ret);
+        // Seen at its return: one clock read serves as both times.
+        finish(id, &call, ret, call.ts_enter_ns);
     }
 }
 
@@ -69,7 +70,7 @@ fn prepare(
         return None;
     }
     let o = offsets();
-    let (s, st) = conn_of_fd(o, fd)?;
+    let (s, st) = conn_of_fd(o, tgid, fd)?;
     // SAFETY: an FD_SOCK value; concurrent syscalls on one fd race benignly on these bytes.
     let st = unsafe { &mut *st };
     if st.selected == 0 {
@@ -197,13 +198,13 @@ pub fn exit(ret: i64) {
     if ret <= 0 {
         return;
     }
-    finish(id, &call, ret);
+    finish(id, &call, ret, unsafe { bpf_ktime_get_ns() });
 }
 
 /// A data syscall on a traced socket returned `ret` > 0 bytes: copy the payload prefix and
 /// hand the event to userspace.
 #[inline(always)]
-fn finish(id: u64, call: &ActiveCall, ret: i64) {
+fn finish(id: u64, call: &ActiveCall, ret: i64, ts_exit_ns: u64) {
     // Before the copy, so the verifier sees the copy's states once, not once per branch here.
     if call.flags & FLAG_PEEK_PROTOCOL != 0 && ret >= 8 {
         peek_first_request(call, (id >> 32) as u32);
@@ -237,7 +238,7 @@ fn finish(id: u64, call: &ActiveCall, ret: i64) {
         fd: call.fd,
         conn_id: call.conn_id,
         ts_enter_ns: call.ts_enter_ns,
-        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
+        ts_exit_ns,
         bytes: ret as u64,
         captured: captured as u32,
         _pad: 0,

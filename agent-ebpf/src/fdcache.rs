@@ -141,14 +141,13 @@ fn generation_slow(tgid: u32) -> Option<u64> {
     unsafe { FD_GENERATION.get(tgid) }.copied()
 }
 
-/// The traced stream socket behind `fd` of the current process, if it is one, with the
-/// connection's state as this process keeps it.
+/// The traced stream socket behind `fd` of the current process (`tgid`), if it is one, with
+/// the connection's state as this process keeps it.
 #[inline(always)]
-pub fn conn_of_fd(o: &KernelOffsets, fd: u64) -> Option<(SockRef, *mut ConnState)> {
+pub fn conn_of_fd(o: &KernelOffsets, tgid: u32, fd: u64) -> Option<(SockRef, *mut ConnState)> {
     if o.valid == 0 || fd > i32::MAX as u64 {
         return None;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let g = generation(tgid)?;
     let k = key(tgid, fd);
     if let Some(e) = FD_SOCK.get_ptr_mut(k) {
