@@ -47,6 +47,10 @@ pub struct FinalStats {
     pub correlate: crate::correlate::CorrelateStats,
     /// Every loss anywhere: kernel ring buffer, channel, exporter queue and failures.
     pub total_drops: u64,
+    /// Calls/s captured in full: as configured, and the lowest in force after the export side
+    /// fell behind (0 = no limit).
+    pub capture_budget: u64,
+    pub capture_budget_lowest: u64,
 }
 
 /// Runs until `stop` is set (SIGINT/SIGTERM), then flushes and reports.
@@ -94,6 +98,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         conntrack,
         tx,
         dropped: ch_dropped,
+        sampler,
         ..
     } = sink;
     drop(tx);
@@ -109,6 +114,8 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         otlp_export_errors: p.otlp_export_errors,
         correlate: p.correlate,
         total_drops: kernel.dropped_events + kernel.call_collisions + ch_dropped + p.dropped(),
+        capture_budget: cfg.capture_budget,
+        capture_budget_lowest: sampler.lowest_budget_in_force(),
     };
     eprintln!(
         "tracewire: stopped: events={} spans_built={} exported={} total_drops={}",
@@ -173,10 +180,13 @@ impl EventSink for DaemonSink<'_> {
         }
         // Every tick: only the two counters the sampler needs (one map read each).
         let (offered, sampled_out) = self.probes.sampling_counters().unwrap_or_default();
+        let pressure = self.pipeline.export_pressure();
         let totals = Totals {
             offered,
             sampled_out,
             records: self.conntrack.records(),
+            lost: pressure.lost + self.dropped,
+            backlogged: pressure.backlogged,
         };
         if let Some(t) = self.sampler.update(totals, monotonic_ns()) {
             let _ = self.probes.set_skip_threshold(t);
@@ -192,12 +202,13 @@ impl EventSink for DaemonSink<'_> {
             let p = self.pipeline.stats();
             let k = self.probes.counters().unwrap_or_default();
             eprintln!(
-                "tracewire: conns={} records={} spans={} exported={} queued={} sampled: kept={:.3} out={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
+                "tracewire: conns={} records={} spans={} exported={} queued={} sampled: budget={}/s kept={:.3} out={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
                 self.conntrack.len(),
                 s.records,
                 p.spans_built,
                 p.otlp_exported,
                 p.otlp_queued,
+                self.sampler.budget_in_force(),
                 self.sampler.kept_fraction(),
                 k.sampled_out,
                 k.dropped_events,

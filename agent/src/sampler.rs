@@ -5,11 +5,25 @@
 //! exchange may carry many (a pipelined batch), so the calls per kept exchange are measured
 //! too. Below the budget nothing is skipped; above it the kept fraction is budget / offered
 //! calls, and every skipped exchange is counted by the kernel (`sampled_out`).
+//!
+//! The budget is a ceiling, not a promise: when spans are lost after parsing (the export
+//! queue overflowed, exports failed), the budget in force is halved, at most once per
+//! interval; it stays put while the export queue is more than a quarter full, and grows back
+//! by 1 % of the configured budget per interval (10 s from nothing to all) once the export
+//! side keeps up. A backlog alone never shrinks it, so a load the agent keeps up with is
+//! never sampled below the configured budget. Shedding whole exchanges in the kernel
+//! costs nothing and keeps both ends of a trace; a span dropped after it was captured, parsed,
+//! built and queued wasted that work and leaves its children orphaned.
 
 /// How often the threshold is recomputed.
 pub const INTERVAL_NS: u64 = 100_000_000;
 /// The shortest interval a surge is measured over.
 const SURGE_MIN_NS: u64 = 5_000_000;
+
+/// The smallest share of the configured budget that backpressure may leave in force.
+const MIN_SCALE: f64 = 1.0 / 64.0;
+/// Share of the configured budget restored per interval once the export side keeps up.
+const RECOVER_STEP: f64 = 0.01;
 
 /// Running totals at one instant.
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,6 +34,10 @@ pub struct Totals {
     pub sampled_out: u64,
     /// Calls parsed (userspace).
     pub records: u64,
+    /// Spans lost after parsing (handoff channel, export queue, failed exports).
+    pub lost: u64,
+    /// The export queue is backing up.
+    pub backlogged: bool,
 }
 
 #[derive(Debug)]
@@ -33,6 +51,14 @@ pub struct Sampler {
     /// Calls per kept exchange (None until measured: then 1).
     calls_per_exchange: Option<f64>,
     threshold: u32,
+    /// Share of the budget in force (1.0 unless the export side fell behind).
+    scale: f64,
+    /// `lost` and the time at the last scale adjustment: adjusted once per interval, also
+    /// when a surge brings updates sooner.
+    scaled_lost: u64,
+    scaled_ns: u64,
+    /// The smallest share of the budget that was in force.
+    lowest_scale: f64,
 }
 
 impl Sampler {
@@ -44,7 +70,42 @@ impl Sampler {
             rate: 0.0,
             calls_per_exchange: None,
             threshold: 0,
+            scale: 1.0,
+            scaled_lost: 0,
+            scaled_ns: 0,
+            lowest_scale: 1.0,
         }
+    }
+
+    /// Calls per second captured in full now (0 = no limit).
+    pub fn budget_in_force(&self) -> u64 {
+        if self.budget_per_s == 0 {
+            return 0;
+        }
+        ((self.budget_per_s as f64 * self.scale) as u64).max(1)
+    }
+
+    /// The lowest budget in force so far (0 = no limit): below the configured budget when the
+    /// export side fell behind.
+    pub fn lowest_budget_in_force(&self) -> u64 {
+        if self.budget_per_s == 0 {
+            return 0;
+        }
+        ((self.budget_per_s as f64 * self.lowest_scale) as u64).max(1)
+    }
+
+    /// Backpressure: shrink the budget in force while the export side falls behind, restore
+    /// it once it keeps up.
+    fn adjust_scale(&mut self, lost: u64, backlogged: bool) {
+        self.scale = if lost > 0 {
+            self.scale * 0.5
+        } else if backlogged {
+            self.scale
+        } else {
+            self.scale + RECOVER_STEP
+        }
+        .clamp(MIN_SCALE, 1.0);
+        self.lowest_scale = self.lowest_scale.min(self.scale);
     }
 
     /// The running totals at `now_ns`; returns a new threshold when it changed (exchanges
@@ -53,6 +114,8 @@ impl Sampler {
         let Some(last) = self.last else {
             self.last = Some(t);
             self.last_ns = now_ns;
+            self.scaled_lost = t.lost;
+            self.scaled_ns = now_ns;
             return None;
         };
         let dt = now_ns.saturating_sub(self.last_ns);
@@ -68,6 +131,11 @@ impl Sampler {
         }
         let kept = offered.saturating_sub(t.sampled_out.saturating_sub(last.sampled_out));
         let records = t.records.saturating_sub(last.records);
+        if self.budget_per_s > 0 && now_ns.saturating_sub(self.scaled_ns) >= INTERVAL_NS {
+            self.adjust_scale(t.lost.saturating_sub(self.scaled_lost), t.backlogged);
+            self.scaled_lost = t.lost;
+            self.scaled_ns = now_ns;
+        }
         self.last = Some(t);
         self.last_ns = now_ns;
         if kept >= 16 {
@@ -87,7 +155,7 @@ impl Sampler {
             0.5 * self.rate + 0.5 * rate
         };
         let calls = self.rate * self.calls_per_exchange.unwrap_or(1.0);
-        let threshold = threshold_for(self.budget_per_s, calls);
+        let threshold = threshold_for(self.budget_in_force(), calls);
         (threshold != self.threshold).then(|| {
             self.threshold = threshold;
             threshold
@@ -122,6 +190,17 @@ mod tests {
             offered,
             sampled_out,
             records,
+            ..Totals::default()
+        }
+    }
+
+    fn pressured(offered: u64, records: u64, lost: u64, backlogged: bool) -> Totals {
+        Totals {
+            offered,
+            sampled_out: 0,
+            records,
+            lost,
+            backlogged,
         }
     }
 
@@ -227,5 +306,74 @@ mod tests {
         let mut s = Sampler::new(30_000);
         s.update(totals(0, 0, 0), 0);
         assert_eq!(s.update(totals(10_000, 0, 10_000), 1_000_000), None);
+    }
+
+    /// Spans lost after parsing halve the budget in force; a backlog holds it; once the
+    /// export side keeps up it grows back to the configured budget, not beyond.
+    #[test]
+    fn export_losses_shrink_the_budget_until_the_export_keeps_up() {
+        let mut s = Sampler::new(30_000);
+        s.update(pressured(0, 0, 0, false), 0);
+        // 20k calls/s: under budget, nothing skipped.
+        assert_eq!(s.update(pressured(20_000, 20_000, 0, false), S), None);
+        assert_eq!(s.budget_in_force(), 30_000);
+        // Spans lost downstream: budget halved to 15k, so 20k/s is now sampled to 75 %.
+        let t = s
+            .update(pressured(40_000, 40_000, 500, false), 2 * S)
+            .expect("threshold set");
+        assert_eq!(s.budget_in_force(), 15_000);
+        assert!((kept(t) - 0.75).abs() < 0.002, "kept {}", kept(t));
+        // Still backlogged, no new loss: held.
+        s.update(pressured(60_000, 55_000, 500, true), 3 * S);
+        assert_eq!(s.budget_in_force(), 15_000);
+        // Keeping up: grows back by 1 % of the budget per interval, capped at the budget.
+        let mut now = 3 * S;
+        let mut offered = 60_000;
+        for _ in 0..100 {
+            now += S;
+            offered += 20_000;
+            s.update(pressured(offered, offered, 500, false), now);
+        }
+        assert_eq!(s.budget_in_force(), 30_000);
+        assert_eq!(s.kept_fraction(), 1.0);
+        assert_eq!(s.lowest_budget_in_force(), 15_000);
+    }
+
+    /// A backlog without losses never samples a load under the configured budget.
+    #[test]
+    fn a_backlog_alone_does_not_shrink_the_budget() {
+        let mut s = Sampler::new(30_000);
+        s.update(pressured(0, 0, 0, false), 0);
+        for i in 1..=20u64 {
+            assert_eq!(
+                s.update(pressured(i * 20_000, i * 20_000, 0, true), i * S),
+                None
+            );
+        }
+        assert_eq!(s.budget_in_force(), 30_000);
+        assert_eq!(s.kept_fraction(), 1.0);
+    }
+
+    /// Without a budget there is nothing to shrink: losses are counted, never sampled.
+    #[test]
+    fn no_budget_ignores_pressure() {
+        let mut s = Sampler::new(0);
+        s.update(pressured(0, 0, 0, false), 0);
+        assert_eq!(
+            s.update(pressured(1_000_000, 1_000_000, 50_000, true), S),
+            None
+        );
+        assert_eq!(s.budget_in_force(), 0);
+    }
+
+    /// Repeated losses never take the budget below its floor.
+    #[test]
+    fn pressure_has_a_floor() {
+        let mut s = Sampler::new(64_000);
+        s.update(pressured(0, 0, 0, false), 0);
+        for i in 1..=20u64 {
+            s.update(pressured(i * 100_000, i * 100_000, i * 1_000, true), i * S);
+        }
+        assert_eq!(s.budget_in_force(), 1_000);
     }
 }

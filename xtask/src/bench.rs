@@ -79,6 +79,8 @@ struct Sample {
     released: Option<u64>,
     forced: Option<u64>,
     orphaned: Option<u64>,
+    /// The lowest capture budget in force (calls/s) after the export side fell behind.
+    budget_lowest: Option<u64>,
     seconds: f64,
 }
 
@@ -231,6 +233,7 @@ fn interleaved(
                     s.released = v["correlate"]["released"].as_u64();
                     s.forced = v["correlate"]["forced_releases"].as_u64();
                     s.orphaned = v["correlate"]["orphaned"].as_u64();
+                    s.budget_lowest = v["capture_budget_lowest"].as_u64();
                 }
                 eprintln!("bench {name} traced run {i}: {:.0}/s", s.throughput);
                 traced.push(s);
@@ -500,6 +503,7 @@ impl Row {
             "drops": self.traced.iter().filter_map(|s| s.drops).sum::<u64>(),
             "export_drops": self.traced.iter().filter_map(|s| s.export_drops).sum::<u64>(),
             "sampled_out_fraction": median(sampled),
+            "budget_lowest": self.traced.iter().filter_map(|s| s.budget_lowest).min(),
             "forced_release_fraction": median(forced),
             "orphaned_fraction": median(orphaned),
             "hook_calls_per_s": h.calls as f64 / h.seconds.max(0.001),
@@ -766,13 +770,13 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out | released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s) | released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% | {:.0}% / {:.2}% | {:.3}, {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}) | {:.0}% / {:.2}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
@@ -788,6 +792,7 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
             r["drops"],
             r["export_drops"],
             f("sampled_out_fraction") * 100.0,
+            r["budget_lowest"],
             f("forced_release_fraction") * 100.0,
             f("orphaned_fraction") * 100.0,
             f("hook_cpu_cores"),

@@ -14,7 +14,8 @@ pub mod transport;
 pub use batch::{OtlpExporter, OtlpStats};
 pub use hex::hex;
 pub use pipeline::{
-    PipelineConfig, PipelineError, PipelineHandle, PipelineStats, spawn_span_pipeline,
+    ExportPressure, PipelineConfig, PipelineError, PipelineHandle, PipelineStats,
+    spawn_span_pipeline,
 };
 
 #[cfg(test)]

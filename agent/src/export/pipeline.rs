@@ -114,6 +114,17 @@ struct Shared {
     counters: Counters,
     correlate: std::sync::Mutex<CorrelateStats>,
     otlp: Option<Arc<OtlpStats>>,
+    /// The OTLP queue's capacity (spans).
+    otlp_max_queue: u64,
+}
+
+/// Whether the export side keeps up, read without locks (often: after every ring drain).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportPressure {
+    /// Spans lost in the OTLP queue or to failed exports so far.
+    pub lost: u64,
+    /// The OTLP queue is more than a quarter full.
+    pub backlogged: bool,
 }
 
 impl Shared {
@@ -161,6 +172,18 @@ struct Leftovers {
 impl PipelineHandle {
     pub fn stats(&self) -> PipelineStats {
         self.shared.snapshot()
+    }
+
+    /// See [`ExportPressure`].
+    pub fn export_pressure(&self) -> ExportPressure {
+        let Some(o) = self.shared.otlp.as_deref() else {
+            return ExportPressure::default();
+        };
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ExportPressure {
+            lost: g(&o.dropped_queue_full) + g(&o.dropped_failed),
+            backlogged: crate::yielding::backlogged(g(&o.in_flight), self.shared.otlp_max_queue),
+        }
     }
 
     /// Stop: release every held span, flush the console/jsonl sinks, and drain the OTLP queue
@@ -308,6 +331,7 @@ pub fn spawn_span_pipeline(
         counters: Counters::default(),
         correlate: std::sync::Mutex::new(CorrelateStats::default()),
         otlp: otlp.as_ref().map(|o| Arc::clone(o.stats())),
+        otlp_max_queue: u64::try_from(cfg.export.batch.max_queue).unwrap_or(u64::MAX),
     });
     let (stop_tx, stop_rx) = oneshot::channel();
     let (red, metrics_tx, metrics_join) = match &cfg.export.metrics {
