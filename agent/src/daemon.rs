@@ -187,6 +187,7 @@ impl EventSink for DaemonSink<'_> {
             records: self.conntrack.records(),
             lost: pressure.lost + self.dropped,
             backlogged: pressure.backlogged,
+            queued: pressure.queued,
         };
         if let Some(t) = self.sampler.update(totals, monotonic_ns()) {
             let _ = self.probes.set_skip_threshold(t);

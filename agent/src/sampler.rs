@@ -8,10 +8,11 @@
 //!
 //! The budget is a ceiling, not a promise: when spans are lost after parsing (the export
 //! queue overflowed, exports failed), the budget in force is halved, at most once per
-//! interval; it stays put while the export queue is more than a quarter full, and grows back
-//! by 1 % of the configured budget per interval (10 s from nothing to all) once the export
-//! side keeps up. A backlog alone never shrinks it, so a load the agent keeps up with is
-//! never sampled below the configured budget. Shedding whole exchanges in the kernel
+//! interval; while the export queue is more than a quarter full it shrinks by 15 % per
+//! interval if the queue grew since the last one (falling behind: act before it overflows)
+//! and holds otherwise; it grows back by 1 % of the configured budget per interval (10 s from
+//! nothing to all) once the export side keeps up. A queue that is long but not growing never
+//! shrinks it, so a load the agent keeps up with is not sampled below the configured budget. Shedding whole exchanges in the kernel
 //! costs nothing and keeps both ends of a trace; a span dropped after it was captured, parsed,
 //! built and queued wasted that work and leaves its children orphaned.
 
@@ -38,6 +39,8 @@ pub struct Totals {
     pub lost: u64,
     /// The export queue is backing up.
     pub backlogged: bool,
+    /// Spans in the export queue (a gauge).
+    pub queued: u64,
 }
 
 #[derive(Debug)]
@@ -57,6 +60,8 @@ pub struct Sampler {
     /// when a surge brings updates sooner.
     scaled_lost: u64,
     scaled_ns: u64,
+    /// The export queue's length at the last scale adjustment.
+    scaled_queued: u64,
     /// The smallest share of the budget that was in force.
     lowest_scale: f64,
 }
@@ -73,6 +78,7 @@ impl Sampler {
             scale: 1.0,
             scaled_lost: 0,
             scaled_ns: 0,
+            scaled_queued: 0,
             lowest_scale: 1.0,
         }
     }
@@ -96,9 +102,11 @@ impl Sampler {
 
     /// Backpressure: shrink the budget in force while the export side falls behind, restore
     /// it once it keeps up.
-    fn adjust_scale(&mut self, lost: u64, backlogged: bool) {
+    fn adjust_scale(&mut self, lost: u64, backlogged: bool, growing: bool) {
         self.scale = if lost > 0 {
             self.scale * 0.5
+        } else if backlogged && growing {
+            self.scale * 0.85
         } else if backlogged {
             self.scale
         } else {
@@ -116,6 +124,7 @@ impl Sampler {
             self.last_ns = now_ns;
             self.scaled_lost = t.lost;
             self.scaled_ns = now_ns;
+            self.scaled_queued = t.queued;
             return None;
         };
         let dt = now_ns.saturating_sub(self.last_ns);
@@ -132,8 +141,14 @@ impl Sampler {
         let kept = offered.saturating_sub(t.sampled_out.saturating_sub(last.sampled_out));
         let records = t.records.saturating_sub(last.records);
         if self.budget_per_s > 0 && now_ns.saturating_sub(self.scaled_ns) >= INTERVAL_NS {
-            self.adjust_scale(t.lost.saturating_sub(self.scaled_lost), t.backlogged);
+            let growing = t.queued > self.scaled_queued;
+            self.adjust_scale(
+                t.lost.saturating_sub(self.scaled_lost),
+                t.backlogged,
+                growing,
+            );
             self.scaled_lost = t.lost;
+            self.scaled_queued = t.queued;
             self.scaled_ns = now_ns;
         }
         self.last = Some(t);
@@ -195,12 +210,18 @@ mod tests {
     }
 
     fn pressured(offered: u64, records: u64, lost: u64, backlogged: bool) -> Totals {
+        queued(offered, records, lost, if backlogged { 5_000 } else { 0 })
+    }
+
+    /// Totals with the export queue at `queued` of 16384 spans.
+    fn queued(offered: u64, records: u64, lost: u64, queued: u64) -> Totals {
         Totals {
             offered,
             sampled_out: 0,
             records,
             lost,
-            backlogged,
+            backlogged: queued * 4 > 16_384,
+            queued,
         }
     }
 
@@ -319,7 +340,7 @@ mod tests {
         assert_eq!(s.budget_in_force(), 30_000);
         // Spans lost downstream: budget halved to 15k, so 20k/s is now sampled to 75 %.
         let t = s
-            .update(pressured(40_000, 40_000, 500, false), 2 * S)
+            .update(pressured(40_000, 40_000, 500, true), 2 * S)
             .expect("threshold set");
         assert_eq!(s.budget_in_force(), 15_000);
         assert!((kept(t) - 0.75).abs() < 0.002, "kept {}", kept(t));
@@ -339,11 +360,28 @@ mod tests {
         assert_eq!(s.lowest_budget_in_force(), 15_000);
     }
 
-    /// A backlog without losses never samples a load under the configured budget.
+    /// A queue past a quarter that keeps growing shrinks the budget before anything is lost;
+    /// one that stops growing holds it.
+    #[test]
+    fn a_growing_backlog_shrinks_the_budget_before_losses() {
+        let mut s = Sampler::new(30_000);
+        s.update(queued(0, 0, 0, 0), 0);
+        s.update(queued(20_000, 20_000, 0, 5_000), S);
+        assert_eq!(s.budget_in_force(), 25_500);
+        s.update(queued(40_000, 40_000, 0, 9_000), 2 * S);
+        let shrunk = s.budget_in_force();
+        assert!((21_674..=21_675).contains(&shrunk), "{shrunk}");
+        // Long but no longer growing: held.
+        s.update(queued(60_000, 60_000, 0, 8_000), 3 * S);
+        assert_eq!(s.budget_in_force(), shrunk);
+    }
+
+    /// A backlog that does not grow, without losses, never samples a load under the
+    /// configured budget.
     #[test]
     fn a_backlog_alone_does_not_shrink_the_budget() {
         let mut s = Sampler::new(30_000);
-        s.update(pressured(0, 0, 0, false), 0);
+        s.update(pressured(0, 0, 0, true), 0);
         for i in 1..=20u64 {
             assert_eq!(
                 s.update(pressured(i * 20_000, i * 20_000, 0, true), i * S),

@@ -125,6 +125,8 @@ pub struct ExportPressure {
     pub lost: u64,
     /// The OTLP queue is more than a quarter full.
     pub backlogged: bool,
+    /// Spans in the OTLP queue or in requests not yet answered.
+    pub queued: u64,
 }
 
 impl Shared {
@@ -180,9 +182,11 @@ impl PipelineHandle {
             return ExportPressure::default();
         };
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let queued = g(&o.in_flight);
         ExportPressure {
             lost: g(&o.dropped_queue_full) + g(&o.dropped_failed),
-            backlogged: crate::yielding::backlogged(g(&o.in_flight), self.shared.otlp_max_queue),
+            backlogged: crate::yielding::backlogged(queued, self.shared.otlp_max_queue),
+            queued,
         }
     }
 
