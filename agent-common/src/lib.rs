@@ -24,6 +24,19 @@ pub const ROLE_SERVER: u8 = 2;
 /// capturing it.
 pub const SAMPLE_IGNORE: u8 = 0xff;
 
+/// Userspace's verdict on one connection, in SAMPLE_ALLOW under its socket address. It names
+/// the connection it is for: it arrives up to a poll interval late, by when that socket may be
+/// closed and its memory reused by a new one, which must not take the old one's verdict
+/// (a stale SAMPLE_IGNORE stopped the capture of one of pgbench's four connections).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleVerdict {
+    pub conn_id: u64,
+    /// A role (`ROLE_*`: open to sampling) or `SAMPLE_IGNORE`.
+    pub verdict: u8,
+    pub _pad: [u8; 7],
+}
+
 pub const CONN_OP_CONNECT: u8 = 1;
 pub const CONN_OP_ACCEPT: u8 = 2;
 pub const CONN_OP_CLOSE: u8 = 3;
@@ -91,7 +104,10 @@ pub mod counter {
     /// Data calls lost because another thread sharing their in-flight slot (thread ids 32768
     /// apart) entered a data syscall before they returned.
     pub const CALL_COLLISIONS: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// Userspace verdicts found under a socket address that a newer connection now uses
+    /// (discarded, not applied).
+    pub const STALE_VERDICTS: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// Header of a data event; `captured` payload bytes follow it in the ring buffer.
@@ -307,6 +323,7 @@ mod user {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for CaptureConfig {}
     unsafe impl aya::Pod for ConnState {}
+    unsafe impl aya::Pod for SampleVerdict {}
 }
 
 #[cfg(test)]

@@ -110,16 +110,20 @@ fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
             if let Some(v) = unsafe { SAMPLE_ALLOW.get(sk) } {
                 let v = *v;
                 let _ = SAMPLE_ALLOW.remove(sk);
-                if v == SAMPLE_IGNORE {
+                if v.conn_id != st.conn_id {
+                    // Meant for an earlier socket at this address: not ours.
+                    count(counter::STALE_VERDICTS);
+                } else if v.verdict == SAMPLE_IGNORE {
                     // Userspace parses nothing here: stop capturing this connection.
                     st.selected = 0;
                     count(counter::FILTERED);
                     return None;
+                } else {
+                    if st.role == ROLE_UNKNOWN {
+                        st.role = v.verdict;
+                    }
+                    st.sample_ok = 1;
                 }
-                if st.role == ROLE_UNKNOWN {
-                    st.role = v;
-                }
-                st.sample_ok = 1;
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Maps and load-time globals shared by the programs.
 
-use agent_common::{CaptureConfig, ConnState, DataEvent, KernelOffsets, PendingConn, counter};
+use agent_common::{
+    CaptureConfig, ConnState, DataEvent, KernelOffsets, PendingConn, SampleVerdict, counter,
+};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -104,7 +106,7 @@ pub static SAMPLING: Array<u32> = Array::with_max_entries(1, 0);
 /// stand alone on this connection. Taken over into the connection's state (and removed) at its
 /// next turn, so userspace never rewrites state the programs are updating.
 #[map]
-pub static SAMPLE_ALLOW: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+pub static SAMPLE_ALLOW: LruHashMap<u64, SampleVerdict> = LruHashMap::with_max_entries(16384, 0);
 
 #[inline(always)]
 pub fn skip_threshold() -> u32 {

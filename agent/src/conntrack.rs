@@ -15,7 +15,7 @@ use agent_protocols::{Dir, ParserConfig, ProtocolKind, driver::DriverStats, stre
 
 use crate::capture_view::addr_of;
 use crate::listening::{Inferred, ListeningPorts};
-use crate::model::{ConnMeta, Exchange, Role};
+use crate::model::{ConnKey, ConnMeta, Exchange, Role};
 
 /// Data events tried for detection before a connection is left alone.
 const DETECT_ATTEMPTS: u8 = 4;
@@ -80,9 +80,9 @@ pub struct Conntrack {
     /// Parser counters of connections already gone.
     closed_parser_stats: DriverStats,
     /// Kernel keys of connections given up on, for the kernel to stop capturing.
-    ignored: Vec<u64>,
+    ignored: Vec<ConnKey>,
     /// Kernel keys (and roles) of connections whose exchanges the kernel may sample.
-    samplable: Vec<(u64, Role)>,
+    samplable: Vec<(ConnKey, Role)>,
 }
 
 /// Kernel updates (ignore, allow sampling) waiting for the next tick; more are simply not
@@ -121,12 +121,12 @@ impl Conntrack {
 
     /// Kernel keys of connections now known to carry a protocol whose exchanges stand alone,
     /// with the role userspace settled on (the kernel may not know it).
-    pub fn take_samplable(&mut self) -> Vec<(u64, Role)> {
+    pub fn take_samplable(&mut self) -> Vec<(ConnKey, Role)> {
         std::mem::take(&mut self.samplable)
     }
 
     /// Kernel keys of connections whose protocol is unknown: capturing them further is waste.
-    pub fn take_ignored(&mut self) -> Vec<u64> {
+    pub fn take_ignored(&mut self) -> Vec<ConnKey> {
         std::mem::take(&mut self.ignored)
     }
 
@@ -256,7 +256,10 @@ impl Conntrack {
                     c.proto = Proto::Ignored;
                     self.stats.db_server_ends_ignored += 1;
                     if c.sock != 0 && self.ignored.len() < MAX_PENDING_UPDATES {
-                        self.ignored.push(c.sock);
+                        self.ignored.push(ConnKey {
+                            sock: c.sock,
+                            conn_id: h.conn_id,
+                        });
                     }
                     return;
                 }
@@ -267,7 +270,13 @@ impl Conntrack {
                         && c.meta.role != Role::Unknown
                         && self.samplable.len() < MAX_PENDING_UPDATES
                     {
-                        self.samplable.push((c.sock, c.meta.role));
+                        self.samplable.push((
+                            ConnKey {
+                                sock: c.sock,
+                                conn_id: h.conn_id,
+                            },
+                            c.meta.role,
+                        ));
                     }
                     c.proto = Proto::Parsing(Box::new(st));
                 }
@@ -277,7 +286,10 @@ impl Conntrack {
                         c.proto = Proto::Ignored;
                         self.stats.unknown_protocol += 1;
                         if c.sock != 0 && self.ignored.len() < MAX_PENDING_UPDATES {
-                            self.ignored.push(c.sock);
+                            self.ignored.push(ConnKey {
+                                sock: c.sock,
+                                conn_id: h.conn_id,
+                            });
                         }
                     }
                     return;
@@ -448,8 +460,23 @@ mod tests {
         // The client end makes the call; the server end stops being captured.
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].conn.role, Role::Client);
-        assert_eq!(ct.take_ignored(), vec![0xa1]);
+        assert_eq!(
+            ct.take_ignored(),
+            vec![ConnKey {
+                sock: 0xa1,
+                conn_id: 1
+            }]
+        );
         assert_eq!(ct.stats().db_server_ends_ignored, 1);
-        assert_eq!(ct.take_samplable(), vec![(0xb2, Role::Client)]);
+        assert_eq!(
+            ct.take_samplable(),
+            vec![(
+                ConnKey {
+                    sock: 0xb2,
+                    conn_id: 2
+                },
+                Role::Client
+            )]
+        );
     }
 }

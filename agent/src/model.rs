@@ -5,6 +5,14 @@ use std::sync::Arc;
 
 pub use agent_protocols::Record;
 
+/// One connection end as the kernel keys it (the `struct sock` address in CONNS and
+/// SAMPLE_ALLOW) with the id that tells it from a later socket at the same address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnKey {
+    pub sock: u64,
+    pub conn_id: u64,
+}
+
 /// Which end of a connection the traced process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {

@@ -6,10 +6,10 @@ pub mod hooks;
 
 use std::path::{Path, PathBuf};
 
-use agent_common::{CaptureConfig, ConnState, KernelOffsets, MAX_PAYLOAD, counter};
+use agent_common::{CaptureConfig, ConnState, KernelOffsets, MAX_PAYLOAD, SampleVerdict, counter};
 use anyhow::{Context, Result, bail};
 
-use crate::model::Role;
+use crate::model::{ConnKey, Role};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
@@ -87,6 +87,8 @@ pub struct KernelCounters {
     pub opened_in_kernel: u64,
     /// Data calls lost to another thread sharing their in-flight slot.
     pub call_collisions: u64,
+    /// Verdicts that arrived after their socket's address went to a newer connection.
+    pub stale_verdicts: u64,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -270,51 +272,65 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Stops payload capture of these connections (kernel CONNS keys): userspace found no
-    /// protocol it parses in their first bytes. The socket's state stops new users of it; the
-    /// processes already using it take the verdict over from SAMPLE_ALLOW at their next turn (or
-    /// within 16 calls), as with [`Self::allow_sampling`].
-    pub fn ignore_conns(&mut self, socks: &[u64]) -> Result<()> {
+    /// Stops payload capture of these connections, each named by its socket (kernel CONNS key)
+    /// and connection id: userspace found no protocol it parses in their first bytes. The
+    /// socket's state stops new users of it; the processes already using it take the verdict
+    /// over from SAMPLE_ALLOW at their next turn (or within 16 calls), as with
+    /// [`Self::allow_sampling`]. A socket that closed meanwhile may have had its address
+    /// reused by a new connection: the connection id keeps that one out of it.
+    pub fn ignore_conns(&mut self, conns: &[ConnKey]) -> Result<()> {
         {
-            let mut conns: BpfHashMap<_, u64, ConnState> =
+            let mut map: BpfHashMap<_, u64, ConnState> =
                 BpfHashMap::try_from(self.ebpf.map_mut("CONNS").context("CONNS missing")?)?;
-            for sk in socks {
-                if let Ok(mut st) = conns.get(sk, 0) {
+            for c in conns {
+                if let Ok(mut st) = map.get(&c.sock, 0)
+                    && st.conn_id == c.conn_id
+                {
                     st.selected = 0;
                     // The socket may have closed meanwhile: a failed update is fine.
-                    let _ = conns.insert(sk, st, 0);
+                    let _ = map.insert(c.sock, st, 0);
                 }
             }
         }
         let mut verdicts = self.sample_allow()?;
-        for sk in socks {
+        for c in conns {
+            let v = SampleVerdict {
+                conn_id: c.conn_id,
+                verdict: agent_common::SAMPLE_IGNORE,
+                _pad: [0; 7],
+            };
             // A full map leaves the connection captured and dropped in userspace: fine.
-            let _ = verdicts.insert(sk, agent_common::SAMPLE_IGNORE, 0);
+            let _ = verdicts.insert(c.sock, v, 0);
         }
         Ok(())
     }
 
-    /// Lets the kernel sample out whole exchanges of these connections (kernel CONNS keys):
-    /// their protocol's exchanges stand alone. The role is the one userspace settled on. The
-    /// programs take this over at the connection's next turn; userspace never rewrites the
-    /// connection state they keep updating.
-    pub fn allow_sampling(&mut self, conns: &[(u64, Role)]) -> Result<()> {
+    /// Lets the kernel sample out whole exchanges of these connections (socket and connection
+    /// id, as in [`Self::ignore_conns`]): their protocol's exchanges stand alone. The role is
+    /// the one userspace settled on. The programs take this over at the connection's next
+    /// turn; userspace never rewrites the connection state they keep updating.
+    pub fn allow_sampling(&mut self, conns: &[(ConnKey, Role)]) -> Result<()> {
         let mut map = self.sample_allow()?;
-        for (sk, role) in conns {
+        for (c, role) in conns {
             let role = match role {
                 Role::Client => agent_common::ROLE_CLIENT,
                 Role::Server => agent_common::ROLE_SERVER,
                 Role::Unknown => continue,
             };
+            let v = SampleVerdict {
+                conn_id: c.conn_id,
+                verdict: role,
+                _pad: [0; 7],
+            };
             // A full map only delays sampling of this connection: fine.
-            let _ = map.insert(sk, role, 0);
+            let _ = map.insert(c.sock, v, 0);
         }
         Ok(())
     }
 
     /// Userspace's per-socket verdicts the programs take over: a role (open to sampling) or
     /// `SAMPLE_IGNORE`.
-    fn sample_allow(&mut self) -> Result<BpfHashMap<&mut MapData, u64, u8>> {
+    fn sample_allow(&mut self) -> Result<BpfHashMap<&mut MapData, u64, SampleVerdict>> {
         Ok(BpfHashMap::try_from(
             self.ebpf
                 .map_mut("SAMPLE_ALLOW")
@@ -358,6 +374,7 @@ impl Probes {
             sampled_out: get(counter::SAMPLED_OUT),
             opened_in_kernel: get(counter::OPENED_IN_KERNEL),
             call_collisions: get(counter::CALL_COLLISIONS),
+            stale_verdicts: get(counter::STALE_VERDICTS),
         })
     }
 }
