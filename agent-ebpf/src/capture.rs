@@ -36,11 +36,9 @@ pub fn enter(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8) {
 /// registers: one program per call instead of an entry and an exit. Reads are timed by their
 /// return, so nothing the entry would have recorded is missing; and failed reads (EAGAIN on a
 /// non-blocking socket, most of an event loop's reads) cost no socket lookup at all.
+/// `ret` > 0: the caller checked it before reading the registers.
 #[inline(always)]
 pub fn exit_direct(fd: u64, buf: u64, iovcnt: u32, syscall: u8, direction: u8, ret: i64) {
-    if ret <= 0 {
-        return;
-    }
     let id = bpf_get_current_pid_tgid();
     if let Some(call) = prepare(id, fd, buf, iovcnt, syscall, direction) {
         // Seen at its return: one clock read serves as both times.

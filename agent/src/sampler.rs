@@ -85,19 +85,21 @@ impl Sampler {
 
     /// Calls per second captured in full now (0 = no limit).
     pub fn budget_in_force(&self) -> u64 {
+        self.budget_at(self.scale)
+    }
+
+    /// The configured budget scaled by `scale` (0 stays "no limit", anything else stays >= 1).
+    fn budget_at(&self, scale: f64) -> u64 {
         if self.budget_per_s == 0 {
             return 0;
         }
-        ((self.budget_per_s as f64 * self.scale) as u64).max(1)
+        ((self.budget_per_s as f64 * scale) as u64).max(1)
     }
 
     /// The lowest budget in force so far (0 = no limit): below the configured budget when the
     /// export side fell behind.
     pub fn lowest_budget_in_force(&self) -> u64 {
-        if self.budget_per_s == 0 {
-            return 0;
-        }
-        ((self.budget_per_s as f64 * self.lowest_scale) as u64).max(1)
+        self.budget_at(self.lowest_scale)
     }
 
     /// Backpressure: shrink the budget in force while the export side falls behind, restore

@@ -115,6 +115,15 @@ pub static READ_HOOKS_ENTRY_EXIT: &[Hook] = &[
     sc!("tw_exit_data", "sys_exit_recvmsg", "recvmsg"),
 ];
 
+/// The read hooks for one way of seeing reads.
+pub fn read_hooks(exit_only: bool) -> &'static [Hook] {
+    if exit_only {
+        READ_HOOKS_EXIT_ONLY
+    } else {
+        READ_HOOKS_ENTRY_EXIT
+    }
+}
+
 /// Hooks attached when the kernel has them: without io_uring no fd can be closed behind the
 /// syscalls the agent sees, so nothing is lost when this one is missing.
 pub static OPTIONAL_HOOKS: &[Hook] = &[sc!(

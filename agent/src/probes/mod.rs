@@ -18,7 +18,7 @@ use aya::{
 
 pub use hooks::{
     HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, READ_HOOKS_ENTRY_EXIT, READ_HOOKS_EXIT_ONLY,
-    hook_status,
+    hook_status, read_hooks,
 };
 
 /// Which processes to trace; empty means all.
@@ -120,17 +120,23 @@ pub fn reads_mode(exit_only: bool) -> &'static str {
     }
 }
 
+/// The program of `hook`, loaded (verified) once: hooks sharing a program share the load.
+fn loaded_program<'a>(ebpf: &'a mut Ebpf, hook: &Hook) -> Result<&'a mut TracePoint> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(hook.program)
+        .with_context(|| format!("program {} missing from the object", hook.program))?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load()
+            .with_context(|| format!("verifier rejected {}", hook.program))?;
+    }
+    Ok(prog)
+}
+
 /// Loads (verifies) the programs of `hooks` without attaching them.
 fn load_programs(ebpf: &mut Ebpf, hooks: &[Hook]) -> Result<()> {
     for hook in hooks {
-        let prog: &mut TracePoint = ebpf
-            .program_mut(hook.program)
-            .with_context(|| format!("program {} missing from the object", hook.program))?
-            .try_into()?;
-        if prog.fd().is_err() {
-            prog.load()
-                .with_context(|| format!("verifier rejected {}", hook.program))?;
-        }
+        loaded_program(ebpf, hook)?;
     }
     Ok(())
 }
@@ -197,12 +203,7 @@ impl Probes {
                 .context("program tw_null missing from the object")?
                 .try_into()?;
             prog.load().context("verifier rejected tw_null")?;
-            let reads = if regs_usable {
-                READ_HOOKS_EXIT_ONLY
-            } else {
-                READ_HOOKS_ENTRY_EXIT
-            };
-            for hook in HOOKS.iter().chain(reads) {
+            for hook in HOOKS.iter().chain(read_hooks(regs_usable)) {
                 prog.attach(hook.category, hook.name)
                     .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
                 attached.push(hook);
@@ -223,24 +224,16 @@ impl Probes {
                     false
                 }
             };
-        let reads = if exit_only_reads {
-            READ_HOOKS_EXIT_ONLY
-        } else {
-            READ_HOOKS_ENTRY_EXIT
-        };
         let optional = OPTIONAL_HOOKS
             .iter()
             .filter(|h| hook_status(&root, h) == HookStatus::Available);
-        for hook in HOOKS.iter().chain(reads).chain(optional) {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(hook.program)
-                .with_context(|| format!("program {} missing from the object", hook.program))?
-                .try_into()?;
-            if prog.fd().is_err() {
-                prog.load()
-                    .with_context(|| format!("verifier rejected {}", hook.program))?;
-            }
-            prog.attach(hook.category, hook.name)
+        for hook in HOOKS
+            .iter()
+            .chain(read_hooks(exit_only_reads))
+            .chain(optional)
+        {
+            loaded_program(&mut ebpf, hook)?
+                .attach(hook.category, hook.name)
                 .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
             attached.push(hook);
         }
