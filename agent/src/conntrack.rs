@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use agent_common::{
     AF_UNIX, CONN_OP_CLOSE, ConnEvent, DIR_EGRESS, DataHeader, FLAG_AFTER_SKIP, ROLE_CLIENT,
@@ -67,6 +67,8 @@ struct Conn {
     sock: u64,
     last_seen_ns: u64,
     last_egress_tid: u32,
+    /// Exchanges emitted so far (the next one's number).
+    exchanges: u64,
     proto: Proto,
 }
 
@@ -83,6 +85,40 @@ pub struct Conntrack {
     ignored: Vec<ConnKey>,
     /// Kernel keys (and roles) of connections whose exchanges the kernel may sample.
     samplable: Vec<(ConnKey, Role)>,
+    inbound: InboundPids,
+}
+
+/// Processes that ever had an inbound connection (server role, or a role not known), so may
+/// be serving a request when they call out. The others are pure clients (load generators,
+/// batch jobs, CLIs): their calls are roots, which the correlator can release on arrival
+/// instead of holding them for a parent that cannot come.
+///
+/// Marks are never cleared (a reused pid only takes the slower path), and past
+/// `MAX_INBOUND_PIDS` every process counts as possibly serving.
+#[derive(Default)]
+struct InboundPids {
+    pids: FxHashSet<u32>,
+    overflowed: bool,
+}
+
+const MAX_INBOUND_PIDS: usize = 65_536;
+
+impl InboundPids {
+    fn mark(&mut self, pid: u32, role: Role) {
+        if role == Role::Client || self.overflowed || self.pids.contains(&pid) {
+            return;
+        }
+        if self.pids.len() >= MAX_INBOUND_PIDS {
+            self.overflowed = true;
+            self.pids = FxHashSet::default();
+            return;
+        }
+        self.pids.insert(pid);
+    }
+
+    fn pure_client(&self, pid: u32) -> bool {
+        !self.overflowed && !self.pids.contains(&pid)
+    }
 }
 
 /// Kernel updates (ignore, allow sampling) waiting for the next tick; more are simply not
@@ -116,6 +152,7 @@ impl Conntrack {
             closed_parser_stats: DriverStats::default(),
             ignored: Vec::new(),
             samplable: Vec::new(),
+            inbound: InboundPids::default(),
         }
     }
 
@@ -188,6 +225,7 @@ impl Conntrack {
             unix_path: None,
             comm: comm_str(&ev.comm),
         };
+        self.inbound.mark(ev.pid, role);
         self.make_room(out);
         self.stats.conns_opened += 1;
         match self.conns.get_mut(&ev.conn_id) {
@@ -203,6 +241,7 @@ impl Conntrack {
                         sock: ev.sock,
                         last_seen_ns: ev.ts_ns,
                         last_egress_tid: ev.tid,
+                        exchanges: 0,
                         proto: Proto::Detecting { attempts: 0 },
                     },
                 );
@@ -213,6 +252,7 @@ impl Conntrack {
     pub fn on_data(&mut self, h: &DataHeader, payload: &[u8], out: &mut Vec<Exchange>) {
         if !self.conns.contains_key(&h.conn_id) {
             // Its conn event was lost (ring buffer full): track it with what we know.
+            self.inbound.mark(h.pid, Role::Unknown);
             self.make_room(out);
             self.conns.insert(
                 h.conn_id,
@@ -230,6 +270,7 @@ impl Conntrack {
                     }),
                     last_seen_ns: h.ts_exit_ns,
                     last_egress_tid: h.tid,
+                    exchanges: 0,
                     proto: Proto::Detecting { attempts: 0 },
                 },
             );
@@ -249,6 +290,7 @@ impl Conntrack {
             if role != c.meta.role {
                 Arc::make_mut(&mut c.meta).role = role;
             }
+            self.inbound.mark(c.meta.pid, role);
             match detected {
                 Some(kind) if c.meta.role == Role::Server && is_database(kind) => {
                     // Spans of a database call come from its client; copying and parsing the
@@ -323,12 +365,16 @@ impl Conntrack {
         } else {
             h.tid
         };
+        let pure_client = c.meta.role == Role::Client && self.inbound.pure_client(c.meta.pid);
         for record in records {
             out.push(Exchange {
                 conn: Arc::clone(&c.meta),
                 tid,
                 record,
+                seq: c.exchanges,
+                pure_client,
             });
+            c.exchanges += 1;
         }
     }
 
@@ -372,13 +418,17 @@ impl Conntrack {
     fn finish(&mut self, mut c: Conn, out: &mut Vec<Exchange>) {
         if let Proto::Parsing(st) = &mut c.proto {
             let tid = c.last_egress_tid;
+            let pure_client = c.meta.role == Role::Client && self.inbound.pure_client(c.meta.pid);
             for record in st.close() {
                 self.stats.records += 1;
                 out.push(Exchange {
                     conn: Arc::clone(&c.meta),
                     tid,
                     record,
+                    seq: c.exchanges,
+                    pure_client,
                 });
+                c.exchanges += 1;
             }
             self.closed_parser_stats.add(&st.stats());
         }
@@ -478,5 +528,50 @@ mod tests {
                 Role::Client
             )]
         );
+    }
+
+    #[test]
+    fn calls_are_pure_client_until_their_process_serves() {
+        let mut ct = Conntrack::new(ConntrackConfig::default());
+        let mut out = Vec::new();
+        open(&mut ct, 1, ROLE_CLIENT, 0xa1);
+        data(&mut ct, 1, DIR_EGRESS, b"*1\r\n$4\r\nPING\r\n", &mut out);
+        data(&mut ct, 1, DIR_INGRESS, b"+PONG\r\n", &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].pure_client, "a process that only connects out");
+        // The same process accepts a connection: its calls may now serve a request.
+        open(&mut ct, 2, ROLE_SERVER, 0xb2);
+        data(&mut ct, 1, DIR_EGRESS, b"*1\r\n$4\r\nPING\r\n", &mut out);
+        data(&mut ct, 1, DIR_INGRESS, b"+PONG\r\n", &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(!out[1].pure_client);
+    }
+
+    #[test]
+    fn a_connection_of_unknown_role_counts_as_inbound() {
+        let mut ct = Conntrack::new(ConntrackConfig::default());
+        let mut out = Vec::new();
+        open(&mut ct, 1, ROLE_CLIENT, 0xa1);
+        // Data on a connection whose open event was lost: its role is not known yet.
+        data(&mut ct, 7, DIR_INGRESS, b"junk", &mut out);
+        data(&mut ct, 1, DIR_EGRESS, b"*1\r\n$4\r\nPING\r\n", &mut out);
+        data(&mut ct, 1, DIR_INGRESS, b"+PONG\r\n", &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].pure_client);
+    }
+
+    #[test]
+    fn inbound_pids_past_their_cap_make_every_process_possibly_serving() {
+        let mut p = InboundPids::default();
+        p.mark(1, Role::Client);
+        assert!(p.pure_client(1));
+        p.mark(1, Role::Server);
+        assert!(!p.pure_client(1));
+        assert!(p.pure_client(2));
+        for pid in 10..(10 + MAX_INBOUND_PIDS as u32) {
+            p.mark(pid, Role::Unknown);
+        }
+        assert!(!p.pure_client(2));
+        assert!(p.pids.is_empty(), "memory given back once over the cap");
     }
 }

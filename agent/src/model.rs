@@ -50,4 +50,10 @@ pub struct Exchange {
     /// Server side: the thread that read the request. Client side: the thread that wrote it.
     pub tid: u32,
     pub record: Record,
+    /// Number of this exchange on its connection end, from 0. Both ends of a connection
+    /// capture the same exchanges, so they number them alike.
+    pub seq: u64,
+    /// The process had no inbound connection (server or unknown role) when this exchange
+    /// completed: a client call of such a process has no parent span to wait for.
+    pub pure_client: bool,
 }

@@ -60,6 +60,8 @@ fn http_ex(
                 ..Default::default()
             }),
         },
+        seq: 0,
+        pure_client: false,
     }
 }
 
@@ -90,6 +92,8 @@ fn redis_ex(pid: u32, tid: u32, t: [u64; 4]) -> Exchange {
                 ..Default::default()
             }),
         },
+        seq: 0,
+        pure_client: false,
     }
 }
 

@@ -29,11 +29,9 @@ use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use lru::LruCache;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 
 use crate::spans::{MonoTiming, SpanBatch, SpanData, SpanKind};
 
@@ -63,8 +61,6 @@ pub struct CorrelatorConfig {
     pub hold: Duration,
     /// Most spans held (including released ones kept for late children).
     pub max_held: usize,
-    /// Most connections whose request counter is remembered.
-    pub max_conns: usize,
 }
 
 impl Default for CorrelatorConfig {
@@ -72,7 +68,6 @@ impl Default for CorrelatorConfig {
         CorrelatorConfig {
             hold: Duration::from_millis(1500),
             max_held: 65_536,
-            max_conns: 65_536,
         }
     }
 }
@@ -90,6 +85,9 @@ pub struct CorrelateStats {
     pub forced_releases: u64,
     /// Released as roots because their parent never got a trace id in time or was evicted.
     pub orphaned: u64,
+    /// Released when they arrived, their links final: calls of processes that serve nothing,
+    /// and requests whose parent's trace was already known.
+    pub settled_on_arrival: u64,
 }
 
 /// Most recent spans indexed per thread / per connection: bounds the scans a busy event-loop
@@ -224,7 +222,6 @@ pub struct Correlator {
     /// dropped since then number `base - swept_at`.
     swept_at: u64,
     by_thread: FxHashMap<(u32, u32), ThreadIndex>,
-    seq: LruCache<u64, u64, FxBuildHasher>,
     out: SpanBatch,
     due: Vec<(u64, bool)>,
     scratch: Vec<(u64, u64)>,
@@ -247,7 +244,6 @@ fn random_nonzero<const N: usize>(rng: &mut SmallRng) -> [u8; N] {
 impl Correlator {
     pub fn new(cfg: CorrelatorConfig) -> Self {
         let hold_ns = u64::try_from(cfg.hold.as_nanos()).unwrap_or(u64::MAX);
-        let conns = NonZeroUsize::new(cfg.max_conns).unwrap_or(NonZeroUsize::MIN);
         Correlator {
             cfg,
             hold_ns,
@@ -258,7 +254,6 @@ impl Correlator {
             servers_by_key: FxHashMap::default(),
             swept_at: 0,
             by_thread: FxHashMap::default(),
-            seq: LruCache::with_hasher(conns, FxBuildHasher),
             out: Vec::new(),
             due: Vec::new(),
             scratch: Vec::new(),
@@ -300,7 +295,10 @@ impl Correlator {
         self.stats.received += 1;
         span.span_id = random_nonzero(&mut self.ids);
         let id = self.next_id();
-        let seq = self.next_seq(&span);
+        let seq = match span.link.stream_id {
+            Some(sid) => (1u64 << 63) | u64::from(sid),
+            None => span.link.seq,
+        };
         let key = match (span.link.local, span.link.remote) {
             (Some(l), Some(r)) => Some(match span.kind {
                 SpanKind::Client => (l, r),
@@ -326,10 +324,13 @@ impl Correlator {
             seq,
             thread,
         };
+        let pure_client = entry.span.as_ref().is_some_and(|s| s.link.pure_client);
+        let mut paired_server = None;
         match entry.kind {
             SpanKind::Server => self.link_server(id, &mut entry),
-            SpanKind::Client => self.link_client(id, &mut entry),
+            SpanKind::Client => paired_server = self.link_client(id, &mut entry),
         }
+        let settled = self.settled(&entry, pure_client);
         let ti = self.by_thread.entry(thread).or_default();
         let pos = ti.next_pos;
         ti.next_pos += 1;
@@ -340,6 +341,15 @@ impl Correlator {
         ti.prune();
         self.entries.push_back(entry);
         self.unreleased.push_back(id);
+        if settled && self.release(id, false) {
+            self.stats.settled_on_arrival += 1;
+            // The server end this call just became the parent of is settled with it.
+            if let Some(sid) = paired_server
+                && self.release(sid, false)
+            {
+                self.stats.settled_on_arrival += 1;
+            }
+        }
         while self.entries.len() > self.cfg.max_held {
             if !self.evict_oldest() {
                 break;
@@ -347,14 +357,26 @@ impl Correlator {
         }
     }
 
-    fn next_seq(&mut self, span: &SpanData) -> u64 {
-        if let Some(sid) = span.link.stream_id {
-            return (1u64 << 63) | u64::from(sid);
+    /// Can nothing that arrives later change this new span's parent? Then it need not wait
+    /// out the hold window. A client call gets its parent only from an inbound request of its
+    /// thread (which finishes later), so a call of a process that serves nothing is a root
+    /// at once. A server request gets its parent from a `traceparent` (known now) or from its
+    /// client end: final once found, and settled when that client's trace is decided.
+    fn settled(&self, entry: &Entry, pure_client: bool) -> bool {
+        match (entry.kind, entry.parent) {
+            (SpanKind::Client, None) => pure_client,
+            (SpanKind::Client, Some(_)) => false,
+            (SpanKind::Server, Some(ParentRef::Remote { .. })) => true,
+            (
+                SpanKind::Server,
+                Some(ParentRef::Local {
+                    id,
+                    rule: LinkRule::Connection,
+                    ..
+                }),
+            ) => self.get(id).is_some_and(|p| p.trace_id.is_some()),
+            (SpanKind::Server, _) => false,
         }
-        let counter = self.seq.get_or_insert_mut(span.link.conn_id, || 0);
-        let v = *counter;
-        *counter = counter.saturating_add(1);
-        v
     }
 
     fn index_key(index: &mut KeyIndex, key: ConnKey, r: KeyRef) {
@@ -473,7 +495,9 @@ impl Correlator {
         best.map(|(id, _)| id)
     }
 
-    fn link_client(&mut self, id: u64, entry: &mut Entry) {
+    /// Links a new client span; returns the held server end it became the parent of.
+    fn link_client(&mut self, id: u64, entry: &mut Entry) -> Option<u64> {
+        let mut paired = None;
         if let Some(key) = entry.key {
             // Rule b: the server end already arrived (it usually finishes first).
             if let Some(sid) = self.best_pair(&self.servers_by_key, key, entry) {
@@ -487,6 +511,7 @@ impl Correlator {
                         rule: LinkRule::Connection,
                         parent_start: start,
                     });
+                    paired = Some(sid);
                 }
             }
             let r = KeyRef {
@@ -520,6 +545,7 @@ impl Correlator {
                 parent_start: st,
             });
         }
+        paired
     }
 
     /// Release the oldest entry early (buffer full). Returns false when empty.

@@ -13,8 +13,13 @@ fn cfg() -> CorrelatorConfig {
     CorrelatorConfig {
         hold: Duration::from_nanos(HOLD),
         max_held: 10_000,
-        max_conns: 10_000,
     }
+}
+
+/// `ex` as the `seq`-th exchange of its connection end (conntrack numbers them).
+fn numbered(mut ex: Exchange, seq: u64) -> Exchange {
+    ex.seq = seq;
+    ex
 }
 
 fn span(ex: &Exchange) -> SpanData {
@@ -236,7 +241,11 @@ fn traceparent_join_keeps_tracestate_and_children_follow() {
     let mut c = Correlator::new(cfg());
     c.push(span(&cli), 0);
     c.push(span(&srv), 10);
-    let out = c.poll(HOLD + 10);
+    // The header decides the request's parent: it leaves at once; its child waits its window.
+    let mut out = c.poll(20);
+    assert_eq!(out.len(), 1);
+    assert_eq!(c.stats().settled_on_arrival, 1);
+    out.extend(c.poll(HOLD + 10));
     assert_eq!(out.len(), 2);
     let s = find(&out, 5, 6, "GET", SpanKind::Server);
     let r = find(&out, 5, 6, "SET", SpanKind::Client);
@@ -254,6 +263,112 @@ fn traceparent_join_keeps_tracestate_and_children_follow() {
     assert_eq!(r.trace_id, want_trace);
     assert_eq!(r.parent_span_id, Some(s.span_id));
     assert_eq!(c.stats().linked_traceparent, 1);
+}
+
+/// A load generator's calls (its process serves nothing) are roots the moment they arrive, and
+/// the server end each pairs with leaves with it, linked, whichever end arrives first.
+#[test]
+fn calls_of_a_pure_client_settle_on_arrival() {
+    let pair = |n: u16, t: u64| {
+        let port = format!("127.0.0.1:{}", 5000 + n);
+        let srv = exchange(
+            u64::from(n) * 2,
+            10,
+            11,
+            Role::Server,
+            "127.0.0.1:80",
+            &port,
+            record(
+                ProtocolKind::Http1,
+                (t + 100, t + 110, t + 800, t + 900),
+                http_detail("GET", "/", Some(200)),
+            ),
+        );
+        let mut cli = exchange(
+            u64::from(n) * 2 + 1,
+            20,
+            21,
+            Role::Client,
+            &port,
+            "127.0.0.1:80",
+            record(
+                ProtocolKind::Http1,
+                (t + 50, t + 60, t + 950, t + 1000),
+                http_detail("GET", "/", Some(200)),
+            ),
+        );
+        cli.pure_client = true;
+        (srv, cli)
+    };
+    let check = |out: &[Box<SpanData>]| {
+        assert_eq!(out.len(), 2);
+        let s = find(out, 10, 11, "GET", SpanKind::Server);
+        let k = find(out, 20, 21, "GET", SpanKind::Client);
+        assert_eq!(k.parent_span_id, None);
+        assert_ne!(k.trace_id, [0; 16]);
+        assert_eq!(s.parent_span_id, Some(k.span_id));
+        assert_eq!(s.trace_id, k.trace_id);
+        assert_eq!(rule(s), Some("connection"));
+    };
+    let mut c = Correlator::new(cfg());
+    // Server end first (the usual order): it waits for its client, then both leave.
+    let (srv, cli) = pair(1, 0);
+    c.push(span(&srv), 0);
+    assert!(c.poll(1).is_empty());
+    c.push(span(&cli), 2);
+    check(&c.poll(3));
+    // Client end first: the server end joins its decided trace on arrival.
+    let (srv, cli) = pair(2, 10_000);
+    c.push(span(&cli), 4);
+    c.push(span(&srv), 5);
+    check(&c.poll(6));
+    let st = c.stats();
+    assert_eq!(st.settled_on_arrival, 4);
+    assert_eq!(st.roots, 2);
+    assert_eq!(st.linked_connection, 2);
+    assert_eq!(st.forced_releases, 0);
+    assert_eq!(st.orphaned, 0);
+    // Nothing was left waiting.
+    assert!(c.poll(HOLD * 2).is_empty());
+}
+
+/// A call of a process that serves requests may still get a parent: it waits its window even
+/// when its server end is here.
+#[test]
+fn a_call_of_a_serving_process_waits_for_its_parent() {
+    let srv = exchange(
+        1,
+        10,
+        11,
+        Role::Server,
+        "127.0.0.1:80",
+        "127.0.0.1:5001",
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 800, 900),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    let cli = exchange(
+        2,
+        20,
+        21,
+        Role::Client,
+        "127.0.0.1:5001",
+        "127.0.0.1:80",
+        record(
+            ProtocolKind::Http1,
+            (50, 60, 950, 1000),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    assert!(!cli.pure_client);
+    let mut c = Correlator::new(cfg());
+    c.push(span(&srv), 0);
+    c.push(span(&cli), 1);
+    assert!(c.poll(2).is_empty());
+    assert_eq!(c.poll(HOLD + 2).len(), 2);
+    assert_eq!(c.stats().settled_on_arrival, 0);
 }
 
 #[test]
@@ -382,8 +497,8 @@ fn second_request_on_a_connection_matches_second_request() {
     let (cl, sv) = ("127.0.0.1:40000", "127.0.0.1:8080");
     let c1 = mk(Role::Client, cl, sv, 1, (100, 110, 190, 200), "/1");
     let s1 = mk(Role::Server, sv, cl, 2, (120, 130, 180, 185), "/1");
-    let c2 = mk(Role::Client, cl, sv, 1, (300, 310, 390, 400), "/2");
-    let s2 = mk(Role::Server, sv, cl, 2, (320, 330, 380, 385), "/2");
+    let c2 = numbered(mk(Role::Client, cl, sv, 1, (300, 310, 390, 400), "/2"), 1);
+    let s2 = numbered(mk(Role::Server, sv, cl, 2, (320, 330, 380, 385), "/2"), 1);
     let mut c = Correlator::new(cfg());
     for (k, ex) in [&s1, &c1, &s2, &c2].into_iter().enumerate() {
         c.push(span(ex), u64::try_from(k).unwrap_or(0));
@@ -403,6 +518,49 @@ fn second_request_on_a_connection_matches_second_request() {
     assert_eq!(by(2, "/1").parent_span_id, Some(by(1, "/1").span_id));
     assert_eq!(by(2, "/2").parent_span_id, Some(by(1, "/2").span_id));
     assert_ne!(by(1, "/1").trace_id, by(1, "/2").trace_id);
+}
+
+/// Pipelined requests overlap, so timing alone fits either server exchange to either client
+/// one: the exchange numbers conntrack gave each end pair them.
+#[test]
+fn pipelined_exchanges_pair_by_their_number() {
+    let (cl, sv) = ("127.0.0.1:40001", "127.0.0.1:6379");
+    let mk = |role, pid, l: &str, r: &str, conn, t: T4, seq| {
+        numbered(
+            exchange(
+                conn,
+                pid,
+                9,
+                role,
+                l,
+                r,
+                record(ProtocolKind::Http1, t, http_detail("GET", "/", Some(200))),
+            ),
+            seq,
+        )
+    };
+    let s1 = mk(Role::Server, 2, sv, cl, 2, (120, 120, 200, 205), 0);
+    let s2 = mk(Role::Server, 2, sv, cl, 2, (120, 121, 206, 210), 1);
+    let c1 = mk(Role::Client, 1, cl, sv, 1, (100, 110, 300, 310), 0);
+    let c2 = mk(Role::Client, 1, cl, sv, 1, (105, 112, 310, 320), 1);
+    let mut c = Correlator::new(cfg());
+    for (k, ex) in [&s1, &s2, &c1, &c2].into_iter().enumerate() {
+        c.push(span(ex), u64::try_from(k).unwrap_or(0));
+    }
+    let out = c.poll(HOLD + 10);
+    assert_eq!(out.len(), 4);
+    let at = |pid: u32, start: u64| match out.iter().find(|s| {
+        s.pid == pid && s.link.timing.start_ns == start && s.link.timing.request_end_ns != 121
+    }) {
+        Some(s) => s.clone(),
+        None => panic!("missing {pid} {start}"),
+    };
+    let second_server = match out.iter().find(|s| s.link.timing.request_end_ns == 121) {
+        Some(s) => s.clone(),
+        None => panic!("missing the second server exchange"),
+    };
+    assert_eq!(at(2, 120).parent_span_id, Some(at(1, 100).span_id));
+    assert_eq!(second_server.parent_span_id, Some(at(1, 105).span_id));
 }
 
 #[test]
@@ -566,10 +724,19 @@ fn connection_pairs_survive_a_missed_exchange() {
         )
     };
     let c1 = mk(Role::Client, 1, cl, sv, 1, (100, 110, 190, 200), "/1");
-    let c2 = mk(Role::Client, 1, cl, sv, 1, (300, 310, 390, 400), "/2");
+    let c2 = numbered(
+        mk(Role::Client, 1, cl, sv, 1, (300, 310, 390, 400), "/2"),
+        1,
+    );
     let s2 = mk(Role::Server, 2, sv, cl, 2, (320, 330, 380, 385), "/2");
-    let c3 = mk(Role::Client, 1, cl, sv, 1, (500, 510, 590, 600), "/3");
-    let s3 = mk(Role::Server, 2, sv, cl, 2, (520, 530, 580, 585), "/3");
+    let c3 = numbered(
+        mk(Role::Client, 1, cl, sv, 1, (500, 510, 590, 600), "/3"),
+        2,
+    );
+    let s3 = numbered(
+        mk(Role::Server, 2, sv, cl, 2, (520, 530, 580, 585), "/3"),
+        1,
+    );
     let mut c = Correlator::new(cfg());
     for (k, ex) in [&c1, &s2, &c2, &s3, &c3].into_iter().enumerate() {
         c.push(span(ex), u64::try_from(k).unwrap_or(0));

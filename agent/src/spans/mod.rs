@@ -97,6 +97,8 @@ pub struct MonoTiming {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkInput {
     pub conn_id: u64,
+    /// Number of the exchange on its connection end (see [`crate::model::Exchange::seq`]).
+    pub seq: u64,
     pub tid: u32,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
@@ -107,6 +109,8 @@ pub struct LinkInput {
     /// Raw W3C `traceparent` / `tracestate` of the request.
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// A client call of a process with no inbound connection: a root as soon as it arrives.
+    pub pure_client: bool,
 }
 
 /// One finished span, before and after correlation (ids are filled by the correlator).
@@ -175,6 +179,7 @@ pub fn build_span(
     let rec = &ex.record;
     let mut link = LinkInput {
         conn_id: ex.conn.conn_id,
+        seq: ex.seq,
         tid: ex.tid,
         local: ex.conn.local,
         remote: ex.conn.remote,
@@ -187,6 +192,7 @@ pub fn build_span(
         },
         traceparent: None,
         tracestate: None,
+        pure_client: ex.pure_client && kind == SpanKind::Client,
     };
     let built = match &rec.detail {
         Detail::Http(h) => {

@@ -61,6 +61,8 @@ pub fn exchange(
         }),
         tid,
         record,
+        seq: 0,
+        pure_client: false,
     }
 }
 
