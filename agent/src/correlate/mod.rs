@@ -6,7 +6,7 @@
 //! ids are assigned top-down: a span whose window passed is released once its parent (if any)
 //! has a trace id; a root gets a fresh random one. Released spans stay indexed for another
 //! window so that late children still find them. A span that no later arrival can link
-//! differently (see [`Correlator::settled`]) is released as it arrives: most spans when the
+//! differently (see `Correlator::settled`) is released as it arrives: most spans when the
 //! callers are pure clients, such as load generators.
 //!
 //! Rules, strongest first (the rule is recorded in `tracewire.link.rule`):
