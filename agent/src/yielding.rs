@@ -5,6 +5,44 @@
 //! work in bursts of about a millisecond cost nginx 16 % of its throughput and tripled its
 //! p99 latency. Giving the CPU back every few tens of microseconds of work lets the
 //! application run in between; when nothing else is runnable, a yield is one cheap syscall.
+//!
+//! A yield hands the CPU over until the thread that takes it blocks or its slice ends at the
+//! next scheduler tick. Most yields came back within 200 us (an event loop's turn), but
+//! under load a sixth took 1-16 ms (timed with nginx + wrk and with pgbench): the thread
+//! that took over never blocked. Yielding every few tens of microseconds after each of those
+//! left the agent's threads a few percent of a CPU: the export thread waited 5 s of 6 in the
+//! run queue under pgbench and its queue overflowed. So a thread that gave the CPU away for
+//! `d` keeps it for at least `d / 19` of work before yielding again ([`MIN_SHARE`]: 5 % of a
+//! CPU is always within reach; 10 % and 20 % removed pgbench's losses too but raised nginx's
+//! p99 latency more), and short yields leave the fine-grained rhythm unchanged.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// The CPU share a busy thread keeps however long the threads it yields to hold the CPU:
+/// after a yield of `d` it works `d * MIN_SHARE / (1 - MIN_SHARE)` before the next.
+pub const MIN_SHARE: f64 = 0.05;
+
+thread_local! {
+    /// When this thread may yield again (shared by every `YieldEvery` on it).
+    static NEXT_YIELD: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// How long to keep the CPU after a yield that took `waited`.
+fn keep_after(waited: Duration) -> Duration {
+    waited.mul_f64(MIN_SHARE / (1.0 - MIN_SHARE))
+}
+
+/// Give the CPU away unless the last yield's share of work is not done yet.
+fn give_way() {
+    let now = Instant::now();
+    if NEXT_YIELD.with(Cell::get).is_some_and(|at| now < at) {
+        return;
+    }
+    std::thread::yield_now();
+    let back = Instant::now();
+    NEXT_YIELD.with(|c| c.set(Some(back + keep_after(back - now))));
+}
 
 /// Whether a stage's input queue holds more than a quarter of its capacity: the stage is
 /// falling behind and must not give its CPU away (that dropped data under redis -P 16).
@@ -34,7 +72,7 @@ impl YieldEvery {
         self.steps += 1;
         if self.steps >= self.every {
             self.steps = 0;
-            std::thread::yield_now();
+            give_way();
         }
     }
 }
@@ -42,6 +80,30 @@ impl YieldEvery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_yield_is_followed_by_a_share_of_work() {
+        // A 4 ms yield (a tick of a rival that never blocks) buys 0.21 ms of work.
+        let kept = keep_after(Duration::from_millis(4)).as_nanos();
+        assert!((210_000..=211_000).contains(&kept), "{kept}");
+        assert_eq!(keep_after(Duration::ZERO), Duration::ZERO);
+        // Inside that window the thread does not yield.
+        NEXT_YIELD.with(|c| c.set(Some(Instant::now() + Duration::from_secs(60))));
+        give_way();
+        assert!(
+            NEXT_YIELD
+                .with(Cell::get)
+                .is_some_and(|at| at > Instant::now() + Duration::from_secs(30))
+        );
+        // Past it, it yields and sets the next window from how long the yield took.
+        NEXT_YIELD.with(|c| c.set(None));
+        give_way();
+        assert!(
+            NEXT_YIELD
+                .with(Cell::get)
+                .is_some_and(|at| at < Instant::now() + Duration::from_secs(1))
+        );
+    }
 
     #[test]
     fn counts_steps_between_yields() {
