@@ -521,3 +521,90 @@ async fn export_queue_reports_backlog_past_a_quarter() {
     assert!(exporter.offer(span()));
     assert!(exporter.backlogged());
 }
+
+/// Spans released while the OTLP queue is full wait in the pipeline (a burst is absorbed, not
+/// dropped), up to the held-span limit; only past it are the oldest dropped, and counted.
+#[tokio::test]
+async fn spans_wait_for_room_in_the_export_queue() {
+    use super::pipeline::{PipelineConfig, spawn_span_pipeline};
+    use crate::correlate::CorrelatorConfig;
+    use crate::exportcfg::{ExportArgs, ExportConfig, ExporterKind};
+    use std::time::Duration;
+
+    let export = match ExportConfig::from_lookup(&ExportArgs::default(), |_| None) {
+        Ok(mut e) => {
+            e.exporters = vec![ExporterKind::Otlp];
+            // Nothing listens on port 1, and the long delay keeps the spans queued meanwhile.
+            e.otlp.endpoint = "http://127.0.0.1:1".into();
+            e.otlp.timeout = Duration::from_millis(100);
+            e.batch.max_batch = 1000;
+            e.batch.max_delay = Duration::from_secs(60);
+            e.batch.max_queue = 16;
+            e
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let mut cfg = PipelineConfig::new(export);
+    cfg.correlate = CorrelatorConfig {
+        hold: Duration::from_millis(50),
+        max_held: 40,
+    };
+    cfg.tick = Duration::from_millis(10);
+    let (tx, rx) = crate::handoff::handoff(100_000);
+    let h = match spawn_span_pipeline(cfg, rx) {
+        Ok(h) => h,
+        Err(e) => panic!("{e}"),
+    };
+    let base = ClockOffset::now_mono_ns();
+    // Calls of a process that serves nothing: each a root, released on arrival.
+    let call = |n: u16| {
+        let mut ex = exchange(
+            u64::from(n),
+            std::process::id(),
+            1,
+            Role::Client,
+            &format!("127.0.0.1:{}", 40_000 + n),
+            "127.0.0.1:6379",
+            record(
+                ProtocolKind::Redis,
+                (base, base + 10, base + 20, base + 30),
+                redis("GET"),
+            ),
+        );
+        ex.pure_client = true;
+        ex
+    };
+    assert!(tx.try_send((0..30).map(call).collect()).is_ok());
+    let settled = |h: &super::pipeline::PipelineHandle, n: u64| {
+        let s = h.stats();
+        s.spans_emitted == n && s.otlp_queued + s.otlp_dropped_queue_full == n
+    };
+    for _ in 0..200 {
+        if settled(&h, 30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 16 in the queue, 14 waiting for room: none lost yet, and the backlog shows.
+    let s = h.stats();
+    assert_eq!(s.spans_emitted, 30);
+    assert_eq!(s.otlp_queued, 30);
+    assert_eq!(s.otlp_dropped_queue_full, 0);
+    assert!(h.export_pressure().backlogged);
+    assert_eq!(h.export_pressure().queued, 30);
+    // 40 more: 40 may wait, so the 14 oldest of the 54 waiting are dropped.
+    assert!(tx.try_send((30..70).map(call).collect()).is_ok());
+    for _ in 0..200 {
+        if settled(&h, 70) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let s = h.stats();
+    assert_eq!(s.spans_emitted, 70);
+    assert_eq!(s.otlp_queued, 56);
+    assert_eq!(s.otlp_dropped_queue_full, 14);
+    assert_eq!(h.export_pressure().lost, 14);
+    drop(tx);
+    let _ = h.shutdown(Duration::from_millis(200)).await;
+}
