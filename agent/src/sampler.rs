@@ -21,6 +21,13 @@ pub const INTERVAL_NS: u64 = 100_000_000;
 /// The shortest interval a surge is measured over.
 const SURGE_MIN_NS: u64 = 5_000_000;
 
+/// Calls per exchange assumed until measured. Assuming 1 let a pipelined load (redis-benchmark
+/// -P 16: 16 commands per exchange) capture 16 times the budget in the agent's first interval,
+/// a burst that overflowed the export queue. Assuming more errs the other way on loads of one
+/// call per exchange (for an interval): 4 keeps a surge at 10k calls/s, such as the fixed-rate
+/// check's, from being taken for one over the budget.
+const PRIOR_CALLS_PER_EXCHANGE: f64 = 4.0;
+
 /// The smallest share of the configured budget that backpressure may leave in force.
 const MIN_SCALE: f64 = 1.0 / 64.0;
 /// Share of the configured budget restored per interval once the export side keeps up.
@@ -51,7 +58,7 @@ pub struct Sampler {
     last_ns: u64,
     /// Offered exchanges per second, smoothed so one burst does not swing it.
     rate: f64,
-    /// Calls per kept exchange (None until measured: then 1).
+    /// Calls per kept exchange (None until measured: then [`PRIOR_CALLS_PER_EXCHANGE`]).
     calls_per_exchange: Option<f64>,
     threshold: u32,
     /// Share of the budget in force (1.0 unless the export side fell behind).
@@ -64,6 +71,10 @@ pub struct Sampler {
     scaled_queued: u64,
     /// The smallest share of the budget that was in force.
     lowest_scale: f64,
+    /// Totals and time when the calls per exchange were last measured: over at least an
+    /// interval, however often surges update the threshold in between.
+    measured: Totals,
+    measured_ns: u64,
 }
 
 impl Sampler {
@@ -80,6 +91,8 @@ impl Sampler {
             scaled_ns: 0,
             scaled_queued: 0,
             lowest_scale: 1.0,
+            measured: Totals::default(),
+            measured_ns: 0,
         }
     }
 
@@ -127,21 +140,21 @@ impl Sampler {
             self.scaled_lost = t.lost;
             self.scaled_ns = now_ns;
             self.scaled_queued = t.queued;
+            self.measured = t;
+            self.measured_ns = now_ns;
             return None;
         };
         let dt = now_ns.saturating_sub(self.last_ns);
         let offered = t.offered.saturating_sub(last.offered);
         // A burst far over budget is acted on within a few ms, before queues fill; otherwise
         // the rate is measured over a full interval.
-        let calls = offered as f64 * self.calls_per_exchange.unwrap_or(1.0);
+        let calls = offered as f64 * self.calls_per_exchange.unwrap_or(PRIOR_CALLS_PER_EXCHANGE);
         let surge = dt >= SURGE_MIN_NS
             && self.budget_per_s > 0
             && calls * 1e9 / dt.max(1) as f64 > 4.0 * self.budget_per_s as f64;
         if dt < INTERVAL_NS && !surge {
             return None;
         }
-        let kept = offered.saturating_sub(t.sampled_out.saturating_sub(last.sampled_out));
-        let records = t.records.saturating_sub(last.records);
         if self.budget_per_s > 0 && now_ns.saturating_sub(self.scaled_ns) >= INTERVAL_NS {
             let growing = t.queued > self.scaled_queued;
             self.adjust_scale(
@@ -155,14 +168,24 @@ impl Sampler {
         }
         self.last = Some(t);
         self.last_ns = now_ns;
-        if kept >= 16 {
-            // At least one call per kept exchange: an exchange is captured (copied, sent to
-            // userspace) whether or not it parses, so exchanges that yield no record (traffic
-            // no parser accepts) still count against the budget instead of letting the kernel
-            // keep several times the budget of them.
-            let r = (records as f64 / kept as f64).clamp(1.0, 1024.0);
-            self.calls_per_exchange =
-                Some(self.calls_per_exchange.map_or(r, |c| 0.5 * c + 0.5 * r));
+        // Measured over an interval or more, not over a surge's few milliseconds (shorter than
+        // the time parsing lags the kernel's counts, they read as one call per exchange; and
+        // a load far over budget surges at every update, so its intervals never got longer).
+        if now_ns.saturating_sub(self.measured_ns) >= INTERVAL_NS {
+            let m = std::mem::replace(&mut self.measured, t);
+            self.measured_ns = now_ns;
+            let kept = (t.offered.saturating_sub(m.offered))
+                .saturating_sub(t.sampled_out.saturating_sub(m.sampled_out));
+            let records = t.records.saturating_sub(m.records);
+            if kept >= 16 {
+                // At least one call per kept exchange: an exchange is captured (copied, sent
+                // to userspace) whether or not it parses, so exchanges that yield no record
+                // (traffic no parser accepts) still count against the budget instead of
+                // letting the kernel keep several times the budget of them.
+                let r = (records as f64 / kept as f64).clamp(1.0, 1024.0);
+                self.calls_per_exchange =
+                    Some(self.calls_per_exchange.map_or(r, |c| 0.5 * c + 0.5 * r));
+            }
         }
         let rate = offered as f64 * 1e9 / dt as f64;
         // Rising load is followed at once (protect the host); falling load is smoothed.
@@ -171,7 +194,7 @@ impl Sampler {
         } else {
             0.5 * self.rate + 0.5 * rate
         };
-        let calls = self.rate * self.calls_per_exchange.unwrap_or(1.0);
+        let calls = self.rate * self.calls_per_exchange.unwrap_or(PRIOR_CALLS_PER_EXCHANGE);
         let threshold = threshold_for(self.budget_in_force(), calls);
         (threshold != self.threshold).then(|| {
             self.threshold = threshold;
@@ -314,6 +337,46 @@ mod tests {
         s.update(totals(0, 0, 0), 0);
         assert_eq!(s.update(totals(1_000, 0, 1_000), INTERVAL_NS / 2), None);
         assert_eq!(s.update(totals(1_000, 0, 1_000), INTERVAL_NS), None);
+    }
+
+    /// At start the calls per exchange are unknown: a pipelined surge is cut to a few times
+    /// the budget before the first measurement (it was sixteen times), and a surge of single
+    /// calls at a third of the budget is not cut at all.
+    #[test]
+    fn a_surge_at_start_assumes_a_few_calls_per_exchange() {
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        // 10 ms: 750 exchanges of 16 commands (75k exchanges/s), parsing not caught up yet.
+        let t = s.update(totals(750, 0, 400), 10_000_000).expect("early");
+        let calls_per_s = 75_000.0 * kept(t) * 16.0;
+        assert!(calls_per_s <= 4.0 * 30_500.0, "{calls_per_s} calls/s kept");
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        assert_eq!(s.update(totals(100, 0, 50), 10_000_000), None);
+    }
+
+    /// A load far over budget surges at every update (every few ms): the calls per exchange
+    /// are still measured, over intervals of their own.
+    #[test]
+    fn calls_per_exchange_are_measured_during_a_lasting_surge() {
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        // 128k exchanges/s of 16 calls each, updated every 10 ms for a second.
+        let (mut off, mut out, mut rec, mut th) = (0u64, 0u64, 0u64, 0u32);
+        for i in 1..=100u64 {
+            off += 1_280;
+            let k = (1_280.0 * kept(th)) as u64;
+            out += 1_280 - k;
+            rec += 16 * k;
+            if let Some(v) = s.update(totals(off, out, rec), i * 10_000_000) {
+                th = v;
+            }
+        }
+        let calls_per_s = 128_000.0 * kept(th) * 16.0;
+        assert!(
+            (25_000.0..=36_000.0).contains(&calls_per_s),
+            "{calls_per_s} calls/s kept"
+        );
     }
 
     #[test]
