@@ -91,31 +91,6 @@ impl OtlpExporter {
         n
     }
 
-    /// Queue the oldest of `spans` that fit; the rest stay in `spans` (nothing is dropped).
-    /// Returns how many were queued.
-    pub fn offer_fitting(&self, spans: &mut SpanBatch) -> usize {
-        let n = self.admit(spans.len());
-        if n == 0 {
-            return 0;
-        }
-        let rest = spans.split_off(n);
-        if self.tx.send(std::mem::replace(spans, rest)).is_err() {
-            self.release(n);
-            self.stats
-                .dropped_failed
-                .fetch_add(n as u64, Ordering::Relaxed);
-            return 0;
-        }
-        n
-    }
-
-    /// Count `n` spans dropped because the queue stayed full.
-    pub fn count_dropped_full(&self, n: usize) {
-        self.stats
-            .dropped_queue_full
-            .fetch_add(n as u64, Ordering::Relaxed);
-    }
-
     /// Reserve queue room for up to `want` spans; returns how many fit.
     fn admit(&self, want: usize) -> usize {
         let want = want as u64;

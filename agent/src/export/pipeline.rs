@@ -75,8 +75,6 @@ struct Counters {
     metrics_exports: AtomicU64,
     metrics_errors: AtomicU64,
     metrics_dropped_series: AtomicU64,
-    /// Released spans waiting in the pipeline for room in the OTLP queue (a gauge).
-    otlp_waiting: AtomicU64,
 }
 
 /// A snapshot of the pipeline's counters, for logging.
@@ -94,8 +92,7 @@ pub struct PipelineStats {
     pub otlp_dropped_failed: u64,
     pub otlp_export_errors: u64,
     pub otlp_batches: u64,
-    /// Spans waiting in the export queue or in a request not yet answered, or for room in
-    /// that queue (a gauge).
+    /// Spans waiting in the export queue or in a request not yet answered (a gauge).
     pub otlp_queued: u64,
     pub console_traces_printed: u64,
     pub jsonl_written: u64,
@@ -150,7 +147,7 @@ impl Shared {
             otlp_dropped_failed: og(|s| &s.dropped_failed),
             otlp_export_errors: og(|s| &s.export_errors),
             otlp_batches: og(|s| &s.batches_sent),
-            otlp_queued: og(|s| &s.in_flight) + g(&c.otlp_waiting),
+            otlp_queued: og(|s| &s.in_flight),
             console_traces_printed: g(&c.console_traces),
             jsonl_written: g(&c.jsonl_written),
             jsonl_errors: g(&c.jsonl_errors),
@@ -185,7 +182,7 @@ impl PipelineHandle {
             return ExportPressure::default();
         };
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let queued = g(&o.in_flight) + g(&self.shared.counters.otlp_waiting);
+        let queued = g(&o.in_flight);
         ExportPressure {
             lost: g(&o.dropped_queue_full) + g(&o.dropped_failed),
             backlogged: crate::yielding::backlogged(queued, self.shared.otlp_max_queue),
@@ -227,11 +224,6 @@ impl PipelineHandle {
 /// Where released spans go.
 struct Sinks {
     otlp: Option<OtlpExporter>,
-    /// Released spans the OTLP queue had no room for, oldest first, offered again on every
-    /// tick (a burst, such as the first exchanges of many new connections, waits here instead
-    /// of being dropped), up to `otlp_waiting_max`; past it the oldest are dropped (counted).
-    otlp_waiting: SpanBatch,
-    otlp_waiting_max: usize,
     console: Option<ConsoleTraces>,
     jsonl: Option<JsonlWriter>,
     red: Option<RedMetrics>,
@@ -240,46 +232,11 @@ struct Sinks {
 
 impl Sinks {
     fn export_backlogged(&self) -> bool {
-        !self.otlp_waiting.is_empty() || self.otlp.as_ref().is_some_and(OtlpExporter::backlogged)
-    }
-
-    /// Offer the waiting spans, then `spans`, to the OTLP queue; keep what does not fit.
-    fn offer_otlp(&mut self, mut spans: SpanBatch, shared: &Shared) {
-        let Some(o) = &self.otlp else {
-            return;
-        };
-        if self.otlp_waiting.is_empty() {
-            o.offer_fitting(&mut spans);
-            self.otlp_waiting = spans;
-        } else {
-            self.otlp_waiting.append(&mut spans);
-            o.offer_fitting(&mut self.otlp_waiting);
-        }
-        let excess = self
-            .otlp_waiting
-            .len()
-            .saturating_sub(self.otlp_waiting_max);
-        if excess > 0 {
-            self.otlp_waiting.drain(..excess);
-            o.count_dropped_full(excess);
-        }
-        shared
-            .counters
-            .otlp_waiting
-            .store(self.otlp_waiting.len() as u64, Ordering::Relaxed);
-    }
-
-    /// Spans still waiting for the OTLP queue (shutdown hands them over with the rest).
-    fn take_otlp_waiting(&mut self, shared: &Shared) -> SpanBatch {
-        shared.counters.otlp_waiting.store(0, Ordering::Relaxed);
-        std::mem::take(&mut self.otlp_waiting)
+        self.otlp.as_ref().is_some_and(OtlpExporter::backlogged)
     }
 
     fn emit(&mut self, spans: SpanBatch, now_ns: u64, shared: &Shared) {
         if spans.is_empty() {
-            if !self.otlp_waiting.is_empty() {
-                self.offer_otlp(spans, shared);
-            }
             return;
         }
         if let Some(r) = &mut self.red {
@@ -313,7 +270,9 @@ impl Sinks {
                 }
             }
         }
-        self.offer_otlp(spans, shared);
+        if let Some(o) = &self.otlp {
+            o.offer_batch(spans);
+        }
     }
 
     /// Queue a cumulative RED snapshot for the metrics sender (skipped if it is still busy).
@@ -395,8 +354,6 @@ pub fn spawn_span_pipeline(
     };
     let sinks = Sinks {
         otlp,
-        otlp_waiting: Vec::new(),
-        otlp_waiting_max: cfg.correlate.max_held,
         console,
         jsonl,
         red,
@@ -488,12 +445,10 @@ async fn run(
     let now = ClockOffset::now_mono_ns();
     let out = corr.flush();
     // Every held span at once: wait for queue room (bounded) instead of dropping the excess.
-    let mut last = sinks.take_otlp_waiting(&shared);
     let otlp = sinks.otlp.take();
     if let Some(o) = &otlp {
         let deadline = tokio::time::Instant::now() + FINAL_FLUSH;
-        last.extend(out.iter().cloned());
-        o.offer_all_until(last, deadline).await;
+        o.offer_all_until(out.clone(), deadline).await;
     }
     sinks.emit(out, now, &shared);
     sinks.otlp = otlp;
