@@ -79,6 +79,8 @@ struct Sample {
     released: Option<u64>,
     forced: Option<u64>,
     orphaned: Option<u64>,
+    /// Of the released spans, those released as they arrived (their links final).
+    settled: Option<u64>,
     /// The lowest capture budget in force (calls/s) after the export side fell behind.
     budget_lowest: Option<u64>,
     seconds: f64,
@@ -233,6 +235,7 @@ fn interleaved(
                     s.released = v["correlate"]["released"].as_u64();
                     s.forced = v["correlate"]["forced_releases"].as_u64();
                     s.orphaned = v["correlate"]["orphaned"].as_u64();
+                    s.settled = v["correlate"]["settled_on_arrival"].as_u64();
                     s.budget_lowest = v["capture_budget_lowest"].as_u64();
                 }
                 eprintln!("bench {name} traced run {i}: {:.0}/s", s.throughput);
@@ -486,6 +489,7 @@ impl Row {
         };
         let forced = link_loss(|s| s.forced);
         let orphaned = link_loss(|s| s.orphaned);
+        let settled = link_loss(|s| s.settled);
         let h = self.hooks;
         let cpu_m = median(cpu.clone());
         let sps = median(spans_per_s.clone());
@@ -511,6 +515,7 @@ impl Row {
             "budget_lowest": self.traced.iter().filter_map(|s| s.budget_lowest).min(),
             "forced_release_fraction": median(forced),
             "orphaned_fraction": median(orphaned),
+            "settled_on_arrival_fraction": median(settled),
             "hook_calls_per_s": h.calls as f64 / h.seconds.max(0.001),
             "hook_ns_per_call": if h.calls > 0 { h.run_ns as f64 / h.calls as f64 } else { f64::NAN },
             "hook_cpu_cores": h.run_ns as f64 / 1e9 / h.seconds.max(0.001),
@@ -780,13 +785,13 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s) | released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s) | settled on arrival / released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}) | {:.0}% / {:.2}% | {:.3}, {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}) | {:.0}% / {:.0}% / {:.2}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
@@ -803,6 +808,7 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
             r["export_drops"],
             f("sampled_out_fraction") * 100.0,
             r["budget_lowest"],
+            f("settled_on_arrival_fraction") * 100.0,
             f("forced_release_fraction") * 100.0,
             f("orphaned_fraction") * 100.0,
             f("hook_cpu_cores"),
