@@ -11,7 +11,7 @@ use agent_common::{
     AF_UNIX, CONN_OP_CLOSE, ConnEvent, DIR_EGRESS, DataHeader, FLAG_AFTER_SKIP, ROLE_CLIENT,
     ROLE_SERVER,
 };
-use agent_protocols::{Dir, ParserConfig, ProtocolKind, driver::DriverStats, stream};
+use agent_protocols::{Dir, ParserConfig, ProtocolKind, Record, driver::DriverStats, stream};
 
 use crate::capture_view::addr_of;
 use crate::listening::{Inferred, ListeningPorts};
@@ -118,6 +118,27 @@ impl InboundPids {
 
     fn pure_client(&self, pid: u32) -> bool {
         !self.overflowed && !self.pids.contains(&pid)
+    }
+
+    /// Are the calls on this connection made by a pure client?
+    fn calls_of_pure_client(&self, meta: &ConnMeta) -> bool {
+        meta.role == Role::Client && self.pure_client(meta.pid)
+    }
+}
+
+impl Conn {
+    /// Hands `records` on as this connection's next exchanges, numbered in order.
+    fn emit(&mut self, records: Vec<Record>, tid: u32, pure_client: bool, out: &mut Vec<Exchange>) {
+        for record in records {
+            out.push(Exchange {
+                conn: Arc::clone(&self.meta),
+                tid,
+                record,
+                seq: self.exchanges,
+                pure_client,
+            });
+            self.exchanges += 1;
+        }
     }
 }
 
@@ -365,17 +386,8 @@ impl Conntrack {
         } else {
             h.tid
         };
-        let pure_client = c.meta.role == Role::Client && self.inbound.pure_client(c.meta.pid);
-        for record in records {
-            out.push(Exchange {
-                conn: Arc::clone(&c.meta),
-                tid,
-                record,
-                seq: c.exchanges,
-                pure_client,
-            });
-            c.exchanges += 1;
-        }
+        let pure_client = self.inbound.calls_of_pure_client(&c.meta);
+        c.emit(records, tid, pure_client, out);
     }
 
     /// Forgets connections idle for longer than the timeout (their parsers are flushed).
@@ -417,20 +429,14 @@ impl Conntrack {
 
     fn finish(&mut self, mut c: Conn, out: &mut Vec<Exchange>) {
         if let Proto::Parsing(st) = &mut c.proto {
-            let tid = c.last_egress_tid;
-            let pure_client = c.meta.role == Role::Client && self.inbound.pure_client(c.meta.pid);
-            for record in st.close() {
-                self.stats.records += 1;
-                out.push(Exchange {
-                    conn: Arc::clone(&c.meta),
-                    tid,
-                    record,
-                    seq: c.exchanges,
-                    pure_client,
-                });
-                c.exchanges += 1;
-            }
+            let records = st.close();
             self.closed_parser_stats.add(&st.stats());
+            self.stats.records += records.len() as u64;
+            let (tid, pure_client) = (
+                c.last_egress_tid,
+                self.inbound.calls_of_pure_client(&c.meta),
+            );
+            c.emit(records, tid, pure_client, out);
         }
     }
 }
@@ -545,6 +551,8 @@ mod tests {
         data(&mut ct, 1, DIR_INGRESS, b"+PONG\r\n", &mut out);
         assert_eq!(out.len(), 2);
         assert!(!out[1].pure_client);
+        // Exchanges are numbered per connection end, in order.
+        assert_eq!((out[0].seq, out[1].seq), (0, 1));
     }
 
     #[test]
