@@ -63,18 +63,13 @@ pub struct Sampler {
     threshold: u32,
     /// Share of the budget in force (1.0 unless the export side fell behind).
     scale: f64,
-    /// `lost` and the time at the last scale adjustment: adjusted once per interval, also
-    /// when a surge brings updates sooner.
-    scaled_lost: u64,
-    scaled_ns: u64,
-    /// The export queue's length at the last scale adjustment.
-    scaled_queued: u64,
     /// The smallest share of the budget that was in force.
     lowest_scale: f64,
-    /// Totals and time when the calls per exchange were last measured: over at least an
-    /// interval, however often surges update the threshold in between.
-    measured: Totals,
-    measured_ns: u64,
+    /// Totals and time at the start of the current interval. The scale is adjusted and the
+    /// calls per exchange are measured once per interval of at least `INTERVAL_NS`, however
+    /// often surges update the threshold in between.
+    interval: Totals,
+    interval_ns: u64,
 }
 
 impl Sampler {
@@ -87,12 +82,9 @@ impl Sampler {
             calls_per_exchange: None,
             threshold: 0,
             scale: 1.0,
-            scaled_lost: 0,
-            scaled_ns: 0,
-            scaled_queued: 0,
             lowest_scale: 1.0,
-            measured: Totals::default(),
-            measured_ns: 0,
+            interval: Totals::default(),
+            interval_ns: 0,
         }
     }
 
@@ -137,11 +129,8 @@ impl Sampler {
         let Some(last) = self.last else {
             self.last = Some(t);
             self.last_ns = now_ns;
-            self.scaled_lost = t.lost;
-            self.scaled_ns = now_ns;
-            self.scaled_queued = t.queued;
-            self.measured = t;
-            self.measured_ns = now_ns;
+            self.interval = t;
+            self.interval_ns = now_ns;
             return None;
         };
         let dt = now_ns.saturating_sub(self.last_ns);
@@ -155,25 +144,19 @@ impl Sampler {
         if dt < INTERVAL_NS && !surge {
             return None;
         }
-        if self.budget_per_s > 0 && now_ns.saturating_sub(self.scaled_ns) >= INTERVAL_NS {
-            let growing = t.queued > self.scaled_queued;
-            self.adjust_scale(
-                t.lost.saturating_sub(self.scaled_lost),
-                t.backlogged,
-                growing,
-            );
-            self.scaled_lost = t.lost;
-            self.scaled_queued = t.queued;
-            self.scaled_ns = now_ns;
-        }
         self.last = Some(t);
         self.last_ns = now_ns;
-        // Measured over an interval or more, not over a surge's few milliseconds (shorter than
-        // the time parsing lags the kernel's counts, they read as one call per exchange; and
-        // a load far over budget surges at every update, so its intervals never got longer).
-        if now_ns.saturating_sub(self.measured_ns) >= INTERVAL_NS {
-            let m = std::mem::replace(&mut self.measured, t);
-            self.measured_ns = now_ns;
+        if now_ns.saturating_sub(self.interval_ns) >= INTERVAL_NS {
+            let m = std::mem::replace(&mut self.interval, t);
+            self.interval_ns = now_ns;
+            if self.budget_per_s > 0 {
+                let growing = t.queued > m.queued;
+                self.adjust_scale(t.lost.saturating_sub(m.lost), t.backlogged, growing);
+            }
+            // Measured over an interval or more, not over a surge's few milliseconds (shorter
+            // than the time parsing lags the kernel's counts, they read as one call per
+            // exchange; and a load far over budget surges at every update, so its intervals
+            // never got longer).
             let kept = (t.offered.saturating_sub(m.offered))
                 .saturating_sub(t.sampled_out.saturating_sub(m.sampled_out));
             let records = t.records.saturating_sub(m.records);
