@@ -37,6 +37,16 @@ pub struct SampleVerdict {
     pub _pad: [u8; 7],
 }
 
+impl SampleVerdict {
+    pub const fn new(conn_id: u64, verdict: u8) -> Self {
+        Self {
+            conn_id,
+            verdict,
+            _pad: [0; 7],
+        }
+    }
+}
+
 pub const CONN_OP_CONNECT: u8 = 1;
 pub const CONN_OP_ACCEPT: u8 = 2;
 pub const CONN_OP_CLOSE: u8 = 3;

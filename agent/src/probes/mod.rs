@@ -287,11 +287,7 @@ impl Probes {
         }
         let mut verdicts = self.sample_allow()?;
         for c in conns {
-            let v = SampleVerdict {
-                conn_id: c.conn_id,
-                verdict: agent_common::SAMPLE_IGNORE,
-                _pad: [0; 7],
-            };
+            let v = SampleVerdict::new(c.conn_id, agent_common::SAMPLE_IGNORE);
             // A full map leaves the connection captured and dropped in userspace: fine.
             let _ = verdicts.insert(c.sock, v, 0);
         }
@@ -310,13 +306,8 @@ impl Probes {
                 Role::Server => agent_common::ROLE_SERVER,
                 Role::Unknown => continue,
             };
-            let v = SampleVerdict {
-                conn_id: c.conn_id,
-                verdict: role,
-                _pad: [0; 7],
-            };
             // A full map only delays sampling of this connection: fine.
-            let _ = map.insert(c.sock, v, 0);
+            let _ = map.insert(c.sock, SampleVerdict::new(c.conn_id, role), 0);
         }
         Ok(())
     }
