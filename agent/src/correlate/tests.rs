@@ -265,41 +265,44 @@ fn traceparent_join_keeps_tracestate_and_children_follow() {
     assert_eq!(c.stats().linked_traceparent, 1);
 }
 
+/// The server end (pid 10, tid 11) and the client end (pid 20, tid 21) of one HTTP exchange on
+/// connection `n`, starting at `t`; the client's process serves nothing when `pure_client`.
+fn http_pair(n: u16, t: u64, pure_client: bool) -> (Exchange, Exchange) {
+    let port = format!("127.0.0.1:{}", 5000 + n);
+    let srv = exchange(
+        u64::from(n) * 2,
+        10,
+        11,
+        Role::Server,
+        "127.0.0.1:80",
+        &port,
+        record(
+            ProtocolKind::Http1,
+            (t + 100, t + 110, t + 800, t + 900),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    let mut cli = exchange(
+        u64::from(n) * 2 + 1,
+        20,
+        21,
+        Role::Client,
+        &port,
+        "127.0.0.1:80",
+        record(
+            ProtocolKind::Http1,
+            (t + 50, t + 60, t + 950, t + 1000),
+            http_detail("GET", "/", Some(200)),
+        ),
+    );
+    cli.pure_client = pure_client;
+    (srv, cli)
+}
+
 /// A load generator's calls (its process serves nothing) are roots the moment they arrive, and
 /// the server end each pairs with leaves with it, linked, whichever end arrives first.
 #[test]
 fn calls_of_a_pure_client_settle_on_arrival() {
-    let pair = |n: u16, t: u64| {
-        let port = format!("127.0.0.1:{}", 5000 + n);
-        let srv = exchange(
-            u64::from(n) * 2,
-            10,
-            11,
-            Role::Server,
-            "127.0.0.1:80",
-            &port,
-            record(
-                ProtocolKind::Http1,
-                (t + 100, t + 110, t + 800, t + 900),
-                http_detail("GET", "/", Some(200)),
-            ),
-        );
-        let mut cli = exchange(
-            u64::from(n) * 2 + 1,
-            20,
-            21,
-            Role::Client,
-            &port,
-            "127.0.0.1:80",
-            record(
-                ProtocolKind::Http1,
-                (t + 50, t + 60, t + 950, t + 1000),
-                http_detail("GET", "/", Some(200)),
-            ),
-        );
-        cli.pure_client = true;
-        (srv, cli)
-    };
     let check = |out: &[Box<SpanData>]| {
         assert_eq!(out.len(), 2);
         let s = find(out, 10, 11, "GET", SpanKind::Server);
@@ -312,13 +315,13 @@ fn calls_of_a_pure_client_settle_on_arrival() {
     };
     let mut c = Correlator::new(cfg());
     // Server end first (the usual order): it waits for its client, then both leave.
-    let (srv, cli) = pair(1, 0);
+    let (srv, cli) = http_pair(1, 0, true);
     c.push(span(&srv), 0);
     assert!(c.poll(1).is_empty());
     c.push(span(&cli), 2);
     check(&c.poll(3));
     // Client end first: the server end joins its decided trace on arrival.
-    let (srv, cli) = pair(2, 10_000);
+    let (srv, cli) = http_pair(2, 10_000, true);
     c.push(span(&cli), 4);
     c.push(span(&srv), 5);
     check(&c.poll(6));
@@ -336,32 +339,7 @@ fn calls_of_a_pure_client_settle_on_arrival() {
 /// when its server end is here.
 #[test]
 fn a_call_of_a_serving_process_waits_for_its_parent() {
-    let srv = exchange(
-        1,
-        10,
-        11,
-        Role::Server,
-        "127.0.0.1:80",
-        "127.0.0.1:5001",
-        record(
-            ProtocolKind::Http1,
-            (100, 110, 800, 900),
-            http_detail("GET", "/", Some(200)),
-        ),
-    );
-    let cli = exchange(
-        2,
-        20,
-        21,
-        Role::Client,
-        "127.0.0.1:5001",
-        "127.0.0.1:80",
-        record(
-            ProtocolKind::Http1,
-            (50, 60, 950, 1000),
-            http_detail("GET", "/", Some(200)),
-        ),
-    );
+    let (srv, cli) = http_pair(1, 0, false);
     assert!(!cli.pure_client);
     let mut c = Correlator::new(cfg());
     c.push(span(&srv), 0);
