@@ -123,6 +123,11 @@ impl Sampler {
         self.lowest_scale = self.lowest_scale.min(self.scale);
     }
 
+    /// Calls per kept exchange as measured, or [`PRIOR_CALLS_PER_EXCHANGE`] before that.
+    fn calls_per_exchange_or_prior(&self) -> f64 {
+        self.calls_per_exchange.unwrap_or(PRIOR_CALLS_PER_EXCHANGE)
+    }
+
     /// The running totals at `now_ns`; returns a new threshold when it changed (exchanges
     /// hashing below it are skipped; 0 keeps all).
     pub fn update(&mut self, t: Totals, now_ns: u64) -> Option<u32> {
@@ -137,7 +142,7 @@ impl Sampler {
         let offered = t.offered.saturating_sub(last.offered);
         // A burst far over budget is acted on within a few ms, before queues fill; otherwise
         // the rate is measured over a full interval.
-        let calls = offered as f64 * self.calls_per_exchange.unwrap_or(PRIOR_CALLS_PER_EXCHANGE);
+        let calls = offered as f64 * self.calls_per_exchange_or_prior();
         let surge = dt >= SURGE_MIN_NS
             && self.budget_per_s > 0
             && calls * 1e9 / dt.max(1) as f64 > 4.0 * self.budget_per_s as f64;
@@ -177,7 +182,7 @@ impl Sampler {
         } else {
             0.5 * self.rate + 0.5 * rate
         };
-        let calls = self.rate * self.calls_per_exchange.unwrap_or(PRIOR_CALLS_PER_EXCHANGE);
+        let calls = self.rate * self.calls_per_exchange_or_prior();
         let threshold = threshold_for(self.budget_in_force(), calls);
         (threshold != self.threshold).then(|| {
             self.threshold = threshold;

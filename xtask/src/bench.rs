@@ -477,8 +477,8 @@ impl Row {
                 _ => None,
             })
             .collect();
-        // Per traced run: (forced releases, orphans) as fractions of released spans.
-        let link_loss = |pick: fn(&Sample) -> Option<u64>| -> Vec<f64> {
+        // Per traced run: settled, forced or orphaned spans as a fraction of released spans.
+        let share_of_released = |pick: fn(&Sample) -> Option<u64>| -> Vec<f64> {
             self.traced
                 .iter()
                 .filter_map(|s| match (pick(s), s.released) {
@@ -487,9 +487,9 @@ impl Row {
                 })
                 .collect()
         };
-        let forced = link_loss(|s| s.forced);
-        let orphaned = link_loss(|s| s.orphaned);
-        let settled = link_loss(|s| s.settled);
+        let forced = share_of_released(|s| s.forced);
+        let orphaned = share_of_released(|s| s.orphaned);
+        let settled = share_of_released(|s| s.settled);
         let h = self.hooks;
         let cpu_m = median(cpu.clone());
         let sps = median(spans_per_s.clone());

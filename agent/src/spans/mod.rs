@@ -192,7 +192,7 @@ pub fn build_span(
         },
         traceparent: None,
         tracestate: None,
-        pure_client: ex.pure_client && kind == SpanKind::Client,
+        pure_client: ex.pure_client,
     };
     let built = match &rec.detail {
         Detail::Http(h) => {
