@@ -189,15 +189,19 @@ fn start_agent(
     Ok(Agent { guard, stats_path })
 }
 
-/// Runs of one scenario: untraced, traced, and the floor (hooks attached, no-op programs).
+/// Runs of one scenario: untraced, traced, the floor (hooks attached, no-op programs), and
+/// every exchange sampled out (the kernel programs' per-call work without capture or agent
+/// work: `--capture-budget 1`).
 struct Runs {
     untraced: Vec<Sample>,
     traced: Vec<Sample>,
     floor: Vec<Sample>,
+    all_sampled_out: Vec<Sample>,
 }
 
 /// Runs `load` untraced and traced `runs` times each, alternating which goes first, and once
-/// per round with only the hooks attached (`--hooks-only`: what the hooks alone cost).
+/// per round with only the hooks attached (`--hooks-only`: what the hooks alone cost) and
+/// once with every exchange sampled out (what the programs' per-call work adds to that).
 fn interleaved(
     name: &str,
     runs: u32,
@@ -210,12 +214,21 @@ fn interleaved(
     let mut untraced = Vec::new();
     let mut traced = Vec::new();
     let mut floor = Vec::new();
+    let mut all_sampled_out = Vec::new();
     for i in 0..runs {
         let agent = start_agent(bin, sink_port, ports, dir, &["--hooks-only"])?;
         let s = load()?;
         drop(agent.guard);
         eprintln!("bench {name} hooks-only run {i}: {:.0}/s", s.throughput);
         floor.push(s);
+        let agent = start_agent(bin, sink_port, ports, dir, &["--capture-budget", "1"])?;
+        let s = load()?;
+        drop(agent.guard);
+        eprintln!(
+            "bench {name} all-sampled-out run {i}: {:.0}/s",
+            s.throughput
+        );
+        all_sampled_out.push(s);
         for traced_first in [i % 2 == 1, i % 2 == 0] {
             if traced_first {
                 let agent = start_agent(bin, sink_port, ports, dir, &[])?;
@@ -251,6 +264,7 @@ fn interleaved(
         untraced,
         traced,
         floor,
+        all_sampled_out,
     })
 }
 
@@ -443,6 +457,7 @@ struct Row {
     untraced: Vec<Sample>,
     traced: Vec<Sample>,
     floor: Vec<Sample>,
+    all_sampled_out: Vec<Sample>,
     hooks: HookCost,
 }
 
@@ -451,6 +466,7 @@ impl Row {
         let u: Vec<f64> = self.untraced.iter().map(|s| s.throughput).collect();
         let t: Vec<f64> = self.traced.iter().map(|s| s.throughput).collect();
         let fl: Vec<f64> = self.floor.iter().map(|s| s.throughput).collect();
+        let so: Vec<f64> = self.all_sampled_out.iter().map(|s| s.throughput).collect();
         let p99u: Vec<f64> = self.untraced.iter().filter_map(|s| s.p99_ms).collect();
         let p99t: Vec<f64> = self.traced.iter().filter_map(|s| s.p99_ms).collect();
         let cpu: Vec<f64> = self
@@ -500,6 +516,8 @@ impl Row {
             "ratio": median(t.clone()) / median(u.clone()),
             "hooks_only_median": median(fl.clone()),
             "hooks_only_ratio": median(fl.clone()) / median(u.clone()),
+            "all_sampled_out_median": median(so.clone()),
+            "all_sampled_out_ratio": median(so.clone()) / median(u.clone()),
             "untraced_spread": spread(&u),
             "traced_spread": spread(&t),
             "p99_untraced_ms": median(p99u.clone()),
@@ -522,6 +540,7 @@ impl Row {
             "untraced": u,
             "traced": t,
             "hooks_only": fl,
+            "all_sampled_out": so,
         })
     }
 }
@@ -621,6 +640,7 @@ impl Ctx<'_> {
             untraced: runs.untraced,
             traced: runs.traced,
             floor: runs.floor,
+            all_sampled_out: runs.all_sampled_out,
             hooks,
         })
     }
@@ -785,18 +805,19 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s) | settled on arrival / released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | all sampled out ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s) | settled on arrival / released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}) | {:.0}% / {:.0}% / {:.2}% | {:.3}, {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}) | {:.0}% / {:.0}% / {:.2}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
             f("ratio"),
             f("hooks_only_ratio"),
+            f("all_sampled_out_ratio"),
             f("p99_ratio"),
             f("untraced_spread") * 100.0,
             f("traced_spread") * 100.0,
