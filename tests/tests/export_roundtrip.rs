@@ -52,13 +52,13 @@ fn http_ex(
             end_ns: t[3],
             request_bytes: 80,
             response_bytes: 120,
-            detail: Detail::Http(HttpInfo {
+            detail: Detail::Http(Box::new(HttpInfo {
                 method: "GET".into(),
                 path: path.into(),
                 version: "1.1".into(),
                 status: Some(200),
                 ..Default::default()
-            }),
+            })),
         },
         seq: 0,
         pure_client: false,
@@ -86,11 +86,11 @@ fn redis_ex(pid: u32, tid: u32, t: [u64; 4]) -> Exchange {
             end_ns: t[3],
             request_bytes: 20,
             response_bytes: 5,
-            detail: Detail::Redis(RedisInfo {
+            detail: Detail::Redis(Box::new(RedisInfo {
                 command: "GET".into(),
                 key: Some("k".into()),
                 ..Default::default()
-            }),
+            })),
         },
         seq: 0,
         pure_client: false,

@@ -158,27 +158,26 @@ fn record(req: Frame, resp: Option<Frame>) -> Option<Record> {
         extra_headers: h.extra_headers,
         upgraded: false,
     };
-    let mut rec = Record {
-        protocol: ProtocolKind::Http1,
-        start_ns,
-        end_ns,
-        request_end_ns: end_ns,
-        response_start_ns: 0,
-        request_bytes,
-        response_bytes: 0,
-        detail: Detail::Http(HttpInfo::default()),
-    };
+    let (mut rec_end_ns, mut response_start_ns, mut response_bytes) = (end_ns, 0, 0);
     if let Some(resp) = resp {
-        let (response_bytes, resp_body) = body_wire(&resp);
+        let (wire_bytes, resp_body) = body_wire(&resp);
         if let Message::Response(r) = &resp.msg {
             info.status = Some(r.status);
             info.upgraded = r.upgraded;
             info.response_content_length = r.content_length.or(resp_body);
         }
-        rec.end_ns = resp.end_ns;
-        rec.response_start_ns = resp.start_ns;
-        rec.response_bytes = response_bytes;
+        rec_end_ns = resp.end_ns;
+        response_start_ns = resp.start_ns;
+        response_bytes = wire_bytes;
     }
-    rec.detail = Detail::Http(info);
-    Some(rec)
+    Some(Record {
+        protocol: ProtocolKind::Http1,
+        start_ns,
+        end_ns: rec_end_ns,
+        request_end_ns: end_ns,
+        response_start_ns,
+        request_bytes,
+        response_bytes,
+        detail: Detail::Http(Box::new(info)),
+    })
 }

@@ -238,6 +238,6 @@ fn record(stream_id: u32, s: StreamAsm, reset: bool, grpc_conn: bool) -> Record 
         response_start_ns: if resp.started { resp.start_ns } else { 0 },
         request_bytes: req.bytes,
         response_bytes: resp.bytes,
-        detail: Detail::Grpc(info),
+        detail: Detail::Grpc(Box::new(info)),
     }
 }

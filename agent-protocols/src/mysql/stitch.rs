@@ -118,7 +118,7 @@ fn record(st: &State, req: &Frame, answers: &[Frame]) -> Record {
         response_start_ns: first.map_or(0, |f| f.start_ns),
         request_bytes: req.size,
         response_bytes: answers.iter().map(|f| f.size).sum(),
-        detail: Detail::Sql(SqlInfo {
+        detail: Detail::Sql(Box::new(SqlInfo {
             system: st.system(),
             database: st.database.clone(),
             user: st.user.clone(),
@@ -137,7 +137,7 @@ fn record(st: &State, req: &Frame, answers: &[Frame]) -> Record {
             batch_size: (batch >= 2 && matches!(req.msg, Msg::Req(Request::Query { .. })))
                 .then_some(batch),
             statement,
-        }),
+        })),
     }
 }
 

@@ -244,7 +244,7 @@ fn record(
         response_start_ns: acc.resp_start.unwrap_or(0),
         request_bytes: acc.req_bytes,
         response_bytes: acc.resp_bytes,
-        detail: Detail::Sql(SqlInfo {
+        detail: Detail::Sql(Box::new(SqlInfo {
             system: DbSystem::Postgresql,
             database: st.database.clone(),
             user: st.user.clone(),
@@ -258,7 +258,7 @@ fn record(
             error_message: o.error_message,
             batch_size: o.batch_size,
             statement,
-        }),
+        })),
     }
 }
 

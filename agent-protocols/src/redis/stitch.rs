@@ -189,6 +189,6 @@ fn record(req: Frame, resp: Option<Frame>, st: &mut State) -> Option<Record> {
         response_start_ns,
         request_bytes: req.bytes,
         response_bytes,
-        detail: Detail::Redis(info),
+        detail: Detail::Redis(Box::new(info)),
     })
 }

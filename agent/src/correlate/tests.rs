@@ -227,7 +227,11 @@ fn traceparent_join_keeps_tracestate_and_children_follow() {
         Role::Server,
         "127.0.0.1:80",
         "127.0.0.1:3000",
-        record(ProtocolKind::Http1, (100, 110, 900, 1000), Detail::Http(h)),
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 900, 1000),
+            Detail::Http(Box::new(h)),
+        ),
     );
     let cli = exchange(
         2,
@@ -752,7 +756,7 @@ fn http2_streams_pair_by_stream_id() {
             role,
             l,
             r,
-            record(ProtocolKind::Http2, t, Detail::Grpc(g)),
+            record(ProtocolKind::Http2, t, Detail::Grpc(Box::new(g))),
         )
     };
     // Two overlapping streams on one connection: timing alone cannot tell them apart.

@@ -52,7 +52,11 @@ fn http_server_span() {
         Role::Server,
         "10.0.0.1:8080",
         "10.0.0.9:5555",
-        record(ProtocolKind::Http1, (100, 110, 190, 200), Detail::Http(h)),
+        record(
+            ProtocolKind::Http1,
+            (100, 110, 190, 200),
+            Detail::Http(Box::new(h)),
+        ),
     );
     let sp = build(&ex);
     assert_eq!(sp.name, "GET");
@@ -135,7 +139,7 @@ fn http_client_span_and_other_method() {
         Role::Client,
         "10.0.0.1:40000",
         "10.0.0.2:8081",
-        record(ProtocolKind::Http1, (1, 2, 3, 4), Detail::Http(h)),
+        record(ProtocolKind::Http1, (1, 2, 3, 4), Detail::Http(Box::new(h))),
     );
     let sp = build(&ex);
     assert_eq!(sp.name, "HTTP");
@@ -167,7 +171,7 @@ fn http_client_span_and_other_method() {
         Role::Client,
         "10.0.0.1:40000",
         "10.0.0.2:80",
-        record(ProtocolKind::Http1, (1, 2, 3, 4), Detail::Http(h)),
+        record(ProtocolKind::Http1, (1, 2, 3, 4), Detail::Http(Box::new(h))),
     );
     let sp = build(&ex);
     assert_eq!(sp.attributes.get_str("url.full"), Some("http://backend/"));
@@ -187,7 +191,7 @@ fn grpc_spans_and_status_rules() {
             role,
             "127.0.0.1:40000",
             "127.0.0.1:50051",
-            record(ProtocolKind::Http2, (1, 2, 3, 4), Detail::Grpc(g)),
+            record(ProtocolKind::Http2, (1, 2, 3, 4), Detail::Grpc(Box::new(g))),
         )
     };
     let ok = build(&ex(Role::Client, Some(0)));
@@ -247,7 +251,7 @@ fn plain_http2_is_an_http_span() {
         Role::Client,
         "127.0.0.1:40000",
         "127.0.0.1:8443",
-        record(ProtocolKind::Http2, (1, 2, 3, 4), Detail::Grpc(g)),
+        record(ProtocolKind::Http2, (1, 2, 3, 4), Detail::Grpc(Box::new(g))),
     );
     let sp = build(&ex);
     assert_eq!(sp.name, "GET");
@@ -329,7 +333,11 @@ fn sql_error_batch_and_nameless() {
         Role::Client,
         "127.0.0.1:40000",
         "127.0.0.1:3306",
-        record(ProtocolKind::Mysql, (1, 2, 3, 4), Detail::Sql(info)),
+        record(
+            ProtocolKind::Mysql,
+            (1, 2, 3, 4),
+            Detail::Sql(Box::new(info)),
+        ),
     );
     let sp = build(&ex);
     assert_eq!(sp.name, "mysql");
@@ -374,13 +382,13 @@ fn redis_span() {
             ("network.peer.port", i(6379)),
         ],
     );
-    let d = Detail::Redis(agent_protocols::RedisInfo {
+    let d = Detail::Redis(Box::new(agent_protocols::RedisInfo {
         command: "HSET".into(),
         db_index: Some(3),
         error_prefix: Some("WRONGTYPE".into()),
         error_message: Some("WRONGTYPE Operation against a key".into()),
         ..Default::default()
-    });
+    }));
     let ex = exchange(
         1,
         1,

@@ -77,11 +77,11 @@ pub fn http(method: &str, path: &str, status: Option<u16>) -> HttpInfo {
 }
 
 pub fn http_detail(method: &str, path: &str, status: Option<u16>) -> Detail {
-    Detail::Http(http(method, path, status))
+    Detail::Http(Box::new(http(method, path, status)))
 }
 
 pub fn pg(op: &str, table: &str) -> Detail {
-    Detail::Sql(SqlInfo {
+    Detail::Sql(Box::new(SqlInfo {
         system: DbSystem::Postgresql,
         database: Some("shop".into()),
         user: Some("app".into()),
@@ -95,15 +95,15 @@ pub fn pg(op: &str, table: &str) -> Detail {
         error_message: None,
         batch_size: None,
         statement: None,
-    })
+    }))
 }
 
 pub fn redis(cmd: &str) -> Detail {
-    Detail::Redis(RedisInfo {
+    Detail::Redis(Box::new(RedisInfo {
         command: cmd.into(),
         key: Some("k".into()),
         ..Default::default()
-    })
+    }))
 }
 
 pub fn grpc(path: &str, status: Option<u32>) -> GrpcInfo {
