@@ -216,19 +216,21 @@ fn interleaved(
     let mut floor = Vec::new();
     let mut all_sampled_out = Vec::new();
     for i in 0..runs {
-        let agent = start_agent(bin, sink_port, ports, dir, &["--hooks-only"])?;
-        let s = load()?;
-        drop(agent.guard);
-        eprintln!("bench {name} hooks-only run {i}: {:.0}/s", s.throughput);
-        floor.push(s);
-        let agent = start_agent(bin, sink_port, ports, dir, &["--capture-budget", "1"])?;
-        let s = load()?;
-        drop(agent.guard);
-        eprintln!(
-            "bench {name} all-sampled-out run {i}: {:.0}/s",
-            s.throughput
-        );
-        all_sampled_out.push(s);
+        // The two reference runs only need the agent attached, not its figures.
+        for (label, args, out) in [
+            ("hooks-only", &["--hooks-only"][..], &mut floor),
+            (
+                "all-sampled-out",
+                &["--capture-budget", "1"][..],
+                &mut all_sampled_out,
+            ),
+        ] {
+            let agent = start_agent(bin, sink_port, ports, dir, args)?;
+            let s = load()?;
+            drop(agent.guard);
+            eprintln!("bench {name} {label} run {i}: {:.0}/s", s.throughput);
+            out.push(s);
+        }
         for traced_first in [i % 2 == 1, i % 2 == 0] {
             if traced_first {
                 let agent = start_agent(bin, sink_port, ports, dir, &[])?;
