@@ -76,6 +76,32 @@ pub const FLAG_PEEK_PROTOCOL: u8 = 0x80;
 /// exit-only read programs load them at these constant offsets (the verifier needs constants),
 /// and userspace attaches those programs only when the kernel's BTF agrees.
 pub const PT_REGS_ARGS: [u32; 3] = [112, 104, 96];
+/// x86_64 `struct pt_regs` offset of `orig_ax` (the syscall number, kept through the syscall).
+pub const PT_REGS_ORIG_AX: u32 = 120;
+/// x86_64 `struct pt_regs` offset of `cs`: the code segment the syscall came from.
+pub const PT_REGS_CS: u32 = 136;
+/// x86_64 user code segment of 64-bit code (`__USER_CS`). 32-bit processes (`__USER32_CS`)
+/// number their syscalls differently; the per-syscall tracepoints skip them, and so does the
+/// dispatch.
+pub const USER_CS_64: u64 = 0x33;
+
+/// Slots of the syscall number -> action table of the `raw_syscalls` dispatch.
+pub const SYSCALL_TABLE: u32 = 1024;
+
+/// What the `raw_syscalls` dispatch does with a syscall number (0: nothing). The data syscalls
+/// use their [`syscall`] code; the others follow.
+pub mod action {
+    pub use super::syscall::{
+        READ, READV, RECVFROM, RECVMSG, SENDFILE, SENDMSG, SENDTO, WRITE, WRITEV,
+    };
+    pub const NONE: u8 = 0;
+    pub const CONNECT: u8 = 16;
+    /// accept and accept4.
+    pub const ACCEPT: u8 = 17;
+    pub const CLOSE: u8 = 18;
+    /// dup2, dup3, close_range, unshare, io_uring_enter: fds may be replaced without a close().
+    pub const FD_TABLE_CHANGED: u8 = 19;
+}
 
 pub mod syscall {
     pub const READ: u8 = 1;

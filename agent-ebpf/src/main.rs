@@ -2,27 +2,29 @@
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
-//! tracewire kernel programs: syscall tracepoints for socket data and connection lifecycle,
-//! `sock:inet_sock_set_state` for TCP sockets that close without a close() we saw.
+//! tracewire kernel programs: the `raw_syscalls` dispatch ([`dispatch`]) or, where it cannot
+//! be used, one `syscalls:*` tracepoint per syscall, for socket data and connection
+//! lifecycle; `sock:inet_sock_set_state` for TCP sockets that close without a close() we saw.
 //! Entry points are thin; the work is in the modules.
 
 mod calls;
 mod capture;
 mod conn;
+mod dispatch;
 mod fdcache;
+mod lifecycle;
 mod maps;
 mod regs;
 mod sock;
 
-use agent_common::{
-    CONN_OP_ACCEPT, CONN_OP_CLOSE, CONN_OP_CONNECT, DIR_EGRESS, DIR_INGRESS, PendingConn,
-    ROLE_CLIENT, ROLE_SERVER, syscall,
-};
+use agent_common::{DIR_EGRESS, DIR_INGRESS, syscall};
 use aya_ebpf::{
-    EbpfContext, helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    EbpfContext,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
 };
 
-use maps::{CONNS, PENDING_CONN, SAMPLE_ALLOW, offsets};
+use maps::{CONNS, SAMPLE_ALLOW, offsets};
 
 /// Syscall tracepoint arguments are 8-byte slots after the 16-byte common header (the
 /// `syscalls:*` record layout is fixed: `__syscall_nr` padded to 8, then the arguments). Read
@@ -130,75 +132,25 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tw_enter_connect(ctx: TracePointContext) -> u32 {
-    pending(arg(&ctx, 0) as i32, CONN_OP_CONNECT);
+    lifecycle::connect_enter(arg(&ctx, 0) as i32);
     0
 }
 
-#[inline(always)]
-fn pending(fd: i32, op: u8) {
-    let id = bpf_get_current_pid_tgid();
-    if (id >> 32) as u32 == maps::config().agent_pid {
-        return;
-    }
-    let p = PendingConn {
-        fd,
-        op,
-        _pad: [0; 3],
-    };
-    let _ = PENDING_CONN.insert(id, p, 0);
-}
-
-/// Exit of connect: success (or a non-blocking connect in progress) opens a client connection
-/// with a fresh identity.
 #[tracepoint]
 pub fn tw_exit_connect(ctx: TracePointContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    let p = match unsafe { PENDING_CONN.get(id) } {
-        Some(p) => *p,
-        None => return 0,
-    };
-    let _ = PENDING_CONN.remove(id);
-    const EINPROGRESS: i64 = 115;
-    let r = ret(&ctx);
-    if r != 0 && r != -EINPROGRESS {
-        return 0;
-    }
-    fdcache::open_fresh(offsets(), p.fd as u64, ROLE_CLIENT, CONN_OP_CONNECT);
+    lifecycle::connect_exit(ret(&ctx));
     0
 }
 
-/// Exit of accept/accept4: the returned fd is a new server connection. No entry state is needed,
-/// so a server already blocked in accept() when the agent started is still seen.
 #[tracepoint]
 pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    if (id >> 32) as u32 == maps::config().agent_pid {
-        return 0;
-    }
-    let r = ret(&ctx);
-    if r < 0 {
-        return 0;
-    }
-    fdcache::open_fresh(offsets(), r as u64, ROLE_SERVER, CONN_OP_ACCEPT);
+    lifecycle::accept_exit(ret(&ctx));
     0
 }
 
 #[tracepoint]
 pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
-    let fd = arg(&ctx, 0);
-    let o = offsets();
-    let Some((s, kept)) = fdcache::take(o, fd) else {
-        return 0;
-    };
-    // The state this process kept for the fd, else the socket's (an fd it never used).
-    let st = kept.or_else(|| unsafe { CONNS.get(s.sk) }.copied());
-    if let Some(st) = st {
-        if st.selected != 0 {
-            conn::emit_conn(o, &s, &st, CONN_OP_CLOSE, fd as i32);
-        }
-        let _ = CONNS.remove(s.sk);
-        let _ = SAMPLE_ALLOW.remove(s.sk);
-    }
+    lifecycle::close_enter(arg(&ctx, 0));
     0
 }
 
@@ -224,7 +176,7 @@ pub fn tw_sock_state(ctx: TracePointContext) -> u32 {
 /// replaced without a close() we saw.
 #[tracepoint]
 pub fn tw_fd_table_changed(_ctx: TracePointContext) -> u32 {
-    fdcache::new_generation((bpf_get_current_pid_tgid() >> 32) as u32);
+    lifecycle::fd_table_changed();
     0
 }
 
@@ -247,6 +199,18 @@ pub fn tw_new_task(ctx: TracePointContext) -> u32 {
 /// Does nothing: attached in place of the real programs to measure what the hooks alone cost.
 #[tracepoint]
 pub fn tw_null(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+/// Does nothing, on `raw_syscalls:sys_enter` (hooks-only, with the dispatch).
+#[btf_tracepoint(function = "sys_enter")]
+pub fn tw_null_sys_enter(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+/// Does nothing, on `raw_syscalls:sys_exit` (hooks-only, with the dispatch).
+#[btf_tracepoint(function = "sys_exit")]
+pub fn tw_null_sys_exit(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 

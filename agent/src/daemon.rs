@@ -63,9 +63,10 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         .map(|h| format!("{}:{}", h.category, h.name))
         .collect();
     eprintln!(
-        "tracewire: tracing via {} tracepoints ({}); reads seen {}; kprobes/fentry not used",
+        "tracewire: tracing via {} tracepoints ({}): {}; reads seen {}; kprobes/fentry not used",
         hooks.len(),
         hooks.join(", "),
+        crate::probes::syscall_hooks_mode(probes.syscall_dispatch),
         crate::probes::reads_mode(probes.exit_only_reads)
     );
     let mut ring = probes.take_ring()?;

@@ -149,11 +149,32 @@ struct RunArgs {
     /// nothing, to measure what the hooks alone cost on this kernel.
     #[arg(long)]
     hooks_only: bool,
+    #[command(flatten)]
+    hooks: HookArgs,
+}
+
+/// How syscalls are hooked; the defaults pick the cheapest way this kernel offers.
+#[derive(clap::Args, Clone, Copy)]
+struct HookArgs {
+    /// One `syscalls:*` tracepoint per syscall, as on kernels where the `raw_syscalls`
+    /// dispatch cannot be used (no BTF-typed tracepoints, or not x86_64).
+    #[arg(long)]
+    per_syscall_tracepoints: bool,
     /// See reads through an entry and an exit program, as on kernels where their exit cannot
-    /// read the arguments from the saved registers (before 5.15, or not x86_64). By default a
-    /// read costs one program run, at its exit.
+    /// read the arguments from the saved registers (before 5.15). Implies
+    /// --per-syscall-tracepoints. By default a read costs one program run, at its exit.
     #[arg(long)]
     reads_at_entry: bool,
+}
+
+impl HookArgs {
+    fn apply(self, cfg: ProbeConfig) -> ProbeConfig {
+        ProbeConfig {
+            reads_at_entry: self.reads_at_entry,
+            per_syscall_tracepoints: self.per_syscall_tracepoints || self.reads_at_entry,
+            ..cfg
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -172,9 +193,8 @@ enum Cmd {
         /// Stop after this many seconds (default: until Ctrl-C).
         #[arg(long)]
         duration: Option<f64>,
-        /// See reads through an entry and an exit program (as `run --reads-at-entry`).
-        #[arg(long)]
-        reads_at_entry: bool,
+        #[command(flatten)]
+        hooks: HookArgs,
     },
     /// Offline benchmark of the userspace path (conntrack, parsers, spans, correlation, OTLP
     /// encoding) on synthetic captured events; one core.
@@ -213,8 +233,8 @@ fn main() -> ExitCode {
             filter,
             json,
             duration,
-            reads_at_entry,
-        } => capture(&filter, json, duration, reads_at_entry),
+            hooks,
+        } => capture(&filter, json, duration, hooks),
         Cmd::Version => {
             println!("tracewire {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -243,7 +263,7 @@ fn run(args: RunArgs) -> Result<()> {
         max_held_spans,
         capture_budget,
         hooks_only,
-        reads_at_entry,
+        hooks,
     } = args;
     let export = tracewire::exportcfg::ExportConfig::from_env(&export.args())
         .context("export configuration")?;
@@ -259,11 +279,10 @@ fn run(args: RunArgs) -> Result<()> {
     };
     conntrack.parser.keep_raw_query = keep_raw_query;
     let cfg = tracewire::daemon::DaemonConfig {
-        probes: ProbeConfig {
+        probes: hooks.apply(ProbeConfig {
             hooks_only,
-            reads_at_entry,
             ..filter.probe_config()
-        },
+        }),
         conntrack,
         pipeline,
         channel_capacity: 16384,
@@ -313,6 +332,18 @@ fn check() -> Result<()> {
             h.category, h.name, h.purpose
         );
     }
+    for h in probes::RAW_SYSCALL_HOOKS {
+        let st = match probes::hook_status(&root, h) {
+            probes::HookStatus::Available => "available".to_string(),
+            probes::HookStatus::Missing(why) => {
+                format!("absent, one tracepoint per syscall instead: {why}")
+            }
+        };
+        println!(
+            "hook tracepoint/{}/{} (BTF-typed, preferred): {st} ({})",
+            h.category, h.name, h.purpose
+        );
+    }
     println!("hook kprobe/fentry: not used (tracepoints suffice)");
     if !missing.is_empty() {
         anyhow::bail!("required hooks missing: {}", missing.join(", "));
@@ -320,6 +351,10 @@ fn check() -> Result<()> {
     // Prove the programs pass the verifier and attach here.
     let p = Probes::load(&ProbeConfig::default())?;
     println!("programs: loaded and attached {} hooks", p.attached.len());
+    println!(
+        "syscalls: {}",
+        probes::syscall_hooks_mode(p.syscall_dispatch)
+    );
     println!("reads: {}", probes::reads_mode(p.exit_only_reads));
     for (name, insns) in p.verifier_costs() {
         match insns {
@@ -327,16 +362,30 @@ fn check() -> Result<()> {
             None => println!("verifier: {name}: loaded (count not reported by this kernel)"),
         }
     }
-    if p.exit_only_reads {
-        // The fallback must load too: a kernel refusing the exit-only reads gets it.
-        drop(p);
-        let cfg = ProbeConfig {
-            reads_at_entry: true,
-            ..ProbeConfig::default()
-        };
-        let p = Probes::load(&cfg).context("loading the entry-and-exit read fallback")?;
+    // The fallbacks must load too: a kernel refusing the dispatch or the exit-only reads
+    // gets them.
+    drop(p);
+    for (what, cfg) in [
+        (
+            "per-syscall tracepoints",
+            ProbeConfig {
+                per_syscall_tracepoints: true,
+                ..ProbeConfig::default()
+            },
+        ),
+        (
+            "reads at entry and exit",
+            ProbeConfig {
+                per_syscall_tracepoints: true,
+                reads_at_entry: true,
+                ..ProbeConfig::default()
+            },
+        ),
+    ] {
+        let p = Probes::load(&cfg).with_context(|| format!("loading the fallback: {what}"))?;
         println!(
-            "fallback: reads {} also load ({} hooks)",
+            "fallback: {}, reads {}: loads ({} hooks)",
+            probes::syscall_hooks_mode(p.syscall_dispatch),
             probes::reads_mode(p.exit_only_reads),
             p.attached.len()
         );
@@ -376,14 +425,12 @@ impl<W: Write> tracewire::ingest::EventSink for CaptureSink<W> {
     }
 }
 
-fn capture(f: &FilterArgs, json: bool, duration: Option<f64>, reads_at_entry: bool) -> Result<()> {
-    let mut probes = Probes::load(&ProbeConfig {
-        reads_at_entry,
-        ..f.probe_config()
-    })?;
+fn capture(f: &FilterArgs, json: bool, duration: Option<f64>, hooks: HookArgs) -> Result<()> {
+    let mut probes = Probes::load(&hooks.apply(f.probe_config()))?;
     eprintln!(
-        "tracewire: capturing via {} tracepoints (no kprobes), reads seen {}; Ctrl-C to stop",
+        "tracewire: capturing via {} tracepoints (no kprobes): {}; reads seen {}; Ctrl-C to stop",
         probes.attached.len(),
+        probes::syscall_hooks_mode(probes.syscall_dispatch),
         probes::reads_mode(probes.exit_only_reads)
     );
     let mut ring = probes.take_ring()?;

@@ -174,36 +174,49 @@ fn writev_client_and_many_small_reads() {
     assert_eq!(concat(&sr), expected);
 }
 
-/// Every read syscall, seen both ways the agent can attach reads: at their exit alone
-/// (arguments from the saved registers) and through entry and exit programs (the fallback).
+/// Every read syscall, seen every way the agent can hook syscalls: the `raw_syscalls`
+/// dispatch (the default here), one tracepoint per syscall with reads at their exit alone
+/// (arguments from the saved registers), and entry and exit programs (the last fallback).
 #[test]
-fn every_read_syscall_in_both_read_modes() {
-    if !require_ebpf("every_read_syscall_in_both_read_modes") {
+fn every_read_syscall_in_every_hook_mode() {
+    if !require_ebpf("every_read_syscall_in_every_hook_mode") {
         return;
     }
     let size = 600;
     let expected: Vec<u8> = (0..size).map(|i| (i % 26) as u8 + 65).collect();
-    for reads_at_entry in [false, true] {
+    let modes: [(&str, Option<&str>, &str); 3] = [
+        ("dispatch", None, "dispatching by syscall number"),
+        (
+            "per-syscall",
+            Some("--per-syscall-tracepoints"),
+            "reads seen at their exit only",
+        ),
+        (
+            "reads at entry",
+            Some("--reads-at-entry"),
+            "at entry and exit",
+        ),
+    ];
+    for (mode, flag, announced) in modes {
         for (how, syscall) in [("recv", 3), ("read", 1), ("readv", 7), ("recvmsg", 5)] {
             let port = free_port();
             let (server, _out) = spawn_pair_server_reading(port, 50, size, how);
             let mut args = vec!["--port".to_string(), port.to_string()];
-            if reads_at_entry {
-                args.push("--reads-at-entry".into());
-            }
+            args.extend(flag.map(String::from));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let agent = capture(&args);
-            let mode = agent.stderr().join("\n");
+            let stderr = agent.stderr().join("\n");
+            assert!(stderr.contains(announced), "{mode} announced: {stderr}");
             assert_eq!(
-                mode.contains("at entry and exit"),
-                reads_at_entry,
-                "read mode announced: {mode}"
+                stderr.contains("one syscalls:* tracepoint per syscall"),
+                flag.is_some(),
+                "{mode}: {stderr}"
             );
             run_client(port, "sendall", size);
             drop(server);
             std::thread::sleep(std::time::Duration::from_millis(300));
             let evs = json_lines(&agent.stop());
-            let what = format!("{how} (reads at entry: {reads_at_entry})");
+            let what = format!("{how} ({mode})");
             let s = conn_events(&evs, "accept")[0];
             let sr = data_of(&evs, s["conn_id"].as_u64().expect("id"), "ingress");
             assert!(sr.len() >= size / 50, "{what}: {} reads", sr.len());

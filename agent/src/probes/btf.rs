@@ -116,6 +116,14 @@ impl KernelBtf {
         [at("di"), at("si"), at("dx")] == agent_common::PT_REGS_ARGS.map(Some)
     }
 
+    /// The `raw_syscalls` dispatch also reads the syscall number and the code segment.
+    pub fn syscall_dispatch_regs(&self) -> bool {
+        let at = |f: &str| self.offset_of("pt_regs", f).ok();
+        self.syscall_args_in_regs()
+            && at("orig_ax") == Some(agent_common::PT_REGS_ORIG_AX)
+            && at("cs") == Some(agent_common::PT_REGS_CS)
+    }
+
     /// Every offset the kernel programs need.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         Ok(KernelOffsets {
@@ -168,6 +176,7 @@ mod tests {
         assert!(o.task_files > 0 && o.file_private_data > 0 && o.socket_sk > 0);
         #[cfg(target_arch = "x86_64")]
         assert!(k.syscall_args_in_regs());
+        assert!(k.syscall_dispatch_regs());
         assert!(matches!(
             k.offset_of("sock_common", "no_such_field"),
             Err(BtfError::NoField { .. })

@@ -93,6 +93,55 @@ pub static HOOKS: &[Hook] = &[
     },
 ];
 
+/// The `raw_syscalls` tracepoints the dispatch attaches to instead of the `syscalls:*` hooks
+/// (BTF-typed programs, kernel 5.5+, x86_64 register layout checked against BTF).
+pub static RAW_SYSCALL_HOOKS: &[Hook] = &[
+    Hook {
+        program: "tw_sys_enter",
+        category: "raw_syscalls",
+        name: "sys_enter",
+        purpose: "entries of the traced syscalls, dispatched by number",
+    },
+    Hook {
+        program: "tw_sys_exit",
+        category: "raw_syscalls",
+        name: "sys_exit",
+        purpose: "exits of the traced syscalls, dispatched by number",
+    },
+];
+
+/// What the dispatch does with each syscall number of this architecture.
+#[cfg(target_arch = "x86_64")]
+pub fn syscall_actions() -> Vec<(i64, u8)> {
+    use agent_common::action as a;
+    vec![
+        (libc::SYS_read, a::READ),
+        (libc::SYS_write, a::WRITE),
+        (libc::SYS_recvfrom, a::RECVFROM),
+        (libc::SYS_sendto, a::SENDTO),
+        (libc::SYS_recvmsg, a::RECVMSG),
+        (libc::SYS_sendmsg, a::SENDMSG),
+        (libc::SYS_readv, a::READV),
+        (libc::SYS_writev, a::WRITEV),
+        (libc::SYS_sendfile, a::SENDFILE),
+        (libc::SYS_connect, a::CONNECT),
+        (libc::SYS_accept, a::ACCEPT),
+        (libc::SYS_accept4, a::ACCEPT),
+        (libc::SYS_close, a::CLOSE),
+        (libc::SYS_dup2, a::FD_TABLE_CHANGED),
+        (libc::SYS_dup3, a::FD_TABLE_CHANGED),
+        (libc::SYS_close_range, a::FD_TABLE_CHANGED),
+        (libc::SYS_unshare, a::FD_TABLE_CHANGED),
+        (libc::SYS_io_uring_enter, a::FD_TABLE_CHANGED),
+    ]
+}
+
+/// Elsewhere the dispatch is not used (its register offsets are x86_64's).
+#[cfg(not(target_arch = "x86_64"))]
+pub fn syscall_actions() -> Vec<(i64, u8)> {
+    Vec::new()
+}
+
 /// read/recv seen at their exit only, their arguments read back from the saved user registers
 /// (`bpf_task_pt_regs`, kernel 5.15+, x86_64 register layout checked against BTF): one program
 /// run per read instead of two, and no socket lookup for failed reads.
@@ -246,5 +295,46 @@ mod format_tests {
         assert!(off("task", "task_newtask", "clone_flags").is_some());
         assert!(off("sock", "inet_sock_set_state", "skaddr").is_some());
         assert!(off("sock", "inet_sock_set_state", "newstate").is_some());
+    }
+}
+
+#[cfg(test)]
+mod dispatch_table_tests {
+    use super::syscall_actions;
+    use agent_common::{SYSCALL_TABLE, action};
+
+    /// Every syscall the per-syscall tracepoints hook has its number in the dispatch table,
+    /// once, inside the table's bounds.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_dispatch_table_covers_the_hooked_syscalls_once() {
+        let t = syscall_actions();
+        let mut nrs: Vec<i64> = t.iter().map(|(nr, _)| *nr).collect();
+        nrs.sort_unstable();
+        nrs.dedup();
+        assert_eq!(nrs.len(), t.len(), "a syscall number twice");
+        assert!(
+            t.iter()
+                .all(|(nr, a)| (0..SYSCALL_TABLE as i64).contains(nr) && *a != action::NONE)
+        );
+        let of = |nr: i64| t.iter().find(|(n, _)| *n == nr).map(|(_, a)| *a);
+        assert_eq!(of(libc::SYS_write), Some(action::WRITE));
+        assert_eq!(of(libc::SYS_recvmsg), Some(action::RECVMSG));
+        assert_eq!(of(libc::SYS_accept4), Some(action::ACCEPT));
+        assert_eq!(of(libc::SYS_getppid), None);
+        // As many data/lifecycle syscalls as the per-syscall hook list names (io_uring_enter
+        // is optional there).
+        let per_syscall: std::collections::BTreeSet<&str> = super::HOOKS
+            .iter()
+            .chain(super::READ_HOOKS_ENTRY_EXIT)
+            .chain(super::OPTIONAL_HOOKS)
+            .filter(|h| h.category == "syscalls")
+            .map(|h| {
+                h.name
+                    .trim_start_matches("sys_enter_")
+                    .trim_start_matches("sys_exit_")
+            })
+            .collect();
+        assert_eq!(per_syscall.len(), t.len(), "{per_syscall:?}");
     }
 }

@@ -13,12 +13,12 @@ use crate::model::{ConnKey, Role};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{BtfTracePoint, TracePoint},
 };
 
 pub use hooks::{
-    HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, READ_HOOKS_ENTRY_EXIT, READ_HOOKS_EXIT_ONLY,
-    hook_status, read_hooks,
+    HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, RAW_SYSCALL_HOOKS, READ_HOOKS_ENTRY_EXIT,
+    READ_HOOKS_EXIT_ONLY, hook_status, read_hooks, syscall_actions,
 };
 
 /// Which processes to trace; empty means all.
@@ -44,8 +44,10 @@ pub struct ProbeConfig {
     /// Attach a no-op program to every hook instead of the real ones (benchmark floor).
     pub hooks_only: bool,
     /// Reads through entry and exit programs even where their exits could read the arguments
-    /// from the saved registers.
+    /// from the saved registers (implies `per_syscall_tracepoints`).
     pub reads_at_entry: bool,
+    /// One `syscalls:*` tracepoint per syscall even where the `raw_syscalls` dispatch works.
+    pub per_syscall_tracepoints: bool,
 }
 
 impl Default for ProbeConfig {
@@ -57,6 +59,7 @@ impl Default for ProbeConfig {
             ring_bytes: 8 * 1024 * 1024,
             hooks_only: false,
             reads_at_entry: false,
+            per_syscall_tracepoints: false,
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct Probes {
     pub attached: Vec<&'static Hook>,
     /// Reads are seen at their exit only (arguments from the saved registers).
     pub exit_only_reads: bool,
+    /// Syscalls are seen through the `raw_syscalls` dispatch, not one tracepoint per syscall.
+    pub syscall_dispatch: bool,
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -111,10 +116,19 @@ pub fn preflight() -> Result<PathBuf> {
     Ok(tracefs)
 }
 
+/// How syscalls are hooked, for the start-up message and `check`.
+pub fn syscall_hooks_mode(dispatch: bool) -> &'static str {
+    if dispatch {
+        "raw_syscalls:sys_enter/sys_exit, one BTF-typed program each, dispatching by syscall number"
+    } else {
+        "one syscalls:* tracepoint per syscall"
+    }
+}
+
 /// How reads are seen, for the start-up message and `check`.
 pub fn reads_mode(exit_only: bool) -> &'static str {
     if exit_only {
-        "at their exit only (arguments from the saved registers, bpf_task_pt_regs)"
+        "at their exit only (arguments from the saved user registers)"
     } else {
         "at entry and exit"
     }
@@ -131,6 +145,70 @@ fn loaded_program<'a>(ebpf: &'a mut Ebpf, hook: &Hook) -> Result<&'a mut TracePo
             .with_context(|| format!("verifier rejected {}", hook.program))?;
     }
     Ok(prog)
+}
+
+/// The program that returns at once, loaded (hooks-only runs).
+fn null_program(ebpf: &mut Ebpf) -> Result<&mut TracePoint> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut("tw_null")
+        .context("program tw_null missing from the object")?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load().context("verifier rejected tw_null")?;
+    }
+    Ok(prog)
+}
+
+/// Attaches the `raw_syscalls` dispatch and the hooks that are not syscalls (exec, new
+/// processes, TCP state); with `hooks_only`, programs that return at once in their place.
+fn attach_dispatch(ebpf: &mut Ebpf, hooks_only: bool) -> Result<Vec<&'static Hook>> {
+    {
+        let mut table: Array<_, u8> = Array::try_from(
+            ebpf.map_mut("SYSCALL_ACTIONS")
+                .context("SYSCALL_ACTIONS missing")?,
+        )?;
+        for (nr, action) in syscall_actions() {
+            let slot = u32::try_from(nr)
+                .ok()
+                .filter(|n| *n < agent_common::SYSCALL_TABLE)
+                .with_context(|| format!("syscall number {nr} outside the dispatch table"))?;
+            table.set(slot, action, 0)?;
+        }
+    }
+    let mut attached = Vec::new();
+    let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    for hook in RAW_SYSCALL_HOOKS {
+        let name = if hooks_only {
+            match hook.name {
+                "sys_enter" => "tw_null_sys_enter",
+                _ => "tw_null_sys_exit",
+            }
+        } else {
+            hook.program
+        };
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()?;
+        prog.load(hook.name, &btf)
+            .with_context(|| format!("verifier rejected {name}"))?;
+        prog.attach()
+            .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
+        attached.push(hook);
+    }
+    drop(btf);
+    crate::memory::release_free_memory();
+    for hook in HOOKS.iter().filter(|h| h.category != "syscalls") {
+        let prog = if hooks_only {
+            null_program(ebpf)?
+        } else {
+            loaded_program(ebpf, hook)?
+        };
+        prog.attach(hook.category, hook.name)
+            .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
+        attached.push(hook);
+    }
+    Ok(attached)
 }
 
 /// Loads (verifies) the programs of `hooks` without attaching them.
@@ -163,6 +241,10 @@ impl Probes {
         let regs_usable = cfg!(target_arch = "x86_64")
             && kernel_btf.syscall_args_in_regs()
             && !cfg.reads_at_entry;
+        let dispatch_usable = regs_usable
+            && !cfg.per_syscall_tracepoints
+            && kernel_btf.syscall_dispatch_regs()
+            && !syscall_actions().is_empty();
         drop(kernel_btf);
         // The parsed BTF is gone; return its pages before the loader parses BTF again, so the
         // two parses do not add up in the peak.
@@ -185,24 +267,44 @@ impl Probes {
             ..CaptureConfig::default()
         };
         bump_memlock();
-        let mut ebpf = EbpfLoader::new()
-            .override_global("OFFSETS", &offsets, true)
-            .override_global("CONFIG", &ccfg, true)
-            .map_max_entries("EVENTS", cfg.ring_bytes)
-            .map_max_entries("SCRATCH", possible_cpus()?)
-            .load(EBPF_OBJECT)
-            .context("loading the eBPF programs into the kernel")?;
-        fill_filter(&mut ebpf, &cfg.filter)?;
+        let load_object = || -> Result<Ebpf> {
+            let mut ebpf = EbpfLoader::new()
+                .override_global("OFFSETS", &offsets, true)
+                .override_global("CONFIG", &ccfg, true)
+                .map_max_entries("EVENTS", cfg.ring_bytes)
+                .map_max_entries("SCRATCH", possible_cpus()?)
+                .load(EBPF_OBJECT)
+                .context("loading the eBPF programs into the kernel")?;
+            fill_filter(&mut ebpf, &cfg.filter)?;
+            Ok(ebpf)
+        };
+        let mut ebpf = load_object()?;
+        if dispatch_usable {
+            match attach_dispatch(&mut ebpf, cfg.hooks_only) {
+                Ok(attached) => {
+                    return Ok(Self {
+                        ebpf,
+                        attached,
+                        exit_only_reads: true,
+                        syscall_dispatch: true,
+                    });
+                }
+                Err(e) => {
+                    eprintln!(
+                        "tracewire: one tracepoint per syscall instead of raw_syscalls: {e:#}"
+                    );
+                    // A fresh object: whatever the failed attempt attached goes with the old one.
+                    drop(ebpf);
+                    ebpf = load_object()?;
+                }
+            }
+        }
 
         let mut attached = Vec::new();
         if cfg.hooks_only {
             // The benchmark's floor: every hook attached, each running a program that returns
             // at once, so what the hooks alone cost is measured in the same run.
-            let prog: &mut TracePoint = ebpf
-                .program_mut("tw_null")
-                .context("program tw_null missing from the object")?
-                .try_into()?;
-            prog.load().context("verifier rejected tw_null")?;
+            let prog = null_program(&mut ebpf)?;
             for hook in HOOKS.iter().chain(read_hooks(regs_usable)) {
                 prog.attach(hook.category, hook.name)
                     .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
@@ -212,6 +314,7 @@ impl Probes {
                 ebpf,
                 attached,
                 exit_only_reads: regs_usable,
+                syscall_dispatch: false,
             });
         }
         // Exit-only reads need bpf_task_pt_regs (5.15+): where the verifier refuses them, the
@@ -241,6 +344,7 @@ impl Probes {
             ebpf,
             attached,
             exit_only_reads,
+            syscall_dispatch: false,
         })
     }
 
