@@ -322,6 +322,23 @@ fn wrk(port: u16, seconds: u32) -> Result<Sample> {
     Ok(s)
 }
 
+/// The pinned one-thread loopback request/response load (`pingpong`): exchanges per second,
+/// the best of 5 rounds of `n`.
+fn pingpong(bin: &Path, port: u16, n: u32) -> Result<Sample> {
+    let t = std::time::Instant::now();
+    let out = output(Command::new(bin).args([port.to_string(), n.to_string()]))?;
+    let throughput = out
+        .lines()
+        .find_map(|l| l.strip_prefix("exchanges/s:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("pingpong printed no rate: {out}"))?;
+    Ok(Sample {
+        throughput,
+        seconds: t.elapsed().as_secs_f64(),
+        ..Sample::default()
+    })
+}
+
 fn parse_ms(v: &str) -> Option<f64> {
     if let Some(x) = v.strip_suffix("us") {
         x.parse::<f64>().ok().map(|x| x / 1000.0)
@@ -550,6 +567,7 @@ impl Row {
 pub fn run(runs: u32, seconds: u32, only: Option<&str>) -> Result<()> {
     let bin = build_agent(true)?;
     let sink = sink_bin()?;
+    let pingpong_bin = sink.with_file_name("pingpong");
     let out_dir = root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
     let dir = tempfile_dir(&out_dir)?;
@@ -574,6 +592,11 @@ pub fn run(runs: u32, seconds: u32, only: Option<&str>) -> Result<()> {
     const REDIS: [&str; 2] = ["redis GET/SET no pipelining", "redis GET/SET -P 16"];
     const PGBENCH: [&str; 2] = ["pgbench select-only", "pgbench tpc-b"];
     let any_wanted = |names: &[&str]| names.iter().any(|n| wanted(n));
+    const LOOPBACK: &str = "loopback req/resp, 1 pinned thread";
+    if wanted(LOOPBACK) {
+        let port = free_port()?;
+        rows.push(ctx.scenario(LOOPBACK, port, || pingpong(&pingpong_bin, port, 100_000))?);
+    }
     if wanted("http nginx+wrk -t1 -c32") {
         let (port, _nginx) = start_nginx(&dir)?;
         rows.push(ctx.scenario("http nginx+wrk -t1 -c32", port, || wrk(port, seconds))?);
@@ -662,6 +685,8 @@ fn sink_bin() -> Result<PathBuf> {
         "tracewire-e2e",
         "--bin",
         "otlp-sink",
+        "--bin",
+        "pingpong",
     ]))?;
     Ok(root().join("target/release/otlp-sink"))
 }
