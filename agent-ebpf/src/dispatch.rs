@@ -1,13 +1,14 @@
-//! Every syscall through the two `raw_syscalls` tracepoints, as BTF-typed programs: one run per
-//! syscall entry and exit that looks the syscall number up in a table userspace filled
-//! ([`SYSCALL_ACTIONS`]) and returns at once for the syscalls the agent does not trace.
+//! `--raw-syscalls`: every syscall through the two `raw_syscalls` tracepoints, as BTF-typed
+//! programs: one run per syscall entry and exit that looks the syscall number up in a table
+//! userspace filled ([`SYSCALL_ACTIONS`]) and returns at once for the syscalls the agent does
+//! not trace.
 //!
-//! Why not one `syscalls:*` tracepoint per syscall: the kernel runs a program attached there
-//! through perf, which builds a record of the arguments in a per-CPU perf buffer first. An
-//! empty program costs about 90 ns per run that way against about 35 ns here, and a traced
-//! socket syscall runs two of them. The price is a run on every other syscall too (about
-//! 65 ns). Arguments come from the saved user registers, read with direct loads the verifier
-//! checks against `struct pt_regs` (userspace checked the layout against the kernel's BTF).
+//! The trade-off against one `syscalls:*` tracepoint per traced syscall (the default): the
+//! kernel runs a program attached there through perf, which builds a record of the arguments
+//! in a per-CPU perf buffer first, about 90 ns per empty program run against about 35 ns here;
+//! but these programs also run on every syscall the agent does not trace (about 65 ns each).
+//! Arguments come from the saved user registers, read with direct loads the verifier checks
+//! against `struct pt_regs` (userspace checked the layout against the kernel's BTF).
 
 use agent_common::{
     DIR_EGRESS, DIR_INGRESS, PT_REGS_ARGS, PT_REGS_CS, PT_REGS_ORIG_AX, SYSCALL_TABLE, USER_CS_64,

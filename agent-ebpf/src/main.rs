@@ -2,9 +2,10 @@
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
-//! tracewire kernel programs: the `raw_syscalls` dispatch ([`dispatch`]) or, where it cannot
-//! be used, one `syscalls:*` tracepoint per syscall, for socket data and connection
-//! lifecycle; `sock:inet_sock_set_state` for TCP sockets that close without a close() we saw.
+//! tracewire kernel programs: one `syscalls:*` tracepoint per traced syscall (or, with
+//! `--raw-syscalls`, the `raw_syscalls` dispatch in [`dispatch`]) for socket data and
+//! connection lifecycle; `sock:inet_sock_set_state` for TCP sockets that close without a
+//! close() we saw.
 //! Entry points are thin; the work is in the modules.
 
 mod calls;

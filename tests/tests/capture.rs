@@ -43,9 +43,24 @@ fn curl_to_nginx_keepalive_both_sides() {
     if !require_ebpf("curl_to_nginx_keepalive_both_sides") {
         return;
     }
+    curl_to_nginx_both_sides(&[]);
+}
+
+/// The same through the `raw_syscalls` dispatch: connect, accept, writes and reads.
+#[test]
+fn curl_to_nginx_keepalive_both_sides_with_raw_syscalls() {
+    if !require_ebpf("curl_to_nginx_keepalive_both_sides_with_raw_syscalls") {
+        return;
+    }
+    curl_to_nginx_both_sides(&["--raw-syscalls"]);
+}
+
+fn curl_to_nginx_both_sides(extra: &[&str]) {
     let nginx = Nginx::start("");
     let port = nginx.port.to_string();
-    let agent = capture(&["--port", &port]);
+    let mut args = vec!["--port", port.as_str()];
+    args.extend_from_slice(extra);
+    let agent = capture(&args);
     let url = |p: &str| format!("http://127.0.0.1:{}{p}", nginx.port);
     let out = Command::new("curl")
         .args(["-s", &url("/a"), &url("/b?x=1"), &url("/c")])
@@ -174,9 +189,9 @@ fn writev_client_and_many_small_reads() {
     assert_eq!(concat(&sr), expected);
 }
 
-/// Every read syscall, seen every way the agent can hook syscalls: the `raw_syscalls`
-/// dispatch (the default here), one tracepoint per syscall with reads at their exit alone
-/// (arguments from the saved registers), and entry and exit programs (the last fallback).
+/// Every read syscall, seen every way the agent can hook syscalls: one tracepoint per syscall
+/// with reads at their exit alone (arguments from the saved registers; the default), the
+/// `raw_syscalls` dispatch (`--raw-syscalls`), and entry and exit programs (the fallback).
 #[test]
 fn every_read_syscall_in_every_hook_mode() {
     if !require_ebpf("every_read_syscall_in_every_hook_mode") {
@@ -185,11 +200,11 @@ fn every_read_syscall_in_every_hook_mode() {
     let size = 600;
     let expected: Vec<u8> = (0..size).map(|i| (i % 26) as u8 + 65).collect();
     let modes: [(&str, Option<&str>, &str); 3] = [
-        ("dispatch", None, "dispatching by syscall number"),
+        ("per-syscall", None, "reads seen at their exit only"),
         (
-            "per-syscall",
-            Some("--per-syscall-tracepoints"),
-            "reads seen at their exit only",
+            "raw syscalls",
+            Some("--raw-syscalls"),
+            "dispatching by syscall number",
         ),
         (
             "reads at entry",
@@ -209,7 +224,7 @@ fn every_read_syscall_in_every_hook_mode() {
             assert!(stderr.contains(announced), "{mode} announced: {stderr}");
             assert_eq!(
                 stderr.contains("one syscalls:* tracepoint per syscall"),
-                flag.is_some(),
+                flag != Some("--raw-syscalls"),
                 "{mode}: {stderr}"
             );
             run_client(port, "sendall", size);

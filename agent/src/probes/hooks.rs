@@ -93,8 +93,9 @@ pub static HOOKS: &[Hook] = &[
     },
 ];
 
-/// The `raw_syscalls` tracepoints the dispatch attaches to instead of the `syscalls:*` hooks
-/// (BTF-typed programs, kernel 5.5+, x86_64 register layout checked against BTF).
+/// The `raw_syscalls` tracepoints the dispatch (`--raw-syscalls`) attaches to instead of the
+/// `syscalls:*` hooks (BTF-typed programs, kernel 5.5+, x86_64 register layout checked
+/// against BTF).
 pub static RAW_SYSCALL_HOOKS: &[Hook] = &[
     Hook {
         program: "tw_sys_enter",

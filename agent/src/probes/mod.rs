@@ -44,10 +44,11 @@ pub struct ProbeConfig {
     /// Attach a no-op program to every hook instead of the real ones (benchmark floor).
     pub hooks_only: bool,
     /// Reads through entry and exit programs even where their exits could read the arguments
-    /// from the saved registers (implies `per_syscall_tracepoints`).
+    /// from the saved registers (overrides `raw_syscalls_dispatch`).
     pub reads_at_entry: bool,
-    /// One `syscalls:*` tracepoint per syscall even where the `raw_syscalls` dispatch works.
-    pub per_syscall_tracepoints: bool,
+    /// Every syscall through the `raw_syscalls` dispatch instead of one `syscalls:*`
+    /// tracepoint per traced syscall (falls back to those where it cannot be used).
+    pub raw_syscalls_dispatch: bool,
 }
 
 impl Default for ProbeConfig {
@@ -59,7 +60,7 @@ impl Default for ProbeConfig {
             ring_bytes: 8 * 1024 * 1024,
             hooks_only: false,
             reads_at_entry: false,
-            per_syscall_tracepoints: false,
+            raw_syscalls_dispatch: false,
         }
     }
 }
@@ -242,9 +243,14 @@ impl Probes {
             && kernel_btf.syscall_args_in_regs()
             && !cfg.reads_at_entry;
         let dispatch_usable = regs_usable
-            && !cfg.per_syscall_tracepoints
+            && cfg.raw_syscalls_dispatch
             && kernel_btf.syscall_dispatch_regs()
             && !syscall_actions().is_empty();
+        if cfg.raw_syscalls_dispatch && !cfg.reads_at_entry && !dispatch_usable {
+            eprintln!(
+                "tracewire: --raw-syscalls needs x86_64 and a `struct pt_regs` layout this agent knows; one tracepoint per syscall instead"
+            );
+        }
         drop(kernel_btf);
         // The parsed BTF is gone; return its pages before the loader parses BTF again, so the
         // two parses do not add up in the peak.
