@@ -525,6 +525,18 @@ impl Row {
         let forced = share_of_released(|s| s.forced);
         let orphaned = share_of_released(|s| s.orphaned);
         let settled = share_of_released(|s| s.settled);
+        // Each round's run against the untraced run of the same round: slow drifts of the
+        // machine (minutes of a noisy neighbour) cancel out, which the ratio of medians
+        // does not do.
+        let paired = |runs: &[f64]| -> f64 {
+            median(
+                runs.iter()
+                    .zip(&u)
+                    .filter(|(_, b)| **b > 0.0)
+                    .map(|(a, b)| a / b)
+                    .collect(),
+            )
+        };
         let h = self.hooks;
         let cpu_m = median(cpu.clone());
         let sps = median(spans_per_s.clone());
@@ -537,6 +549,9 @@ impl Row {
             "hooks_only_ratio": median(fl.clone()) / median(u.clone()),
             "all_sampled_out_median": median(so.clone()),
             "all_sampled_out_ratio": median(so.clone()) / median(u.clone()),
+            "paired_ratio": paired(&t),
+            "paired_hooks_only_ratio": paired(&fl),
+            "paired_all_sampled_out_ratio": paired(&so),
             "untraced_spread": spread(&u),
             "traced_spread": spread(&t),
             "p99_untraced_ms": median(p99u.clone()),
@@ -832,19 +847,22 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | all sampled out ratio | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s) | settled on arrival / released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | all sampled out ratio | paired ratios: traced / all sampled out / hooks-only | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s) | settled on arrival / released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}) | {:.0}% / {:.0}% / {:.2}% | {:.3}, {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} / {:.3} / {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}) | {:.0}% / {:.0}% / {:.2}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
             f("ratio"),
             f("hooks_only_ratio"),
             f("all_sampled_out_ratio"),
+            f("paired_ratio"),
+            f("paired_all_sampled_out_ratio"),
+            f("paired_hooks_only_ratio"),
             f("p99_ratio"),
             f("untraced_spread") * 100.0,
             f("traced_spread") * 100.0,
