@@ -160,6 +160,53 @@ fn null_program(ebpf: &mut Ebpf) -> Result<&mut TracePoint> {
     Ok(prog)
 }
 
+/// Attaches one `syscalls:*` tracepoint per traced syscall and the other hooks; with
+/// `hooks_only`, a program that returns at once in place of each. Returns the hooks and
+/// whether reads are seen at their exit alone.
+fn attach_per_syscall(
+    ebpf: &mut Ebpf,
+    root: &Path,
+    hooks_only: bool,
+    regs_usable: bool,
+) -> Result<(Vec<&'static Hook>, bool)> {
+    let mut attached = Vec::new();
+    if hooks_only {
+        // The benchmark's floor: every hook attached, each running a program that returns
+        // at once, so what the hooks alone cost is measured in the same run.
+        let prog = null_program(ebpf)?;
+        for hook in HOOKS.iter().chain(read_hooks(regs_usable)) {
+            prog.attach(hook.category, hook.name)
+                .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
+            attached.push(hook);
+        }
+        return Ok((attached, regs_usable));
+    }
+    // Exit-only reads need bpf_task_pt_regs (5.15+): where the verifier refuses them, the
+    // reads fall back to entry programs.
+    let exit_only_reads = regs_usable
+        && match load_programs(ebpf, READ_HOOKS_EXIT_ONLY) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("tracewire: reads use entry programs: {e:#}");
+                false
+            }
+        };
+    let optional = OPTIONAL_HOOKS
+        .iter()
+        .filter(|h| hook_status(root, h) == HookStatus::Available);
+    for hook in HOOKS
+        .iter()
+        .chain(read_hooks(exit_only_reads))
+        .chain(optional)
+    {
+        loaded_program(ebpf, hook)?
+            .attach(hook.category, hook.name)
+            .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
+        attached.push(hook);
+    }
+    Ok((attached, exit_only_reads))
+}
+
 /// Attaches the `raw_syscalls` dispatch and the hooks that are not syscalls (exec, new
 /// processes, TCP state); with `hooks_only`, programs that return at once in their place.
 fn attach_dispatch(ebpf: &mut Ebpf, hooks_only: bool) -> Result<Vec<&'static Hook>> {
@@ -306,46 +353,8 @@ impl Probes {
             }
         }
 
-        let mut attached = Vec::new();
-        if cfg.hooks_only {
-            // The benchmark's floor: every hook attached, each running a program that returns
-            // at once, so what the hooks alone cost is measured in the same run.
-            let prog = null_program(&mut ebpf)?;
-            for hook in HOOKS.iter().chain(read_hooks(regs_usable)) {
-                prog.attach(hook.category, hook.name)
-                    .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
-                attached.push(hook);
-            }
-            return Ok(Self {
-                ebpf,
-                attached,
-                exit_only_reads: regs_usable,
-                syscall_dispatch: false,
-            });
-        }
-        // Exit-only reads need bpf_task_pt_regs (5.15+): where the verifier refuses them, the
-        // reads fall back to entry programs.
-        let exit_only_reads = regs_usable
-            && match load_programs(&mut ebpf, READ_HOOKS_EXIT_ONLY) {
-                Ok(()) => true,
-                Err(e) => {
-                    eprintln!("tracewire: reads use entry programs: {e:#}");
-                    false
-                }
-            };
-        let optional = OPTIONAL_HOOKS
-            .iter()
-            .filter(|h| hook_status(&root, h) == HookStatus::Available);
-        for hook in HOOKS
-            .iter()
-            .chain(read_hooks(exit_only_reads))
-            .chain(optional)
-        {
-            loaded_program(&mut ebpf, hook)?
-                .attach(hook.category, hook.name)
-                .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
-            attached.push(hook);
-        }
+        let (attached, exit_only_reads) =
+            attach_per_syscall(&mut ebpf, &root, cfg.hooks_only, regs_usable)?;
         Ok(Self {
             ebpf,
             attached,
