@@ -4,7 +4,7 @@
 use agent_common::{
     ActiveCall, ConnState, DIR_EGRESS, DIR_INGRESS, DIR_NONE, DataHeader, EVENT_DATA,
     FILTER_BY_PROCESS, FLAG_AFTER_SKIP, FLAG_PEEK_PROTOCOL, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD,
-    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SAMPLE_IGNORE, counter, standalone_exchanges,
+    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SAMPLE_IGNORE, counter, standalone_exchanges, syscall,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -171,18 +171,34 @@ fn mix(pair: u32, n: u32) -> u32 {
     (x >> 32) as u32
 }
 
-/// recvmsg/sendmsg: the iovec array lives in the user `struct msghdr` (stable ABI: msg_iov at
-/// offset 16, msg_iovlen at 24 on 64-bit).
+/// What data syscall `sc` copies from or to, given its second and third arguments: (buffer,
+/// iovec count; 0 for a flat buffer), or None when there is nothing to capture. Shared by the
+/// per-syscall programs (where `sc` is a constant and the match folds away) and the dispatch.
 #[inline(always)]
-pub fn enter_msg(fd: u64, msg: u64, syscall: u8, direction: u8) {
-    if let Some((iov, n)) = msg_iov(msg) {
-        enter(fd, iov, n, syscall, direction);
+pub fn user_buffer(sc: u8, a1: u64, a2: u64) -> Option<(u64, u32)> {
+    match sc {
+        syscall::READV | syscall::WRITEV => {
+            (a1 != 0 && a2 != 0).then_some((a1, a2.min(u32::MAX as u64) as u32))
+        }
+        syscall::RECVMSG | syscall::SENDMSG => msg_iov(a1),
+        // Bytes go from a file to the socket: the byte count only.
+        syscall::SENDFILE => Some((0, 0)),
+        _ => Some((a1, 0)),
     }
 }
 
-/// The iovec array and its length in the user `struct msghdr` at `msg`.
+/// Entry of a data syscall from its first three arguments (fd, then [`user_buffer`]'s).
 #[inline(always)]
-pub fn msg_iov(msg: u64) -> Option<(u64, u32)> {
+pub fn enter_args(fd: u64, a1: u64, a2: u64, sc: u8, direction: u8) {
+    if let Some((buf, iovcnt)) = user_buffer(sc, a1, a2) {
+        enter(fd, buf, iovcnt, sc, direction);
+    }
+}
+
+/// The iovec array and its length in the user `struct msghdr` at `msg` (recvmsg/sendmsg;
+/// stable ABI: msg_iov at offset 16, msg_iovlen at 24 on 64-bit).
+#[inline(always)]
+fn msg_iov(msg: u64) -> Option<(u64, u32)> {
     let iov: u64 = unsafe { bpf_probe_read_user((msg + 16) as *const u64) }.unwrap_or(0);
     let iovlen: u64 = unsafe { bpf_probe_read_user((msg + 24) as *const u64) }.unwrap_or(0);
     if iov == 0 || iovlen == 0 {

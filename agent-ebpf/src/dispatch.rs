@@ -74,31 +74,14 @@ pub fn tw_sys_enter(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let fd = regs.arg(0);
-    let (buf, iovcnt) = match a {
-        action::WRITE | action::SENDTO => (regs.arg(1), 0),
-        action::WRITEV => {
-            let cnt = regs.arg(2).min(u32::MAX as u64) as u32;
-            if cnt == 0 {
-                return 0;
-            }
-            (regs.arg(1), cnt)
+    match a {
+        action::CONNECT => lifecycle::connect_enter(fd as i32),
+        action::CLOSE => lifecycle::close_enter(fd),
+        action::WRITE | action::SENDTO | action::WRITEV | action::SENDMSG | action::SENDFILE => {
+            capture::enter_args(fd, regs.arg(1), regs.arg(2), a, DIR_EGRESS)
         }
-        action::SENDMSG => match capture::msg_iov(regs.arg(1)) {
-            Some(v) => v,
-            None => return 0,
-        },
-        action::SENDFILE => (0, 0),
-        action::CONNECT => {
-            lifecycle::connect_enter(fd as i32);
-            return 0;
-        }
-        action::CLOSE => {
-            lifecycle::close_enter(fd);
-            return 0;
-        }
-        _ => return 0,
-    };
-    capture::enter(fd, buf, iovcnt, a, DIR_EGRESS);
+        _ => {}
+    }
     0
 }
 
@@ -119,21 +102,9 @@ pub fn tw_sys_exit(ctx: BtfTracePointContext) -> i32 {
             if ret <= 0 {
                 return 0;
             }
-            let (a1, a2) = (regs.arg(1), regs.arg(2));
-            let (buf, iovcnt) = match a {
-                action::READV => {
-                    if a1 == 0 || a2 == 0 {
-                        return 0;
-                    }
-                    (a1, a2.min(u32::MAX as u64) as u32)
-                }
-                action::RECVMSG => match capture::msg_iov(a1) {
-                    Some(v) => v,
-                    None => return 0,
-                },
-                _ => (a1, 0),
-            };
-            capture::exit_direct(regs.arg(0), buf, iovcnt, a, DIR_INGRESS, ret);
+            if let Some((buf, iovcnt)) = capture::user_buffer(a, regs.arg(1), regs.arg(2)) {
+                capture::exit_direct(regs.arg(0), buf, iovcnt, a, DIR_INGRESS, ret);
+            }
         }
         action::CONNECT => lifecycle::connect_exit(ret),
         action::ACCEPT => lifecycle::accept_exit(ret),

@@ -41,53 +41,33 @@ fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(16) as *const i64) }
 }
 
-macro_rules! flat_enter {
+/// Entry of a data syscall: (fd, arg1, arg2) straight from the tracepoint record.
+macro_rules! data_enter {
     ($name:ident, $sc:expr, $dir:expr) => {
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
-            capture::enter(arg(&ctx, 0), arg(&ctx, 1), 0, $sc, $dir);
+            capture::enter_args(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), $sc, $dir);
             0
         }
     };
 }
 
-macro_rules! vec_enter {
-    ($name:ident, $sc:expr, $dir:expr) => {
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            let cnt = arg(&ctx, 2).min(u32::MAX as u64) as u32;
-            if cnt > 0 {
-                capture::enter(arg(&ctx, 0), arg(&ctx, 1), cnt, $sc, $dir);
-            }
-            0
-        }
-    };
-}
-
-macro_rules! msg_enter {
-    ($name:ident, $sc:expr, $dir:expr) => {
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            capture::enter_msg(arg(&ctx, 0), arg(&ctx, 1), $sc, $dir);
-            0
-        }
-    };
-}
-
-flat_enter!(tw_enter_read, syscall::READ, DIR_INGRESS);
-flat_enter!(tw_enter_write, syscall::WRITE, DIR_EGRESS);
-flat_enter!(tw_enter_recvfrom, syscall::RECVFROM, DIR_INGRESS);
-flat_enter!(tw_enter_sendto, syscall::SENDTO, DIR_EGRESS);
-vec_enter!(tw_enter_readv, syscall::READV, DIR_INGRESS);
-vec_enter!(tw_enter_writev, syscall::WRITEV, DIR_EGRESS);
-msg_enter!(tw_enter_recvmsg, syscall::RECVMSG, DIR_INGRESS);
-msg_enter!(tw_enter_sendmsg, syscall::SENDMSG, DIR_EGRESS);
+data_enter!(tw_enter_read, syscall::READ, DIR_INGRESS);
+data_enter!(tw_enter_write, syscall::WRITE, DIR_EGRESS);
+data_enter!(tw_enter_recvfrom, syscall::RECVFROM, DIR_INGRESS);
+data_enter!(tw_enter_sendto, syscall::SENDTO, DIR_EGRESS);
+data_enter!(tw_enter_readv, syscall::READV, DIR_INGRESS);
+data_enter!(tw_enter_writev, syscall::WRITEV, DIR_EGRESS);
+data_enter!(tw_enter_recvmsg, syscall::RECVMSG, DIR_INGRESS);
+data_enter!(tw_enter_sendmsg, syscall::SENDMSG, DIR_EGRESS);
+// sendfile(out_fd, in_fd, offset, count): socket bytes with no user buffer to copy.
+data_enter!(tw_enter_sendfile, syscall::SENDFILE, DIR_EGRESS);
 
 /// Exit-only reads: the arguments come from the saved registers ([`regs`]), so these
 /// syscalls need no entry program. Userspace attaches them when the register layout checks
-/// out. `$buffer` turns (arg1, arg2) into the (buffer, iovec count) to copy from.
+/// out.
 macro_rules! direct_exit {
-    ($name:ident, $sc:expr, $buffer:expr) => {
+    ($name:ident, $sc:expr) => {
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
             let r = ret(&ctx);
@@ -97,8 +77,7 @@ macro_rules! direct_exit {
             let Some((fd, a1, a2)) = regs::syscall_args3() else {
                 return 0;
             };
-            let buffer: fn(u64, u64) -> Option<(u64, u32)> = $buffer;
-            if let Some((buf, iovcnt)) = buffer(a1, a2) {
+            if let Some((buf, iovcnt)) = capture::user_buffer($sc, a1, a2) {
                 capture::exit_direct(fd, buf, iovcnt, $sc, DIR_INGRESS, r);
             }
             0
@@ -106,23 +85,10 @@ macro_rules! direct_exit {
     };
 }
 
-direct_exit!(tw_exit_read, syscall::READ, |buf, _| Some((buf, 0)));
-direct_exit!(tw_exit_recvfrom, syscall::RECVFROM, |buf, _| Some((buf, 0)));
-direct_exit!(tw_exit_readv, syscall::READV, |iov, n| {
-    (iov != 0 && n != 0).then_some((iov, n.min(u32::MAX as u64) as u32))
-});
-direct_exit!(
-    tw_exit_recvmsg,
-    syscall::RECVMSG,
-    |msg, _| capture::msg_iov(msg)
-);
-
-/// sendfile(out_fd, in_fd, offset, count): socket bytes with no user buffer to copy.
-#[tracepoint]
-pub fn tw_enter_sendfile(ctx: TracePointContext) -> u32 {
-    capture::enter(arg(&ctx, 0), 0, 0, syscall::SENDFILE, DIR_EGRESS);
-    0
-}
+direct_exit!(tw_exit_read, syscall::READ);
+direct_exit!(tw_exit_recvfrom, syscall::RECVFROM);
+direct_exit!(tw_exit_readv, syscall::READV);
+direct_exit!(tw_exit_recvmsg, syscall::RECVMSG);
 
 /// One exit program serves every data syscall: the entry stored what kind it was.
 #[tracepoint]

@@ -326,28 +326,18 @@ fn check() -> Result<()> {
             }
         }
     }
-    for h in probes::OPTIONAL_HOOKS {
-        let st = match probes::hook_status(&root, h) {
-            probes::HookStatus::Available => "available".to_string(),
-            probes::HookStatus::Missing(why) => format!("absent, not needed: {why}"),
-        };
-        println!(
-            "hook tracepoint/{}/{} (optional): {st} ({})",
-            h.category, h.name, h.purpose
-        );
-    }
-    for h in probes::RAW_SYSCALL_HOOKS {
-        let st = match probes::hook_status(&root, h) {
-            probes::HookStatus::Available => "available".to_string(),
-            probes::HookStatus::Missing(why) => {
-                format!("absent, --raw-syscalls falls back to the default: {why}")
-            }
-        };
-        println!(
-            "hook tracepoint/{}/{} (BTF-typed, with --raw-syscalls): {st} ({})",
-            h.category, h.name, h.purpose
-        );
-    }
+    print_hook_statuses(
+        &root,
+        probes::OPTIONAL_HOOKS,
+        "optional",
+        "absent, not needed",
+    );
+    print_hook_statuses(
+        &root,
+        probes::RAW_SYSCALL_HOOKS,
+        "BTF-typed, with --raw-syscalls",
+        "absent, --raw-syscalls falls back to the default",
+    );
     println!("hook kprobe/fentry: not used (tracepoints suffice)");
     if !missing.is_empty() {
         anyhow::bail!("required hooks missing: {}", missing.join(", "));
@@ -397,6 +387,21 @@ fn check() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line per hook the agent can do without: `label` says when it is used, `absent` what
+/// happens when the kernel lacks it.
+fn print_hook_statuses(root: &std::path::Path, hooks: &[probes::Hook], label: &str, absent: &str) {
+    for h in hooks {
+        let st = match probes::hook_status(root, h) {
+            probes::HookStatus::Available => "available".to_string(),
+            probes::HookStatus::Missing(why) => format!("{absent}: {why}"),
+        };
+        println!(
+            "hook tracepoint/{}/{} ({label}): {st} ({})",
+            h.category, h.name, h.purpose
+        );
+    }
 }
 
 fn stop_flag() -> Result<Arc<AtomicBool>> {

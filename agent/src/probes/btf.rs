@@ -116,11 +116,11 @@ impl KernelBtf {
         [at("di"), at("si"), at("dx")] == agent_common::PT_REGS_ARGS.map(Some)
     }
 
-    /// The `raw_syscalls` dispatch also reads the syscall number and the code segment.
+    /// The registers the `raw_syscalls` dispatch reads besides the arguments
+    /// ([`Self::syscall_args_in_regs`]): the syscall number and the code segment.
     pub fn syscall_dispatch_regs(&self) -> bool {
         let at = |f: &str| self.offset_of("pt_regs", f).ok();
-        self.syscall_args_in_regs()
-            && at("orig_ax") == Some(agent_common::PT_REGS_ORIG_AX)
+        at("orig_ax") == Some(agent_common::PT_REGS_ORIG_AX)
             && at("cs") == Some(agent_common::PT_REGS_CS)
     }
 
@@ -175,8 +175,7 @@ mod tests {
         assert_eq!(o.sk_dport + 2, o.sk_num);
         assert!(o.task_files > 0 && o.file_private_data > 0 && o.socket_sk > 0);
         #[cfg(target_arch = "x86_64")]
-        assert!(k.syscall_args_in_regs());
-        assert!(k.syscall_dispatch_regs());
+        assert!(k.syscall_args_in_regs() && k.syscall_dispatch_regs());
         assert!(matches!(
             k.offset_of("sock_common", "no_such_field"),
             Err(BtfError::NoField { .. })

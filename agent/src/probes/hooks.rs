@@ -113,9 +113,9 @@ pub static RAW_SYSCALL_HOOKS: &[Hook] = &[
 
 /// What the dispatch does with each syscall number of this architecture.
 #[cfg(target_arch = "x86_64")]
-pub fn syscall_actions() -> Vec<(i64, u8)> {
+pub static SYSCALL_ACTIONS: &[(i64, u8)] = {
     use agent_common::action as a;
-    vec![
+    &[
         (libc::SYS_read, a::READ),
         (libc::SYS_write, a::WRITE),
         (libc::SYS_recvfrom, a::RECVFROM),
@@ -135,13 +135,11 @@ pub fn syscall_actions() -> Vec<(i64, u8)> {
         (libc::SYS_unshare, a::FD_TABLE_CHANGED),
         (libc::SYS_io_uring_enter, a::FD_TABLE_CHANGED),
     ]
-}
+};
 
 /// Elsewhere the dispatch is not used (its register offsets are x86_64's).
 #[cfg(not(target_arch = "x86_64"))]
-pub fn syscall_actions() -> Vec<(i64, u8)> {
-    Vec::new()
-}
+pub static SYSCALL_ACTIONS: &[(i64, u8)] = &[];
 
 /// read/recv seen at their exit only, their arguments read back from the saved user registers
 /// (`bpf_task_pt_regs`, kernel 5.15+, x86_64 register layout checked against BTF): one program
@@ -301,7 +299,7 @@ mod format_tests {
 
 #[cfg(test)]
 mod dispatch_table_tests {
-    use super::syscall_actions;
+    use super::SYSCALL_ACTIONS;
     use agent_common::{SYSCALL_TABLE, action};
 
     /// Every syscall the per-syscall tracepoints hook has its number in the dispatch table,
@@ -309,7 +307,7 @@ mod dispatch_table_tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn the_dispatch_table_covers_the_hooked_syscalls_once() {
-        let t = syscall_actions();
+        let t = SYSCALL_ACTIONS;
         let mut nrs: Vec<i64> = t.iter().map(|(nr, _)| *nr).collect();
         nrs.sort_unstable();
         nrs.dedup();

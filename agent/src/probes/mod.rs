@@ -18,7 +18,7 @@ use aya::{
 
 pub use hooks::{
     HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, RAW_SYSCALL_HOOKS, READ_HOOKS_ENTRY_EXIT,
-    READ_HOOKS_EXIT_ONLY, hook_status, read_hooks, syscall_actions,
+    READ_HOOKS_EXIT_ONLY, SYSCALL_ACTIONS, hook_status, read_hooks,
 };
 
 /// Which processes to trace; empty means all.
@@ -215,7 +215,7 @@ fn attach_dispatch(ebpf: &mut Ebpf, hooks_only: bool) -> Result<Vec<&'static Hoo
             ebpf.map_mut("SYSCALL_ACTIONS")
                 .context("SYSCALL_ACTIONS missing")?,
         )?;
-        for (nr, action) in syscall_actions() {
+        for &(nr, action) in SYSCALL_ACTIONS {
             let slot = u32::try_from(nr)
                 .ok()
                 .filter(|n| *n < agent_common::SYSCALL_TABLE)
@@ -292,7 +292,7 @@ impl Probes {
         let dispatch_usable = regs_usable
             && cfg.raw_syscalls_dispatch
             && kernel_btf.syscall_dispatch_regs()
-            && !syscall_actions().is_empty();
+            && !SYSCALL_ACTIONS.is_empty();
         if cfg.raw_syscalls_dispatch && !cfg.reads_at_entry && !dispatch_usable {
             eprintln!(
                 "tracewire: --raw-syscalls needs x86_64 and a `struct pt_regs` layout this agent knows; one tracepoint per syscall instead"
