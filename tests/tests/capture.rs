@@ -61,6 +61,13 @@ fn curl_to_nginx_both_sides(extra: &[&str]) {
     let mut args = vec!["--port", port.as_str()];
     args.extend_from_slice(extra);
     let agent = capture(&args);
+    // The way of hooking asked for is the one in use (no silent fallback).
+    let stderr = agent.stderr().join("\n");
+    assert_eq!(
+        stderr.contains("dispatching by syscall number"),
+        extra.contains(&"--raw-syscalls"),
+        "{stderr}"
+    );
     let url = |p: &str| format!("http://127.0.0.1:{}{p}", nginx.port);
     let out = Command::new("curl")
         .args(["-s", &url("/a"), &url("/b?x=1"), &url("/c")])
