@@ -288,6 +288,11 @@ impl Sinks {
         }
     }
 
+    /// Traces waiting to be printed on the console.
+    fn console_open(&self) -> bool {
+        self.console.as_ref().is_some_and(|c| c.open_traces() > 0)
+    }
+
     fn tick_console(&mut self, now_ns: u64, force: bool, shared: &Shared) {
         if let Some(c) = &mut self.console {
             for t in c.take_ready(now_ns, force) {
@@ -388,8 +393,14 @@ async fn run(
     let mut procs = ProcessCache::new(cfg.discovery.clone());
     let mut corr = Correlator::new(cfg.correlate.clone());
     let mut yielder = YieldEvery::new(YIELD_EVERY_EXCHANGES);
-    let mut tick = tokio::time::interval(cfg.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The periodic work (releases, console, stats) runs on a timer armed only while there is
+    // something to release or print, and right after a batch when it is at least half due:
+    // an idle agent does not wake for it, and under light traffic it shares the batch's
+    // wakeup (a wakeup costs far more than the work on a VM; see `ingest`).
+    let tick = tokio::time::sleep(cfg.tick);
+    tokio::pin!(tick);
+    let mut tick_armed = true;
+    let mut last_tick = tokio::time::Instant::now();
     let metrics_every = cfg
         .export
         .metrics
@@ -399,9 +410,13 @@ async fn run(
         tokio::time::interval_at(tokio::time::Instant::now() + metrics_every, metrics_every);
     metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let tick_now = tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
+                if clock_at.elapsed() >= CLOCK_REMEASURE {
+                    clock = ClockOffset::measure();
+                    clock_at = tokio::time::Instant::now();
+                }
                 shared.counters.exchanges.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let now = ClockOffset::now_mono_ns();
                 for ex in batch {
@@ -425,21 +440,38 @@ async fn run(
                         }
                     }
                 }
-            }
-            _ = tick.tick() => {
-                if clock_at.elapsed() >= CLOCK_REMEASURE {
-                    clock = ClockOffset::measure();
-                    clock_at = tokio::time::Instant::now();
+                if !tick_armed {
+                    tick_armed = true;
+                    tick.as_mut().reset(last_tick + cfg.tick);
                 }
-                let now = ClockOffset::now_mono_ns();
-                let behind = rx.behind() || sinks.export_backlogged();
-                let out = corr.poll_with(now, || if !behind { yielder.step() });
-                sinks.emit(out, now, &shared);
-                sinks.tick_console(now, false, &shared);
-                if let Ok(mut s) = shared.correlate.lock() { *s = corr.stats(); }
+                last_tick.elapsed() >= cfg.tick / 2
             }
-            _ = metrics_tick.tick() => sinks.export_metrics(&clock, &shared),
+            _ = &mut tick, if tick_armed => true,
+            _ = metrics_tick.tick() => { sinks.export_metrics(&clock, &shared); false }
             _ = &mut stop => break,
+        };
+        if tick_now {
+            if clock_at.elapsed() >= CLOCK_REMEASURE {
+                clock = ClockOffset::measure();
+                clock_at = tokio::time::Instant::now();
+            }
+            let now = ClockOffset::now_mono_ns();
+            let behind = rx.behind() || sinks.export_backlogged();
+            let out = corr.poll_with(now, || {
+                if !behind {
+                    yielder.step()
+                }
+            });
+            sinks.emit(out, now, &shared);
+            sinks.tick_console(now, false, &shared);
+            if let Ok(mut s) = shared.correlate.lock() {
+                *s = corr.stats();
+            }
+            last_tick = tokio::time::Instant::now();
+            tick_armed = corr.held() > 0 || sinks.console_open();
+            if tick_armed {
+                tick.as_mut().reset(last_tick + cfg.tick);
+            }
         }
     }
     let now = ClockOffset::now_mono_ns();
