@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agent_common::{ConnEvent, DataHeader, EVENT_CONN, EVENT_DATA};
+use agent_common::{CONN_OP_CLOSE, ConnEvent, DataHeader, EVENT_CONN, EVENT_DATA};
 use aya::maps::{MapData, RingBuf};
 
 use crate::yielding::YieldEvery;
@@ -87,9 +87,12 @@ const FEW_EVENTS: u64 = 256;
 /// Between the two bounds the interval stays, so a steady rate settles on one interval.
 const MANY_EVENTS: u64 = 1024;
 
-/// The next poll timeout after a drain of `drained` events.
-fn next_timeout_ms(base_ms: i32, current_ms: i32, drained: u64) -> i32 {
-    if drained >= MANY_EVENTS {
+/// The next poll timeout after a drain of `drained` events, `new_conns` of them connections
+/// opened. A new connection puts the interval back to the base: it often belongs to a
+/// short-lived process, whose metadata (service name) must be read from procfs before it
+/// exits, and its exchanges follow at once.
+fn next_timeout_ms(base_ms: i32, current_ms: i32, drained: u64, new_conns: u64) -> i32 {
+    if drained >= MANY_EVENTS || new_conns > 0 {
         base_ms
     } else if drained < FEW_EVENTS {
         current_ms
@@ -115,10 +118,14 @@ pub fn run_loop(
     while !stop.load(Ordering::Relaxed) {
         let mut since_tick = 0u32;
         let before = stats.events + stats.malformed;
+        let mut new_conns = 0u64;
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Some(ev) => {
                     stats.events += 1;
+                    if matches!(ev, EventRef::Conn(c) if c.op != CONN_OP_CLOSE) {
+                        new_conns += 1;
+                    }
                     sink.event(ev)
                 }
                 None => stats.malformed += 1,
@@ -133,7 +140,12 @@ pub fn run_loop(
             }
         }
         sink.tick(&stats);
-        timeout_ms = next_timeout_ms(base_ms, timeout_ms, stats.events + stats.malformed - before);
+        timeout_ms = next_timeout_ms(
+            base_ms,
+            timeout_ms,
+            stats.events + stats.malformed - before,
+            new_conns,
+        );
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -165,11 +177,11 @@ mod tests {
         let mut t = 10;
         let mut seen = Vec::new();
         for _ in 0..5 {
-            t = next_timeout_ms(10, t, 0);
+            t = next_timeout_ms(10, t, 0, 0);
             seen.push(t);
         }
         assert_eq!(seen, [20, 40, 80, 80, 80]);
-        assert_eq!(next_timeout_ms(10, t, MANY_EVENTS), 10);
+        assert_eq!(next_timeout_ms(10, t, MANY_EVENTS, 0), 10);
     }
 
     #[test]
@@ -180,13 +192,15 @@ mod tests {
         let mut t = 10;
         let mut seen = Vec::new();
         for _ in 0..6 {
-            t = next_timeout_ms(10, t, (t as f64 * rate_per_ms) as u64);
+            t = next_timeout_ms(10, t, (t as f64 * rate_per_ms) as u64, 0);
             seen.push(t);
         }
         assert_eq!(seen, [20, 40, 80, 80, 80, 80]);
         // A middling drain keeps the interval; a busy one resets it.
-        assert_eq!(next_timeout_ms(10, 40, FEW_EVENTS), 40);
-        assert_eq!(next_timeout_ms(10, 80, MANY_EVENTS - 1), 80);
-        assert_eq!(next_timeout_ms(10, 80, 5000), 10);
+        assert_eq!(next_timeout_ms(10, 40, FEW_EVENTS, 0), 40);
+        assert_eq!(next_timeout_ms(10, 80, MANY_EVENTS - 1, 0), 80);
+        assert_eq!(next_timeout_ms(10, 80, 5000, 0), 10);
+        // A new connection, however little traffic: back to the base.
+        assert_eq!(next_timeout_ms(10, 80, 3, 1), 10);
     }
 }

@@ -405,23 +405,49 @@ fn pgbench(port: u16, select_only: bool, seconds: u32) -> Result<Sample> {
     })
 }
 
-/// pgbench -S held at 10k transactions/s while traced: every transaction must come out as a
-/// span (the target: no span lost at 10k requests/s), and every loss is counted.
+/// The light fixed rate (transactions/s): a node's everyday load rather than its peak.
+const LIGHT_RATE: u32 = 500;
+
+/// CPU time (ns) and times scheduled in, summed over the threads of `pid`
+/// (`/proc/PID/task/*/schedstat`: exact, where `/proc/PID/stat` counts 10 ms ticks).
+fn proc_sched(pid: u32) -> Option<(u64, u64)> {
+    let mut cpu = 0;
+    let mut runs = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let s = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
+        let f: Vec<u64> = s
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        cpu += f.first()?;
+        runs += f.get(2)?;
+    }
+    Some((cpu, runs))
+}
+
+/// pgbench -S held at `rate` transactions/s while traced: every transaction must come out as a
+/// span (the target: no span lost at 10k requests/s), and every loss is counted. Also what the
+/// agent costs at that rate: most nodes run far below saturation, where the cost of waking up
+/// weighs more than the work per span.
 fn fixed_rate_no_loss(
     bin: &Path,
     sink_port: u16,
     port: u16,
     seconds: u32,
     dir: &Path,
+    rate: u32,
 ) -> Result<serde_json::Value> {
     let agent = start_agent(bin, sink_port, &[port], dir, &[])?;
+    let pid = agent.guard.0.id();
+    let before = proc_sched(pid);
+    let started = Instant::now();
     let out = output(
         Command::new("pgbench")
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
             .args([
                 "-S",
                 "-R",
-                "10000",
+                &rate.to_string(),
                 "-c",
                 "4",
                 "-j",
@@ -431,6 +457,8 @@ fn fixed_rate_no_loss(
             ])
             .arg("bench"),
     )?;
+    let after = proc_sched(pid);
+    let elapsed = started.elapsed().as_secs_f64();
     let transactions: u64 = out
         .lines()
         .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
@@ -443,16 +471,28 @@ fn fixed_rate_no_loss(
         serde_json::from_str(&std::fs::read_to_string(&agent.stats_path)?)?;
     // Every transaction is one client span; pgbench's set-up queries add a few more.
     let spans = stats["spans_exported"].as_u64().unwrap_or(0);
+    let (cpu_pct, us_per_span, wakeups_per_s) = match (before, after) {
+        (Some((c0, r0)), Some((c1, r1))) if elapsed > 0.0 => (
+            Some(c1.saturating_sub(c0) as f64 / 1e9 / elapsed * 100.0),
+            Some(c1.saturating_sub(c0) as f64 / 1e3 / transactions.max(1) as f64),
+            Some(r1.saturating_sub(r0) as f64 / elapsed),
+        ),
+        _ => (None, None, None),
+    };
     let r = serde_json::json!({
-        "scenario": "pgbench -S -R 10000 traced",
+        "scenario": format!("pgbench -S -R {rate} traced"),
+        "rate": rate,
         "transactions": transactions,
         "spans_exported": spans,
         "missing": transactions.saturating_sub(spans),
         "total_drops": stats["total_drops"],
         "sampled_out": stats["kernel"]["sampled_out"],
         "stale_verdicts": stats["kernel"]["stale_verdicts"],
+        "agent_cpu_pct_of_core": cpu_pct,
+        "agent_cpu_us_per_span": us_per_span,
+        "agent_threads_scheduled_per_s": wakeups_per_s,
     });
-    eprintln!("bench fixed rate 10k: {r}");
+    eprintln!("bench fixed rate {rate}: {r}");
     Ok(r)
 }
 
@@ -627,6 +667,7 @@ pub fn run(runs: u32, seconds: u32, only: Option<&str>) -> Result<()> {
         }
     }
     let mut rate_check = serde_json::Value::Null;
+    let mut light_check = serde_json::Value::Null;
     if any_wanted(&PGBENCH) {
         let (port, _pg) = start_postgres(&dir)?;
         for (sel, name) in [(true, PGBENCH[0]), (false, PGBENCH[1])] {
@@ -636,14 +677,34 @@ pub fn run(runs: u32, seconds: u32, only: Option<&str>) -> Result<()> {
             rows.push(ctx.scenario(name, port, || pgbench(port, sel, seconds))?);
         }
         // Several runs: a loss that strikes one run in three (a connection-setup race) must
-        // not hide behind one lucky run.
-        let checks = (0..runs.max(3))
-            .map(|_| fixed_rate_no_loss(&bin, sink_port, port, seconds.max(10), &dir))
-            .collect::<Result<Vec<_>>>()?;
+        // not hide behind one lucky run. A light load too, interleaved, for the agent's cost
+        // there.
+        let mut checks = Vec::new();
+        let mut light = Vec::new();
+        for _ in 0..runs.max(3) {
+            checks.push(fixed_rate_no_loss(
+                &bin,
+                sink_port,
+                port,
+                seconds.max(10),
+                &dir,
+                10_000,
+            )?);
+            light.push(fixed_rate_no_loss(
+                &bin,
+                sink_port,
+                port,
+                seconds.max(10),
+                &dir,
+                LIGHT_RATE,
+            )?);
+        }
         rate_check = serde_json::Value::Array(checks);
+        light_check = serde_json::Value::Array(light);
     }
     let mut pipeline = pipeline_bench(&bin)?;
     pipeline["fixed_rate_10k"] = rate_check;
+    pipeline["fixed_rate_light"] = light_check;
     write_results(&out_dir, &rows, &pipeline)
 }
 
@@ -880,6 +941,31 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
             f("hook_cpu_cores"),
             f("hook_ns_per_call"),
         );
+    }
+    let fixed: Vec<&serde_json::Value> = ["fixed_rate_10k", "fixed_rate_light"]
+        .iter()
+        .filter_map(|k| pipeline[*k].as_array())
+        .flatten()
+        .collect();
+    if !fixed.is_empty() {
+        md.push_str(
+            "\n| fixed rate (traced) | transactions | spans | missing | drops | agent CPU (% of a core) | agent CPU per span (µs) | agent threads scheduled/s |\n|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in fixed {
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.0} |",
+                r["scenario"].as_str().unwrap_or("?"),
+                r["transactions"],
+                r["spans_exported"],
+                r["missing"],
+                r["total_drops"],
+                f("agent_cpu_pct_of_core"),
+                f("agent_cpu_us_per_span"),
+                f("agent_threads_scheduled_per_s"),
+            );
+        }
     }
     let _ = writeln!(md, "\nPipeline (offline, one core): {pipeline}");
     std::fs::write(dir.join("results.md"), &md)?;
