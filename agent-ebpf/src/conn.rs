@@ -2,10 +2,12 @@
 //! connections that predate the agent), the process filter, and lifecycle events.
 
 use agent_common::{
-    CONN_OP_DISCOVERED, ConnEvent, ConnState, DIR_NONE, EVENT_CONN, FILTER_BY_PORT,
+    CONN_OP_CLOSE, CONN_OP_DISCOVERED, ConnEvent, ConnState, DIR_NONE, EVENT_CONN, FILTER_BY_PORT,
     FILTER_BY_PROCESS, KernelOffsets, ROLE_UNKNOWN, counter,
 };
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::Array;
 
 use crate::maps::{
     CONNS, EVENTS, FILTER_COMMS, FILTER_PIDS, FILTER_PORTS, config, count, next_conn_id,
@@ -62,11 +64,44 @@ pub fn emit_conn(o: &KernelOffsets, s: &SockRef, st: &ConnState, op: u8, fd: i32
         ..ConnEvent::default()
     };
     fill_tuple(o, s, &mut ev);
-    if EVENTS.output::<ConnEvent>(&ev, 0).is_err() {
+    let flags = if op != CONN_OP_CLOSE && wakeup_due(ev.ts_ns) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        0
+    };
+    if EVENTS.output::<ConnEvent>(&ev, flags).is_err() {
         count(counter::DROPPED_EVENTS);
     } else {
         count(counter::CONN_EVENTS);
     }
+}
+
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Shortest gap between two wakeups forced by new connections (ns).
+const CONN_WAKEUP_GAP_NS: u64 = 2_000_000;
+
+/// Last time a new connection woke userspace (any CPU; a racy update only lets an extra
+/// wakeup through).
+#[map]
+static LAST_CONN_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Whether a new connection should wake userspace now. Its process may be short-lived, and
+/// userspace reads the process's metadata (its service name) when it decodes the event; data
+/// events otherwise wake it only in bulk. At most one such wakeup per 2 ms.
+#[inline(always)]
+fn wakeup_due(now_ns: u64) -> bool {
+    let Some(p) = LAST_CONN_WAKEUP.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: an 8-aligned map value; whole-word loads and stores.
+    unsafe {
+        if now_ns.saturating_sub(core::ptr::read_volatile(p)) < CONN_WAKEUP_GAP_NS {
+            return false;
+        }
+        core::ptr::write_volatile(p, now_ns);
+    }
+    true
 }
 
 /// A new connection opened by connect (client) or accept (server): always a fresh id, so a

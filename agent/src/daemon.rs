@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use agent_common::CONN_OP_CLOSE;
+
 use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackStats};
+use crate::discovery::{Prefetched, Prefetcher};
 use crate::export::pipeline::{PipelineConfig, PipelineHandle, PipelineStats, spawn_span_pipeline};
 use crate::handoff::{HandoffTx, handoff};
 use crate::ingest::{EventRef, EventSink, IngestStats, run_loop};
@@ -78,8 +81,12 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         .build()
         .context("starting the export runtime")?;
     let (tx, rx) = handoff(cfg.channel_capacity);
+    let prefetched = Prefetched::new();
+    let mut pipeline_cfg = cfg.pipeline.clone();
+    pipeline_cfg.prefetched = Some(Arc::clone(&prefetched));
+    let prefetcher = Prefetcher::new(&pipeline_cfg.discovery, prefetched);
     let pipeline = rt
-        .block_on(async { spawn_span_pipeline(cfg.pipeline.clone(), rx) })
+        .block_on(async { spawn_span_pipeline(pipeline_cfg, rx) })
         .context("starting the span pipeline")?;
 
     let mut sink = DaemonSink {
@@ -93,6 +100,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         probes: &mut probes,
         pipeline: &pipeline,
         sampler: Sampler::new(cfg.capture_budget),
+        prefetcher,
     };
     let ingest = run_loop(&mut ring, &stop, Duration::from_millis(10), &mut sink);
     let DaemonSink {
@@ -141,6 +149,7 @@ struct DaemonSink<'a> {
     probes: &'a mut Probes,
     pipeline: &'a PipelineHandle,
     sampler: Sampler,
+    prefetcher: Prefetcher,
 }
 
 impl DaemonSink<'_> {
@@ -160,7 +169,12 @@ impl DaemonSink<'_> {
 impl EventSink for DaemonSink<'_> {
     fn event(&mut self, ev: EventRef<'_>) {
         match ev {
-            EventRef::Conn(c) => self.conntrack.on_conn(c, &mut self.out),
+            EventRef::Conn(c) => {
+                if c.op != CONN_OP_CLOSE {
+                    self.prefetcher.connection_opened(c.pid);
+                }
+                self.conntrack.on_conn(c, &mut self.out)
+            }
             EventRef::Data(h, p) => self.conntrack.on_data(h, p, &mut self.out),
         }
         if self.out.len() >= BATCH {

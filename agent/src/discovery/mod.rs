@@ -1,8 +1,10 @@
 //! Process metadata -> one OpenTelemetry resource per traced process.
 
+mod prefetch;
 mod procfs;
 mod resource;
 
+pub use prefetch::{Prefetched, Prefetcher};
 pub use procfs::{ProcessInfo, container_id_from_cgroup, parse_environ_service_name, read_process};
 pub use resource::Resource;
 
@@ -71,6 +73,8 @@ pub struct ProcessCache {
     host: HostInfo,
     /// Keyed by pid (kernel-assigned, not attacker-chosen): a fast hasher is safe.
     map: LruCache<u32, (Arc<Resource>, Instant), FxBuildHasher>,
+    /// Facts the ingest thread read when the process opened a connection (it may be gone now).
+    prefetched: Option<Arc<Prefetched>>,
 }
 
 impl ProcessCache {
@@ -85,7 +89,14 @@ impl ProcessCache {
             cfg,
             host,
             map: LruCache::with_hasher(cap, FxBuildHasher),
+            prefetched: None,
         }
+    }
+
+    /// Takes facts read ahead from `prefetched` before reading procfs itself.
+    pub fn with_prefetched(mut self, prefetched: Arc<Prefetched>) -> Self {
+        self.prefetched = Some(prefetched);
+        self
     }
 
     pub fn host(&self) -> &HostInfo {
@@ -101,7 +112,11 @@ impl ProcessCache {
         {
             return Arc::clone(res);
         }
-        let mut info = read_process(&self.cfg.proc_root, pid, self.cfg.capture_cmdline);
+        let mut info = self
+            .prefetched
+            .as_ref()
+            .and_then(|p| p.take(pid))
+            .unwrap_or_else(|| read_process(&self.cfg.proc_root, pid, self.cfg.capture_cmdline));
         if info.exe_name.is_none() && !comm.is_empty() {
             info.exe_name = Some(comm.to_string());
         }

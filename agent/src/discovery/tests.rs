@@ -144,3 +144,43 @@ fn exited_process_is_named_by_its_kernel_comm() {
         Some("curl")
     );
 }
+
+#[test]
+fn a_process_read_when_it_connected_keeps_its_service_name_after_it_exits() {
+    let child = std::process::Command::new("sleep")
+        .arg("5")
+        .env("OTEL_SERVICE_NAME", "short-lived")
+        .spawn();
+    let Ok(mut child) = child else {
+        panic!("cannot spawn sleep");
+    };
+    let pid = child.id();
+    for _ in 0..200 {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        if exe.to_string_lossy().ends_with("/sleep") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let cfg = DiscoveryConfig::default();
+    let shared = Prefetched::new();
+    let mut ingest = Prefetcher::new(&cfg, Arc::clone(&shared));
+    ingest.connection_opened(pid);
+    // Read once per TTL: a second connection of the same process reads nothing.
+    ingest.connection_opened(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(std::fs::read_link(format!("/proc/{pid}/exe")).is_err());
+
+    let mut cache = ProcessCache::with_host(cfg.clone(), host()).with_prefetched(shared);
+    let r = cache.resource(pid, "sleep");
+    assert_eq!(r.service_name(), "short-lived");
+    assert!(
+        r.attributes
+            .get_str("process.executable.path")
+            .is_some_and(|p| p.ends_with("/sleep"))
+    );
+    // Taken once; a pipeline without read-ahead facts falls back to the kernel's name.
+    let mut plain = ProcessCache::with_host(cfg, host());
+    assert_eq!(plain.resource(pid, "sleep").service_name(), "sleep");
+}

@@ -13,7 +13,7 @@ use super::jsonl::JsonlWriter;
 use super::metrics::RedMetrics;
 use super::transport::{Transport, TransportError};
 use crate::correlate::{CorrelateStats, Correlator, CorrelatorConfig};
-use crate::discovery::{DiscoveryConfig, ProcessCache};
+use crate::discovery::{DiscoveryConfig, Prefetched, ProcessCache};
 use crate::exportcfg::{ExportConfig, ExporterKind};
 use crate::handoff::HandoffRx;
 use crate::spans::{ClockOffset, SkipReason, SpanBatch, SpanConfig, SpanData, build_span};
@@ -38,6 +38,8 @@ pub struct PipelineConfig {
     pub console_max_traces: usize,
     /// How often held spans are checked.
     pub tick: Duration,
+    /// Process facts read ahead by the ingest thread (see `discovery::prefetch`).
+    pub prefetched: Option<Arc<Prefetched>>,
 }
 
 impl PipelineConfig {
@@ -50,6 +52,7 @@ impl PipelineConfig {
             console_quiet: Duration::from_millis(500),
             console_max_traces: 1024,
             tick: Duration::from_millis(100),
+            prefetched: None,
         }
     }
 }
@@ -391,6 +394,9 @@ async fn run(
     let mut clock = ClockOffset::measure();
     let mut clock_at = tokio::time::Instant::now();
     let mut procs = ProcessCache::new(cfg.discovery.clone());
+    if let Some(p) = &cfg.prefetched {
+        procs = procs.with_prefetched(Arc::clone(p));
+    }
     let mut corr = Correlator::new(cfg.correlate.clone());
     let mut yielder = YieldEvery::new(YIELD_EVERY_EXCHANGES);
     // The periodic work (releases, console, stats) runs on a timer armed only while there is
