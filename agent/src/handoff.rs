@@ -81,6 +81,13 @@ impl HandoffRx {
         self.queued.fetch_sub(b.len(), Ordering::AcqRel);
         Some(b)
     }
+
+    /// The next batch if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Batch> {
+        let b = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        Some(b)
+    }
 }
 
 #[cfg(test)]

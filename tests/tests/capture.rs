@@ -380,9 +380,12 @@ fn connection_opened_before_agent_is_attributed() {
     std::fs::write(&go, b"go").expect("go");
     let _ = client.child.wait();
     let server_pid = server.pid();
-    drop(server);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let evs = json_lines(&agent.stop());
+    // The server keeps listening until the agent has read everything: its role is inferred
+    // from the listening socket, which a server has for as long as it serves (stopping it
+    // first made the test depend on how soon the agent decoded the client's first event).
+    drop(server);
     let disc = conn_events(&evs, "discovered");
     let c = disc
         .iter()

@@ -273,6 +273,13 @@ impl Correlator {
         self.entries.len()
     }
 
+    /// Whether spans may still be waiting for their window (conservative: released ones leave
+    /// that queue lazily). Spans settled on arrival and released spans kept for late children
+    /// need no timer: the next poll hands out or drops them, whenever it comes.
+    pub fn has_unreleased(&self) -> bool {
+        !self.unreleased.is_empty()
+    }
+
     /// Spans not yet released.
     pub fn pending(&self) -> usize {
         self.entries.iter().filter(|e| !e.released).count()

@@ -155,9 +155,10 @@ fn a_process_read_when_it_connected_keeps_its_service_name_after_it_exits() {
         panic!("cannot spawn sleep");
     };
     let pid = child.id();
+    // Until the exec is complete (the exe link changes before the new environment is in place).
     for _ in 0..200 {
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        if exe.to_string_lossy().ends_with("/sleep") {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if parse_environ_service_name(&env).as_deref() == Some("short-lived") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));

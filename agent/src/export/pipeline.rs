@@ -399,14 +399,14 @@ async fn run(
     }
     let mut corr = Correlator::new(cfg.correlate.clone());
     let mut yielder = YieldEvery::new(YIELD_EVERY_EXCHANGES);
-    // The periodic work (releases, console, stats) runs on a timer armed only while there is
-    // something to release or print, and right after a batch when it is at least half due:
-    // an idle agent does not wake for it, and under light traffic it shares the batch's
-    // wakeup (a wakeup costs far more than the work on a VM; see `ingest`).
+    // The periodic work (releases, console, stats) runs after every batch, which hands out
+    // the spans that settled on arrival at once, and on a timer armed only while spans wait
+    // for their window or the console has traces to print: under light traffic it shares the
+    // batch's wakeup, and an idle agent does not wake for it (a wakeup costs far more than
+    // the work on a VM; see `ingest`).
     let tick = tokio::time::sleep(cfg.tick);
     tokio::pin!(tick);
     let mut tick_armed = true;
-    let mut last_tick = tokio::time::Instant::now();
     let metrics_every = cfg
         .export
         .metrics
@@ -423,34 +423,16 @@ async fn run(
                     clock = ClockOffset::measure();
                     clock_at = tokio::time::Instant::now();
                 }
-                shared.counters.exchanges.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let now = ClockOffset::now_mono_ns();
-                for ex in batch {
+                let polite = !(rx.behind() || sinks.export_backlogged());
+                spans_from(batch, &mut procs, &mut corr, &clock, &cfg.spans, &shared, || {
                     // Yield only while keeping up: a pipeline that gives its CPU away while
                     // its queue (or the export queue behind it, on the same thread) fills
                     // would drop spans (it did, under redis -P 16 and pgbench).
-                    if !(rx.behind() || sinks.export_backlogged()) {
+                    if polite {
                         yielder.step();
                     }
-                    let res = procs.resource(ex.conn.pid, &ex.conn.comm);
-                    match build_span(&ex, res, &clock, &cfg.spans) {
-                        Ok(span) => {
-                            shared.counters.spans_built.fetch_add(1, Ordering::Relaxed);
-                            corr.push(span, now);
-                        }
-                        Err(SkipReason::UnknownRole) => {
-                            shared.counters.skipped_unknown_role.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(SkipReason::DbServerSide) => {
-                            shared.counters.skipped_db_server.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                if !tick_armed {
-                    tick_armed = true;
-                    tick.as_mut().reset(last_tick + cfg.tick);
-                }
-                last_tick.elapsed() >= cfg.tick / 2
+                });
+                true
             }
             _ = &mut tick, if tick_armed => true,
             _ = metrics_tick.tick() => { sinks.export_metrics(&clock, &shared); false }
@@ -473,12 +455,24 @@ async fn run(
             if let Ok(mut s) = shared.correlate.lock() {
                 *s = corr.stats();
             }
-            last_tick = tokio::time::Instant::now();
-            tick_armed = corr.held() > 0 || sinks.console_open();
+            tick_armed = corr.has_unreleased() || sinks.console_open();
             if tick_armed {
-                tick.as_mut().reset(last_tick + cfg.tick);
+                tick.as_mut().reset(tokio::time::Instant::now() + cfg.tick);
             }
         }
+    }
+    // Batches the ingest thread handed over before it stopped: a stop picked before them
+    // would lose their spans without counting them.
+    while let Some(batch) = rx.try_recv() {
+        spans_from(
+            batch,
+            &mut procs,
+            &mut corr,
+            &clock,
+            &cfg.spans,
+            &shared,
+            || {},
+        );
     }
     let now = ClockOffset::now_mono_ns();
     let out = corr.flush();
@@ -498,6 +492,45 @@ async fn run(
     Leftovers {
         otlp: sinks.otlp.take(),
         metrics: metrics_join,
+    }
+}
+
+/// Turns a batch of exchanges into spans for the correlator, calling `after_each` after each.
+fn spans_from(
+    batch: crate::handoff::Batch,
+    procs: &mut ProcessCache,
+    corr: &mut Correlator,
+    clock: &ClockOffset,
+    cfg: &SpanConfig,
+    shared: &Shared,
+    mut after_each: impl FnMut(),
+) {
+    shared
+        .counters
+        .exchanges
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let now = ClockOffset::now_mono_ns();
+    for ex in batch {
+        after_each();
+        let res = procs.resource(ex.conn.pid, &ex.conn.comm);
+        match build_span(&ex, res, clock, cfg) {
+            Ok(span) => {
+                shared.counters.spans_built.fetch_add(1, Ordering::Relaxed);
+                corr.push(span, now);
+            }
+            Err(SkipReason::UnknownRole) => {
+                shared
+                    .counters
+                    .skipped_unknown_role
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(SkipReason::DbServerSide) => {
+                shared
+                    .counters
+                    .skipped_db_server
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 

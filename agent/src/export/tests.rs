@@ -521,3 +521,57 @@ async fn export_queue_reports_backlog_past_a_quarter() {
     assert!(exporter.offer(span()));
     assert!(exporter.backlogged());
 }
+
+#[tokio::test]
+async fn a_stop_right_after_the_last_batch_still_turns_every_batch_into_spans() {
+    use super::pipeline::{PipelineConfig, spawn_span_pipeline};
+    use crate::exportcfg::{ExportArgs, ExportConfig, ExporterKind};
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("tracewire-stop-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("spans.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let export = match ExportConfig::from_lookup(&ExportArgs::default(), |_| None) {
+        Ok(mut e) => {
+            e.exporters = vec![ExporterKind::Jsonl];
+            e.jsonl_path = Some(path.clone());
+            e
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let (tx, rx) = crate::handoff::handoff(100_000);
+    let h = match spawn_span_pipeline(PipelineConfig::new(export), rx) {
+        Ok(h) => h,
+        Err(e) => panic!("{e}"),
+    };
+    let me = std::process::id();
+    let base = ClockOffset::now_mono_ns();
+    const BATCHES: u64 = 50;
+    for i in 0..BATCHES {
+        let t = (
+            base + i * 10,
+            base + i * 10 + 1,
+            base + i * 10 + 2,
+            base + i * 10 + 3,
+        );
+        let ex = exchange(
+            10 + i,
+            me,
+            1,
+            Role::Client,
+            "127.0.0.1:40000",
+            "127.0.0.1:6379",
+            record(ProtocolKind::Redis, t, redis("GET")),
+        );
+        assert!(tx.try_send(vec![ex]).is_ok());
+    }
+    // The pipeline task has not run yet: its first wakeup sees the batches and the stop at
+    // once, as at the agent's shutdown.
+    drop(tx);
+    let st = h.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(st.exchanges_received, BATCHES);
+    assert_eq!(st.spans_built, BATCHES);
+    assert_eq!(st.jsonl_written, BATCHES);
+    let _ = std::fs::remove_dir_all(&dir);
+}
