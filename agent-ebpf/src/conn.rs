@@ -79,7 +79,7 @@ pub fn emit_conn(o: &KernelOffsets, s: &SockRef, st: &ConnState, op: u8, fd: i32
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 /// Shortest gap between two wakeups forced by new connections (ns).
-const CONN_WAKEUP_GAP_NS: u64 = 2_000_000;
+const CONN_WAKEUP_GAP_NS: u64 = 10_000_000;
 
 /// Last time a new connection woke userspace (any CPU; a racy update only lets an extra
 /// wakeup through).
@@ -88,7 +88,9 @@ static LAST_CONN_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Whether a new connection should wake userspace now. Its process may be short-lived, and
 /// userspace reads the process's metadata (its service name) when it decodes the event; data
-/// events otherwise wake it only in bulk. At most one such wakeup per 2 ms.
+/// events otherwise wake it only in bulk. At most one such wakeup per 10 ms: after one,
+/// userspace polls every 10 ms anyway (a new connection resets its interval), and under
+/// connection churn (hundreds a second) more of them cost far more than they bring.
 #[inline(always)]
 fn wakeup_due(now_ns: u64) -> bool {
     let Some(p) = LAST_CONN_WAKEUP.get_ptr_mut(0) else {
