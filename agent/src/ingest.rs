@@ -69,8 +69,8 @@ const TICK_EVERY_EVENTS: u32 = 2048;
 const YIELD_EVERY_EVENTS: u32 = 128;
 
 /// A quiet ring is polled less and less often, up to this many poll intervals apart. Each
-/// wakeup of a thread that slept costs far more than its work on a VM: 25-90 us of CPU here
-/// (caches and TLB refilled after the vCPU idled), against about 1 us per event. An agent on
+/// wakeup of a thread that slept costs far more than its work on a VM: 11-87 us of CPU here
+/// (`wakecost`: caches and TLB refilled), against about 1 us per event. An agent on
 /// an idle node woke 100 times a second and used 0.7 % of a core doing nothing; at 200
 /// requests/s it spent about 70 us of CPU per span, most of it waking up. The first event
 /// after a quiet spell waits at most this long; a burst still wakes the thread at once (the
