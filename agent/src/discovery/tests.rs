@@ -67,25 +67,36 @@ fn env_service_name_wins_and_missing_process_is_named_by_pid() {
     assert_eq!(r.attributes.get("process.executable.name"), None);
 }
 
-#[test]
-fn live_child_process_is_read_from_proc() {
+/// `sleep 5` with `OTEL_SERVICE_NAME=service`, once its exec is complete: until then /proc
+/// shows the test binary, and the exe link changes before the new command line and
+/// environment are in place.
+fn spawn_sleep_as(service: &str) -> (std::process::Child, u32) {
     let child = std::process::Command::new("sleep")
         .arg("5")
-        .env("OTEL_SERVICE_NAME", "sleepy")
+        .env("OTEL_SERVICE_NAME", service)
         .spawn();
-    let Ok(mut child) = child else {
+    let Ok(child) = child else {
         panic!("cannot spawn sleep");
     };
     let pid = child.id();
-    // Wait for the exec to complete (until then /proc shows the test binary).
     for _ in 0..200 {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if exe.to_string_lossy().ends_with("/sleep") && cmd.starts_with(b"sleep") {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if exe.to_string_lossy().ends_with("/sleep")
+            && cmd.starts_with(b"sleep")
+            && parse_environ_service_name(&env).as_deref() == Some(service)
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    (child, pid)
+}
+
+#[test]
+fn live_child_process_is_read_from_proc() {
+    let (mut child, pid) = spawn_sleep_as("sleepy");
     let mut cache = ProcessCache::with_host(
         DiscoveryConfig {
             capture_cmdline: true,
@@ -147,22 +158,7 @@ fn exited_process_is_named_by_its_kernel_comm() {
 
 #[test]
 fn a_process_read_when_it_connected_keeps_its_service_name_after_it_exits() {
-    let child = std::process::Command::new("sleep")
-        .arg("5")
-        .env("OTEL_SERVICE_NAME", "short-lived")
-        .spawn();
-    let Ok(mut child) = child else {
-        panic!("cannot spawn sleep");
-    };
-    let pid = child.id();
-    // Until the exec is complete (the exe link changes before the new environment is in place).
-    for _ in 0..200 {
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if parse_environ_service_name(&env).as_deref() == Some("short-lived") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let (mut child, pid) = spawn_sleep_as("short-lived");
     let cfg = DiscoveryConfig::default();
     let shared = Prefetched::new();
     let mut ingest = Prefetcher::new(&cfg, Arc::clone(&shared));

@@ -419,10 +419,7 @@ async fn run(
         let tick_now = tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
-                if clock_at.elapsed() >= CLOCK_REMEASURE {
-                    clock = ClockOffset::measure();
-                    clock_at = tokio::time::Instant::now();
-                }
+                remeasure_if_due(&mut clock, &mut clock_at);
                 let polite = !(rx.behind() || sinks.export_backlogged());
                 spans_from(batch, &mut procs, &mut corr, &clock, &cfg.spans, &shared, || {
                     // Yield only while keeping up: a pipeline that gives its CPU away while
@@ -439,10 +436,7 @@ async fn run(
             _ = &mut stop => break,
         };
         if tick_now {
-            if clock_at.elapsed() >= CLOCK_REMEASURE {
-                clock = ClockOffset::measure();
-                clock_at = tokio::time::Instant::now();
-            }
+            remeasure_if_due(&mut clock, &mut clock_at);
             let now = ClockOffset::now_mono_ns();
             let behind = rx.behind() || sinks.export_backlogged();
             let out = corr.poll_with(now, || {
@@ -492,6 +486,15 @@ async fn run(
     Leftovers {
         otlp: sinks.otlp.take(),
         metrics: metrics_join,
+    }
+}
+
+/// Re-measures the wall-clock offset when it is older than [`CLOCK_REMEASURE`] (the wall clock
+/// may be stepped or slewed by NTP).
+fn remeasure_if_due(clock: &mut ClockOffset, at: &mut tokio::time::Instant) {
+    if at.elapsed() >= CLOCK_REMEASURE {
+        *clock = ClockOffset::measure();
+        *at = tokio::time::Instant::now();
     }
 }
 

@@ -270,25 +270,35 @@ fn retry_classification() {
     assert!(!grpc_retryable(tonic::Code::Internal));
 }
 
+/// An export configuration writing spans as JSON lines to a fresh file (returned) under a
+/// per-test temporary directory named after `name`, with `exporters` enabled.
+fn jsonl_export(
+    name: &str,
+    exporters: &[crate::exportcfg::ExporterKind],
+) -> (std::path::PathBuf, crate::exportcfg::ExportConfig) {
+    use crate::exportcfg::{ExportArgs, ExportConfig};
+    let dir = std::env::temp_dir().join(format!("tracewire-{name}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("spans.jsonl");
+    let _ = std::fs::remove_file(&path);
+    match ExportConfig::from_lookup(&ExportArgs::default(), |_| None) {
+        Ok(mut e) => {
+            e.exporters = exporters.to_vec();
+            e.jsonl_path = Some(path.clone());
+            (path, e)
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 #[tokio::test]
 async fn pipeline_writes_jsonl_trees_and_counts_skips() {
     use super::pipeline::{PipelineConfig, spawn_span_pipeline};
     use crate::correlate::CorrelatorConfig;
-    use crate::exportcfg::{ExportArgs, ExportConfig, ExporterKind};
+    use crate::exportcfg::ExporterKind;
     use std::time::Duration;
 
-    let dir = std::env::temp_dir().join(format!("tracewire-jsonl-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("spans.jsonl");
-    let _ = std::fs::remove_file(&path);
-    let export = match ExportConfig::from_lookup(&ExportArgs::default(), |_| None) {
-        Ok(mut e) => {
-            e.exporters = vec![ExporterKind::Jsonl, ExporterKind::Console];
-            e.jsonl_path = Some(path.clone());
-            e
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let (path, export) = jsonl_export("jsonl", &[ExporterKind::Jsonl, ExporterKind::Console]);
     let mut cfg = PipelineConfig::new(export);
     cfg.correlate = CorrelatorConfig {
         hold: Duration::from_millis(50),
@@ -412,7 +422,9 @@ async fn pipeline_writes_jsonl_trees_and_counts_skips() {
         .find(|a| a["key"] == "process.pid")
         .map(|a| a["value"]["intValue"].clone());
     assert_eq!(pid, Some(serde_json::Value::String(me.to_string())));
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[test]
@@ -525,21 +537,10 @@ async fn export_queue_reports_backlog_past_a_quarter() {
 #[tokio::test]
 async fn a_stop_right_after_the_last_batch_still_turns_every_batch_into_spans() {
     use super::pipeline::{PipelineConfig, spawn_span_pipeline};
-    use crate::exportcfg::{ExportArgs, ExportConfig, ExporterKind};
+    use crate::exportcfg::ExporterKind;
     use std::time::Duration;
 
-    let dir = std::env::temp_dir().join(format!("tracewire-stop-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("spans.jsonl");
-    let _ = std::fs::remove_file(&path);
-    let export = match ExportConfig::from_lookup(&ExportArgs::default(), |_| None) {
-        Ok(mut e) => {
-            e.exporters = vec![ExporterKind::Jsonl];
-            e.jsonl_path = Some(path.clone());
-            e
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let (path, export) = jsonl_export("stop", &[ExporterKind::Jsonl]);
     let (tx, rx) = crate::handoff::handoff(100_000);
     let h = match spawn_span_pipeline(PipelineConfig::new(export), rx) {
         Ok(h) => h,
@@ -573,5 +574,7 @@ async fn a_stop_right_after_the_last_batch_still_turns_every_batch_into_spans() 
     assert_eq!(st.exchanges_received, BATCHES);
     assert_eq!(st.spans_built, BATCHES);
     assert_eq!(st.jsonl_written, BATCHES);
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
