@@ -115,6 +115,9 @@ pub mod syscall {
     /// sendfile: bytes go from a file to the socket without passing through user memory, so
     /// the event carries the byte count only (parsers skip them as body).
     pub const SENDFILE: u8 = 9;
+    /// Seen by the socket tracepoints inside a syscall that names no buffer the agent can read
+    /// (io_uring, sendmmsg/recvmmsg, splice): the byte count only.
+    pub const OTHER: u8 = 10;
 }
 
 /// Indices into the per-CPU counter array.
@@ -232,7 +235,11 @@ pub struct ConnState {
     /// Calls since SAMPLE_ALLOW was last consulted on a connection not yet open to sampling:
     /// consulted at every turn, and at least every 16 calls on one-way streams.
     pub since_allow_check: u8,
-    pub _pad: [u8; 7],
+    /// 1 once userspace was told of the connection (a connection event). The socket
+    /// tracepoints learn a TCP connection's role when it is established, in whatever context
+    /// the kernel then runs, and tell userspace at the first data call of its process.
+    pub announced: u8,
+    pub _pad: [u8; 6],
 }
 
 /// Whether a connection's first request starts like a protocol whose exchanges stand alone
@@ -318,6 +325,13 @@ pub struct KernelOffsets {
     pub sk_family: u32,
     pub sk_v6_daddr: u32,
     pub sk_v6_rcv_saddr: u32,
+    /// `struct sock` sk_type (0 where BTF lacks it: the socket tracepoints are not used).
+    pub sk_type: u32,
+    /// `struct unix_sock` addr and peer (0 where BTF lacks them): with the socket
+    /// tracepoints, a Unix stream socket bound to an address is the server end (an accepted
+    /// socket takes its listener's address) and one whose peer is bound is the client.
+    pub unix_addr: u32,
+    pub unix_peer: u32,
     /// Tracepoint record fields (from tracefs `format` files): `task:task_newtask` pid and
     /// clone_flags, `sock:inet_sock_set_state` skaddr and newstate.
     pub tp_newtask_pid: u32,

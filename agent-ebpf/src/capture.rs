@@ -75,9 +75,9 @@ fn prepare(
         count(counter::FILTERED);
         return None;
     }
-    let flags = sample(st, s.sk, direction)?;
+    let flags = sample(st, s.key, direction)?;
     Some(ActiveCall {
-        sock: s.sk,
+        sock: s.key,
         buf,
         conn_id: st.conn_id,
         ts_enter_ns: unsafe { bpf_ktime_get_ns() },
@@ -96,7 +96,7 @@ fn prepare(
 /// keep or skip the same exchange and traces stay whole. Returns the event flags, or None
 /// when this syscall belongs to a skipped exchange.
 #[inline(always)]
-fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
+pub fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
     let mut flags = 0;
     let turned = direction != st.last_dir;
     if st.sample_ok == 0 {
@@ -222,7 +222,7 @@ pub fn exit(ret: i64) {
 /// A data syscall on a traced socket returned `ret` > 0 bytes: copy the payload prefix and
 /// hand the event to userspace.
 #[inline(always)]
-fn finish(id: u64, call: &ActiveCall, ret: i64, ts_exit_ns: u64) {
+pub fn finish(id: u64, call: &ActiveCall, ret: i64, ts_exit_ns: u64) {
     // Before the copy, so the verifier sees the copy's states once, not once per branch here.
     if call.flags & FLAG_PEEK_PROTOCOL != 0 && ret >= 8 {
         peek_first_request(call, (id >> 32) as u32);
@@ -290,27 +290,34 @@ fn finish(id: u64, call: &ActiveCall, ret: i64, ts_exit_ns: u64) {
     }
 }
 
+/// Whether the first 8 bytes of the user buffer (`iovcnt` 0: flat; else its first iovec) start
+/// a request of a protocol whose exchanges stand alone.
+#[inline(always)]
+pub fn first_request_standalone(buf: u64, iovcnt: u32) -> bool {
+    let mut src = buf;
+    if iovcnt != 0 {
+        // First iovec: base at +0, length at +8.
+        let len: u64 = unsafe { bpf_probe_read_user((src + 8) as *const u64) }.unwrap_or(0);
+        if len < 8 {
+            return false;
+        }
+        src = unsafe { bpf_probe_read_user(src as *const u64) }.unwrap_or(0);
+    }
+    if src == 0 {
+        return false;
+    }
+    let Ok(head) = (unsafe { bpf_probe_read_user(src as *const [u8; 8]) }) else {
+        return false;
+    };
+    standalone_exchanges(&head)
+}
+
 /// The first request of a connection: when its first bytes show a protocol whose exchanges
 /// stand alone, the connection is open to sampling from its next exchange (8 bytes read
 /// once per connection).
 #[inline(always)]
 fn peek_first_request(call: &ActiveCall, tgid: u32) {
-    let mut src = call.buf;
-    if call.iovcnt != 0 {
-        // First iovec: base at +0, length at +8.
-        let len: u64 = unsafe { bpf_probe_read_user((src + 8) as *const u64) }.unwrap_or(0);
-        if len < 8 {
-            return;
-        }
-        src = unsafe { bpf_probe_read_user(src as *const u64) }.unwrap_or(0);
-    }
-    if src == 0 {
-        return;
-    }
-    let Ok(head) = (unsafe { bpf_probe_read_user(src as *const [u8; 8]) }) else {
-        return;
-    };
-    if !standalone_exchanges(&head) {
+    if !first_request_standalone(call.buf, call.iovcnt) {
         return;
     }
     if let Some(st) = fdcache::state_of(tgid, call.fd, call.sock) {

@@ -2,8 +2,9 @@
 //! connections that predate the agent), the process filter, and lifecycle events.
 
 use agent_common::{
-    CONN_OP_CLOSE, CONN_OP_DISCOVERED, ConnEvent, ConnState, DIR_NONE, EVENT_CONN, FILTER_BY_PORT,
-    FILTER_BY_PROCESS, KernelOffsets, ROLE_UNKNOWN, counter,
+    CONN_OP_ACCEPT, CONN_OP_CLOSE, CONN_OP_CONNECT, CONN_OP_DISCOVERED, ConnEvent, ConnState,
+    DIR_NONE, EVENT_CONN, FILTER_BY_PORT, FILTER_BY_PROCESS, KernelOffsets, ROLE_CLIENT,
+    ROLE_SERVER, ROLE_UNKNOWN, counter,
 };
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use aya_ebpf::macros::map;
@@ -60,7 +61,7 @@ pub fn emit_conn(o: &KernelOffsets, s: &SockRef, st: &ConnState, op: u8, fd: i32
         conn_id: st.conn_id,
         ts_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        sock: s.sk,
+        sock: s.key,
         ..ConnEvent::default()
     };
     fill_tuple(o, s, &mut ev);
@@ -111,7 +112,7 @@ fn wakeup_due(now_ns: u64) -> bool {
 #[inline(always)]
 pub fn open(o: &KernelOffsets, s: &SockRef, role: u8, op: u8, fd: i32) -> ConnState {
     let st = new_state(o, s, role);
-    let _ = CONNS.insert(s.sk, st, 0);
+    let _ = CONNS.insert(s.key, st, 0);
     if st.selected != 0 {
         emit_conn(o, s, &st, op, fd);
     }
@@ -122,11 +123,11 @@ pub fn open(o: &KernelOffsets, s: &SockRef, role: u8, op: u8, fd: i32) -> ConnSt
 /// did not see open get an id now and a DISCOVERED event so userspace can recover their role.
 #[inline(always)]
 pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<ConnState> {
-    if let Some(st) = unsafe { CONNS.get(s.sk) } {
+    if let Some(st) = unsafe { CONNS.get(s.key) } {
         return Some(*st);
     }
     let st = new_state(o, s, ROLE_UNKNOWN);
-    CONNS.insert(s.sk, st, 0).ok()?;
+    CONNS.insert(s.key, st, 0).ok()?;
     if st.selected != 0 {
         count(counter::UNKNOWN_CONNS);
         emit_conn(o, s, &st, CONN_OP_DISCOVERED, fd);
@@ -137,6 +138,18 @@ pub fn lookup_or_discover(o: &KernelOffsets, s: &SockRef, fd: i32) -> Option<Con
 #[inline(always)]
 fn new_state(o: &KernelOffsets, s: &SockRef, role: u8) -> ConnState {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    ConnState {
+        selected: selected(o, s, tgid) as u8,
+        announced: 1,
+        ..unannounced_state(o, s, role)
+    }
+}
+
+/// A fresh identity for socket `s`, not yet told to userspace and not yet selected: the
+/// process filter is applied, and the event sent, at the first data call of a process
+/// ([`announce`]).
+#[inline(always)]
+pub fn unannounced_state(o: &KernelOffsets, s: &SockRef, role: u8) -> ConnState {
     // Both ends of a connection see the same two ports, swapped: order them.
     let (l, r) = ports(o, s);
     let (lo, hi) = if l < r { (l, r) } else { (r, l) };
@@ -145,13 +158,36 @@ fn new_state(o: &KernelOffsets, s: &SockRef, role: u8) -> ConnState {
         pair_hash: ((lo as u32) << 16) | hi as u32,
         exchanges: 0,
         role,
-        selected: selected(o, s, tgid) as u8,
+        selected: 0,
         family: s.family,
         last_dir: DIR_NONE,
         sample_ok: 0,
         skipping: 0,
         after_skip: 0,
         since_allow_check: 0,
-        _pad: [0; 7],
+        announced: 0,
+        _pad: [0; 6],
     }
+}
+
+/// The first data call of a process on a connection the socket tracepoints found: the
+/// process filter decides, and userspace hears of the connection from the process that uses
+/// it (with its pid, fd and name), as a connect or accept when its establishment told the
+/// role, else as discovered.
+#[inline(always)]
+pub fn announce(o: &KernelOffsets, s: &SockRef, st: &mut ConnState, tgid: u32, fd: i32) {
+    st.announced = 1;
+    st.selected = selected(o, s, tgid) as u8;
+    if st.selected == 0 {
+        return;
+    }
+    let op = match st.role {
+        ROLE_CLIENT => CONN_OP_CONNECT,
+        ROLE_SERVER => CONN_OP_ACCEPT,
+        _ => {
+            count(counter::UNKNOWN_CONNS);
+            CONN_OP_DISCOVERED
+        }
+    };
+    emit_conn(o, s, st, op, fd);
 }

@@ -22,12 +22,13 @@ use aya_ebpf::{
 
 use crate::{capture, lifecycle};
 
-/// Syscall number -> [`action`] code.
+/// Syscall number -> [`action`] code (also how the socket tracepoints find the buffer of the
+/// syscall they fire in).
 #[map]
 static SYSCALL_ACTIONS: Array<u8> = Array::with_max_entries(SYSCALL_TABLE, 0);
 
 #[inline(always)]
-fn action_of(nr: u64) -> u8 {
+pub fn action_of(nr: u64) -> u8 {
     if nr >= SYSCALL_TABLE as u64 {
         return action::NONE;
     }

@@ -40,6 +40,7 @@ impl FdEntry {
     fn sock(&self) -> Option<SockRef> {
         (self.sk != 0).then_some(SockRef {
             sk: self.sk,
+            key: self.sk,
             family: self.family,
             inode: self.inode,
         })

@@ -17,6 +17,7 @@ mod lifecycle;
 mod maps;
 mod regs;
 mod sock;
+mod sockhook;
 
 use agent_common::{DIR_EGRESS, DIR_INGRESS, syscall};
 use aya_ebpf::{
@@ -160,6 +161,60 @@ pub fn tw_new_task(ctx: TracePointContext) -> u32 {
         let pid = unsafe { ctx.read_at::<i32>(o.tp_newtask_pid as usize) }.unwrap_or(0);
         fdcache::new_process(pid as u32);
     }
+    0
+}
+
+/// `sock:sock_send_length(sk, ret, flags)`: a send on a socket, after it moved its bytes.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn tw_sock_send(ctx: BtfTracePointContext) -> i32 {
+    let ret = ctx.arg::<i64>(1) as i32 as i64;
+    if ret > 0 {
+        sockhook::data(ctx.arg(0), ret, DIR_EGRESS);
+    }
+    0
+}
+
+/// `sock:sock_recv_length(sk, ret, flags)`: a receive on a socket, its bytes in user memory.
+/// Peeks (read again later) and error-queue reads (not stream data) are not data.
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn tw_sock_recv(ctx: BtfTracePointContext) -> i32 {
+    const MSG_PEEK: i32 = 2;
+    const MSG_ERRQUEUE: i32 = 0x2000;
+    let ret = ctx.arg::<i64>(1) as i32 as i64;
+    if ret <= 0 {
+        return 0;
+    }
+    let flags = ctx.arg::<i64>(2) as i32;
+    if flags & (MSG_PEEK | MSG_ERRQUEUE) == 0 {
+        sockhook::data(ctx.arg(0), ret, DIR_INGRESS);
+    }
+    0
+}
+
+/// `sock:inet_sock_set_state(sk, oldstate, newstate)`, BTF-typed, with the socket tracepoints.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tw_sock_state_btf(ctx: BtfTracePointContext) -> i32 {
+    let old = ctx.arg::<i64>(1) as i32;
+    let new = ctx.arg::<i64>(2) as i32;
+    sockhook::state_change(ctx.arg(0), old, new);
+    0
+}
+
+/// Does nothing, on `sock:sock_send_length` (hooks-only, with the socket tracepoints).
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn tw_null_sock_send(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+/// Does nothing, on `sock:sock_recv_length` (hooks-only, with the socket tracepoints).
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn tw_null_sock_recv(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+/// Does nothing, on `sock:inet_sock_set_state` (hooks-only, with the socket tracepoints).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tw_null_sock_state(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 

@@ -11,7 +11,12 @@ const SOCK_STREAM: u16 = 1;
 
 #[derive(Clone, Copy)]
 pub struct SockRef {
+    /// The `struct sock` address, for reading its fields.
     pub sk: u64,
+    /// The socket's key in CONNS and SAMPLE_ALLOW, and its `sock` in events: its address where
+    /// close() tells when the address may be reused (syscall hooks), its cookie, never reused,
+    /// where only the socket tracepoints are attached.
+    pub key: u64,
     pub family: u16,
     pub inode: u64,
 }
@@ -90,6 +95,7 @@ fn sock_of_file(o: &KernelOffsets, file: u64) -> Option<SockRef> {
         };
         Some(SockRef {
             sk,
+            key: sk,
             family,
             inode: ino,
         })

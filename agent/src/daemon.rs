@@ -69,8 +69,8 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         "tracewire: tracing via {} tracepoints ({}): {}; reads seen {}; kprobes/fentry not used",
         hooks.len(),
         hooks.join(", "),
-        crate::probes::syscall_hooks_mode(probes.syscall_dispatch),
-        crate::probes::reads_mode(probes.exit_only_reads)
+        probes.hooks_mode(),
+        probes.reads_mode()
     );
     let mut ring = probes.take_ring()?;
 

@@ -169,6 +169,11 @@ struct HookArgs {
     /// By default a read costs one program run, at its exit.
     #[arg(long)]
     reads_at_entry: bool,
+    /// Hook socket I/O through syscall tracepoints even where the kernel has the socket
+    /// tracepoints (`sock:sock_send_length`/`sock_recv_length`, 6.3+, the default there),
+    /// which cost nothing on syscalls that do not touch a socket.
+    #[arg(long)]
+    syscall_tracepoints: bool,
 }
 
 impl HookArgs {
@@ -176,6 +181,7 @@ impl HookArgs {
         ProbeConfig {
             reads_at_entry: self.reads_at_entry,
             raw_syscalls_dispatch: self.raw_syscalls && !self.reads_at_entry,
+            syscall_tracepoints: self.syscall_tracepoints,
             ..cfg
         }
     }
@@ -334,6 +340,12 @@ fn check() -> Result<()> {
     );
     print_hook_statuses(
         &root,
+        probes::SOCKET_HOOKS,
+        "BTF-typed, the default where present",
+        "absent, syscall tracepoints are used",
+    );
+    print_hook_statuses(
+        &root,
         probes::RAW_SYSCALL_HOOKS,
         "BTF-typed, with --raw-syscalls",
         "absent, --raw-syscalls falls back to the default",
@@ -345,21 +357,26 @@ fn check() -> Result<()> {
     // Prove the programs pass the verifier and attach here.
     let p = Probes::load(&ProbeConfig::default())?;
     println!("programs: loaded and attached {} hooks", p.attached.len());
-    println!(
-        "syscalls: {}",
-        probes::syscall_hooks_mode(p.syscall_dispatch)
-    );
-    println!("reads: {}", probes::reads_mode(p.exit_only_reads));
+    println!("socket i/o: {}", p.hooks_mode());
+    println!("reads: {}", p.reads_mode());
     for (name, insns) in p.verifier_costs() {
         match insns {
             Some(n) => println!("verifier: {name}: {n} instructions processed (limit 1000000)"),
             None => println!("verifier: {name}: loaded (count not reported by this kernel)"),
         }
     }
-    // The other ways must load too: `--raw-syscalls`, and the fallback a kernel refusing
-    // the exit-only reads gets.
+    // The other ways must load too: the syscall tracepoints (what kernels without the socket
+    // tracepoints get), `--raw-syscalls`, and the fallback a kernel refusing the exit-only
+    // reads gets.
     drop(p);
     for (what, cfg) in [
+        (
+            "--syscall-tracepoints",
+            ProbeConfig {
+                syscall_tracepoints: true,
+                ..ProbeConfig::default()
+            },
+        ),
         (
             "--raw-syscalls",
             ProbeConfig {
@@ -378,8 +395,8 @@ fn check() -> Result<()> {
         let p = Probes::load(&cfg).with_context(|| format!("loading {what}"))?;
         println!(
             "also: {}, reads {}: loads ({} hooks)",
-            probes::syscall_hooks_mode(p.syscall_dispatch),
-            probes::reads_mode(p.exit_only_reads),
+            p.hooks_mode(),
+            p.reads_mode(),
             p.attached.len()
         );
         if let Some((name, Some(n))) = p.verifier_costs().into_iter().next() {
@@ -441,8 +458,8 @@ fn capture(f: &FilterArgs, json: bool, duration: Option<f64>, hooks: HookArgs) -
     eprintln!(
         "tracewire: capturing via {} tracepoints (no kprobes): {}; reads seen {}; Ctrl-C to stop",
         probes.attached.len(),
-        probes::syscall_hooks_mode(probes.syscall_dispatch),
-        probes::reads_mode(probes.exit_only_reads)
+        probes.hooks_mode(),
+        probes.reads_mode()
     );
     let mut ring = probes.take_ring()?;
     let stop = stop_flag()?;

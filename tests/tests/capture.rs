@@ -46,6 +46,16 @@ fn curl_to_nginx_keepalive_both_sides() {
     curl_to_nginx_both_sides(&[]);
 }
 
+/// The same through one `syscalls:*` tracepoint per syscall (kernels without the socket
+/// tracepoints).
+#[test]
+fn curl_to_nginx_keepalive_both_sides_with_syscall_tracepoints() {
+    if !require_ebpf("curl_to_nginx_keepalive_both_sides_with_syscall_tracepoints") {
+        return;
+    }
+    curl_to_nginx_both_sides(&["--syscall-tracepoints"]);
+}
+
 /// The same through the `raw_syscalls` dispatch: connect, accept, writes and reads.
 #[test]
 fn curl_to_nginx_keepalive_both_sides_with_raw_syscalls() {
@@ -66,6 +76,11 @@ fn curl_to_nginx_both_sides(extra: &[&str]) {
     assert_eq!(
         stderr.contains("dispatching by syscall number"),
         extra.contains(&"--raw-syscalls"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.contains("sock:sock_send_length/sock_recv_length"),
+        extra.is_empty(),
         "{stderr}"
     );
     let url = |p: &str| format!("http://127.0.0.1:{}{p}", nginx.port);
@@ -196,9 +211,11 @@ fn writev_client_and_many_small_reads() {
     assert_eq!(concat(&sr), expected);
 }
 
-/// Every read syscall, seen every way the agent can hook syscalls: one tracepoint per syscall
-/// with reads at their exit alone (arguments from the saved registers; the default), the
-/// `raw_syscalls` dispatch (`--raw-syscalls`), and entry and exit programs (the fallback).
+/// Every read syscall, seen every way the agent can hook socket I/O: the socket tracepoints
+/// (the default on this kernel), one tracepoint per syscall with reads at their exit alone
+/// (arguments from the saved registers; `--syscall-tracepoints`, the default on kernels
+/// without the socket tracepoints), the `raw_syscalls` dispatch (`--raw-syscalls`), and entry
+/// and exit programs (the fallback).
 #[test]
 fn every_read_syscall_in_every_hook_mode() {
     if !require_ebpf("every_read_syscall_in_every_hook_mode") {
@@ -206,8 +223,17 @@ fn every_read_syscall_in_every_hook_mode() {
     }
     let size = 600;
     let expected: Vec<u8> = (0..size).map(|i| (i % 26) as u8 + 65).collect();
-    let modes: [(&str, Option<&str>, &str); 3] = [
-        ("per-syscall", None, "reads seen at their exit only"),
+    let modes: [(&str, Option<&str>, &str); 4] = [
+        (
+            "socket tracepoints",
+            None,
+            "sock:sock_send_length/sock_recv_length",
+        ),
+        (
+            "per-syscall",
+            Some("--syscall-tracepoints"),
+            "reads seen at their exit only",
+        ),
         (
             "raw syscalls",
             Some("--raw-syscalls"),
@@ -231,7 +257,7 @@ fn every_read_syscall_in_every_hook_mode() {
             assert!(stderr.contains(announced), "{mode} announced: {stderr}");
             assert_eq!(
                 stderr.contains("one syscalls:* tracepoint per syscall"),
-                flag != Some("--raw-syscalls"),
+                flag.is_some() && flag != Some("--raw-syscalls"),
                 "{mode}: {stderr}"
             );
             run_client(port, "sendall", size);
@@ -521,11 +547,19 @@ fn fd_replaced_without_close_is_not_mistaken_for_the_socket() {
     if !require_ebpf("fd_replaced_without_close_is_not_mistaken_for_the_socket") {
         return;
     }
+    // The socket tracepoints name the socket itself; the syscall tracepoints cache fd numbers.
+    fd_replaced_without_close(&[]);
+    fd_replaced_without_close(&["--syscall-tracepoints"]);
+}
+
+fn fd_replaced_without_close(extra: &[&str]) {
     let nginx = Nginx::start("");
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("file.txt");
     std::fs::write(&file, "FILE-CONTENT must never appear as socket data\n").expect("file");
-    let agent = capture(&["--exe", "python3", "--exe", "python3.11"]);
+    let mut args = vec!["--exe", "python3", "--exe", "python3.11"];
+    args.extend_from_slice(extra);
+    let agent = capture(&args);
     let out = Command::new(PYTHON)
         .arg(fixture_dir().join("fd_reuse.py"))
         .arg(nginx.port.to_string())

@@ -144,6 +144,11 @@ impl KernelBtf {
             sk_family: self.offset_of("sock_common", "skc_family")?,
             sk_v6_daddr: self.offset_of("sock_common", "skc_v6_daddr")?,
             sk_v6_rcv_saddr: self.offset_of("sock_common", "skc_v6_rcv_saddr")?,
+            // Only the socket tracepoints need it; kernels whose `sk_type` is a bitfield
+            // (before 5.6) have no such tracepoints either.
+            sk_type: self.offset_of("sock", "sk_type").unwrap_or(0),
+            unix_addr: self.offset_of("unix_sock", "addr").unwrap_or(0),
+            unix_peer: self.offset_of("unix_sock", "peer").unwrap_or(0),
             // Tracepoint record offsets come from tracefs, filled in by the loader.
             tp_newtask_pid: 0,
             tp_newtask_clone_flags: 0,

@@ -111,6 +111,38 @@ pub static RAW_SYSCALL_HOOKS: &[Hook] = &[
     },
 ];
 
+/// The socket tracepoints (the default where the kernel has them, 6.3+): BTF-typed programs
+/// on the send and receive of every socket, and on TCP state changes; no syscall tracepoint.
+pub static SOCKET_HOOKS: &[Hook] = &[
+    Hook {
+        program: "tw_sock_send",
+        category: "sock",
+        name: "sock_send_length",
+        purpose: "socket sends (any syscall), after the bytes moved",
+    },
+    Hook {
+        program: "tw_sock_recv",
+        category: "sock",
+        name: "sock_recv_length",
+        purpose: "socket receives (any syscall), with the bytes in user memory",
+    },
+    Hook {
+        program: "tw_sock_state_btf",
+        category: "sock",
+        name: "inet_sock_set_state",
+        purpose: "TCP connections established (role) and closed",
+    },
+];
+
+/// The program that returns at once in place of each of [`SOCKET_HOOKS`] (hooks-only).
+pub fn null_socket_program(hook: &Hook) -> &'static str {
+    match hook.name {
+        "sock_send_length" => "tw_null_sock_send",
+        "sock_recv_length" => "tw_null_sock_recv",
+        _ => "tw_null_sock_state",
+    }
+}
+
 /// What the dispatch does with each syscall number of this architecture.
 #[cfg(target_arch = "x86_64")]
 pub static SYSCALL_ACTIONS: &[(i64, u8)] = {

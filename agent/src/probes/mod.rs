@@ -18,7 +18,7 @@ use aya::{
 
 pub use hooks::{
     HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, RAW_SYSCALL_HOOKS, READ_HOOKS_ENTRY_EXIT,
-    READ_HOOKS_EXIT_ONLY, SYSCALL_ACTIONS, hook_status, read_hooks,
+    READ_HOOKS_EXIT_ONLY, SOCKET_HOOKS, SYSCALL_ACTIONS, hook_status, read_hooks,
 };
 
 /// Which processes to trace; empty means all.
@@ -49,6 +49,8 @@ pub struct ProbeConfig {
     /// Every syscall through the `raw_syscalls` dispatch instead of one `syscalls:*`
     /// tracepoint per traced syscall (falls back to those where it cannot be used).
     pub raw_syscalls_dispatch: bool,
+    /// Syscall tracepoints even where the socket tracepoints could be used.
+    pub syscall_tracepoints: bool,
 }
 
 impl Default for ProbeConfig {
@@ -61,6 +63,7 @@ impl Default for ProbeConfig {
             hooks_only: false,
             reads_at_entry: false,
             raw_syscalls_dispatch: false,
+            syscall_tracepoints: false,
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct Probes {
     pub exit_only_reads: bool,
     /// Syscalls are seen through the `raw_syscalls` dispatch, not one tracepoint per syscall.
     pub syscall_dispatch: bool,
+    /// Socket I/O is seen through the socket tracepoints, with no syscall tracepoint.
+    pub socket_hooks: bool,
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -125,6 +130,8 @@ pub fn syscall_hooks_mode(dispatch: bool) -> &'static str {
         "one syscalls:* tracepoint per syscall"
     }
 }
+
+const SOCKET_HOOKS_MODE: &str = "the socket tracepoints sock:sock_send_length/sock_recv_length (BTF-typed), no syscall tracepoint";
 
 /// How reads are seen, for the start-up message and `check`.
 pub fn reads_mode(exit_only: bool) -> &'static str {
@@ -210,19 +217,7 @@ fn attach_per_syscall(
 /// Attaches the `raw_syscalls` dispatch and the hooks that are not syscalls (exec, new
 /// processes, TCP state); with `hooks_only`, programs that return at once in their place.
 fn attach_dispatch(ebpf: &mut Ebpf, hooks_only: bool) -> Result<Vec<&'static Hook>> {
-    {
-        let mut table: Array<_, u8> = Array::try_from(
-            ebpf.map_mut("SYSCALL_ACTIONS")
-                .context("SYSCALL_ACTIONS missing")?,
-        )?;
-        for &(nr, action) in SYSCALL_ACTIONS {
-            let slot = u32::try_from(nr)
-                .ok()
-                .filter(|n| *n < agent_common::SYSCALL_TABLE)
-                .with_context(|| format!("syscall number {nr} outside the dispatch table"))?;
-            table.set(slot, action, 0)?;
-        }
-    }
+    fill_syscall_actions(ebpf)?;
     let mut attached = Vec::new();
     let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
     for hook in RAW_SYSCALL_HOOKS {
@@ -259,6 +254,49 @@ fn attach_dispatch(ebpf: &mut Ebpf, hooks_only: bool) -> Result<Vec<&'static Hoo
     Ok(attached)
 }
 
+/// Fills the syscall number -> action table the dispatch and the socket tracepoints read.
+fn fill_syscall_actions(ebpf: &mut Ebpf) -> Result<()> {
+    let mut table: Array<_, u8> = Array::try_from(
+        ebpf.map_mut("SYSCALL_ACTIONS")
+            .context("SYSCALL_ACTIONS missing")?,
+    )?;
+    for &(nr, action) in SYSCALL_ACTIONS {
+        let slot = u32::try_from(nr)
+            .ok()
+            .filter(|n| *n < agent_common::SYSCALL_TABLE)
+            .with_context(|| format!("syscall number {nr} outside the dispatch table"))?;
+        table.set(slot, action, 0)?;
+    }
+    Ok(())
+}
+
+/// Attaches the socket tracepoints (BTF-typed) and nothing else; with `hooks_only`, programs
+/// that return at once in their place.
+fn attach_sockets(ebpf: &mut Ebpf, hooks_only: bool) -> Result<Vec<&'static Hook>> {
+    fill_syscall_actions(ebpf)?;
+    let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    let mut attached = Vec::new();
+    for hook in SOCKET_HOOKS {
+        let name = if hooks_only {
+            hooks::null_socket_program(hook)
+        } else {
+            hook.program
+        };
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()?;
+        prog.load(hook.name, &btf)
+            .with_context(|| format!("verifier rejected {name}"))?;
+        prog.attach()
+            .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
+        attached.push(hook);
+    }
+    drop(btf);
+    crate::memory::release_free_memory();
+    Ok(attached)
+}
+
 /// Loads (verifies) the programs of `hooks` without attaching them.
 fn load_programs(ebpf: &mut Ebpf, hooks: &[Hook]) -> Result<()> {
     for hook in hooks {
@@ -289,10 +327,24 @@ impl Probes {
         let regs_usable = cfg!(target_arch = "x86_64")
             && kernel_btf.syscall_args_in_regs()
             && !cfg.reads_at_entry;
-        let dispatch_usable = regs_usable
-            && cfg.raw_syscalls_dispatch
-            && kernel_btf.syscall_dispatch_regs()
-            && !SYSCALL_ACTIONS.is_empty();
+        let dispatch_regs =
+            regs_usable && kernel_btf.syscall_dispatch_regs() && !SYSCALL_ACTIONS.is_empty();
+        let dispatch_usable = dispatch_regs && cfg.raw_syscalls_dispatch;
+        // The socket tracepoints read the syscall's number and arguments from the same saved
+        // registers as the dispatch, and the socket's type from BTF.
+        let sockets_usable = dispatch_regs
+            && !cfg.raw_syscalls_dispatch
+            && !cfg.syscall_tracepoints
+            && offsets.sk_type != 0;
+        let sockets_present = SOCKET_HOOKS
+            .iter()
+            .all(|h| hook_status(&root, h) == HookStatus::Available);
+        if sockets_usable && !sockets_present {
+            eprintln!(
+                "tracewire: this kernel has no sock:sock_send_length/sock_recv_length tracepoints (6.3+); syscall tracepoints instead"
+            );
+        }
+        let sockets_usable = sockets_usable && sockets_present;
         if cfg.raw_syscalls_dispatch && !cfg.reads_at_entry && !dispatch_usable {
             eprintln!(
                 "tracewire: --raw-syscalls needs x86_64 and a `struct pt_regs` layout this agent knows; one tracepoint per syscall instead"
@@ -332,6 +384,26 @@ impl Probes {
             Ok(ebpf)
         };
         let mut ebpf = load_object()?;
+        if sockets_usable {
+            match attach_sockets(&mut ebpf, cfg.hooks_only) {
+                Ok(attached) => {
+                    return Ok(Self {
+                        ebpf,
+                        attached,
+                        exit_only_reads: true,
+                        syscall_dispatch: false,
+                        socket_hooks: true,
+                    });
+                }
+                Err(e) => {
+                    eprintln!(
+                        "tracewire: syscall tracepoints instead of the socket tracepoints: {e:#}"
+                    );
+                    drop(ebpf);
+                    ebpf = load_object()?;
+                }
+            }
+        }
         if dispatch_usable {
             match attach_dispatch(&mut ebpf, cfg.hooks_only) {
                 Ok(attached) => {
@@ -340,6 +412,7 @@ impl Probes {
                         attached,
                         exit_only_reads: true,
                         syscall_dispatch: true,
+                        socket_hooks: false,
                     });
                 }
                 Err(e) => {
@@ -360,7 +433,26 @@ impl Probes {
             attached,
             exit_only_reads,
             syscall_dispatch: false,
+            socket_hooks: false,
         })
+    }
+
+    /// How socket I/O is hooked, for the start-up message and `check`.
+    pub fn hooks_mode(&self) -> &'static str {
+        if self.socket_hooks {
+            SOCKET_HOOKS_MODE
+        } else {
+            syscall_hooks_mode(self.syscall_dispatch)
+        }
+    }
+
+    /// How reads are seen, for the start-up message and `check`.
+    pub fn reads_mode(&self) -> &'static str {
+        if self.socket_hooks {
+            "when the socket returns them (buffer from the saved user registers)"
+        } else {
+            reads_mode(self.exit_only_reads)
+        }
     }
 
     /// Instructions the verifier processed for each loaded program, largest first: how close
