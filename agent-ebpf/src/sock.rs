@@ -21,8 +21,9 @@ pub struct SockRef {
     pub inode: u64,
 }
 
+/// The kernel value of type `T` at `base + off`.
 #[inline(always)]
-unsafe fn rd<T>(base: u64, off: u32) -> Option<T> {
+pub unsafe fn rd<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 

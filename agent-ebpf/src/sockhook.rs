@@ -24,13 +24,13 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::helpers::generated::{
     bpf_get_current_task_btf, bpf_get_socket_cookie, bpf_task_pt_regs,
 };
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 
 use crate::capture::{finish, first_request_standalone, sample, user_buffer};
 use crate::conn::{announce, emit_conn, process_selected, unannounced_state};
 use crate::dispatch::action_of;
 use crate::maps::{CONNS, SAMPLE_ALLOW, config, count, offsets};
-use crate::sock::SockRef;
+use crate::sock::{SockRef, rd};
 
 const SOCK_STREAM: u16 = 1;
 const TCP_ESTABLISHED: i32 = 1;
@@ -115,10 +115,8 @@ fn call_args() -> CallArgs {
 #[inline(always)]
 fn discover(sk: u64, key: u64) -> Option<*mut ConnState> {
     let o = offsets();
-    let family: u16 =
-        unsafe { bpf_probe_read_kernel((sk + o.sk_family as u64) as *const u16) }.unwrap_or(0);
-    let ty: u16 =
-        unsafe { bpf_probe_read_kernel((sk + o.sk_type as u64) as *const u16) }.unwrap_or(0);
+    let family: u16 = unsafe { rd(sk, o.sk_family) }.unwrap_or(0);
+    let ty: u16 = unsafe { rd(sk, o.sk_type) }.unwrap_or(0);
     let traced =
         ty == SOCK_STREAM && (family == AF_INET || family == AF_INET6 || family == AF_UNIX);
     let st = if traced {
@@ -151,14 +149,12 @@ fn unix_role(sk: u64) -> u8 {
     if o.unix_addr == 0 || o.unix_peer == 0 {
         return ROLE_UNKNOWN;
     }
-    let rd = |p: u64, off: u32| -> u64 {
-        unsafe { bpf_probe_read_kernel((p + off as u64) as *const u64) }.unwrap_or(0)
-    };
-    if rd(sk, o.unix_addr) != 0 {
+    let ptr = |p: u64, off: u32| -> u64 { unsafe { rd::<u64>(p, off) }.unwrap_or(0) };
+    if ptr(sk, o.unix_addr) != 0 {
         return ROLE_SERVER;
     }
-    let peer = rd(sk, o.unix_peer);
-    if peer != 0 && rd(peer, o.unix_addr) != 0 {
+    let peer = ptr(sk, o.unix_peer);
+    if peer != 0 && ptr(peer, o.unix_addr) != 0 {
         return ROLE_CLIENT;
     }
     ROLE_UNKNOWN
@@ -255,9 +251,7 @@ pub fn state_change(sk: *const core::ffi::c_void, oldstate: i32, newstate: i32) 
             _ => return,
         };
         let skaddr = sk as u64;
-        let family: u16 =
-            unsafe { bpf_probe_read_kernel((skaddr + o.sk_family as u64) as *const u16) }
-                .unwrap_or(0);
+        let family: u16 = unsafe { rd(skaddr, o.sk_family) }.unwrap_or(0);
         if family != AF_INET && family != AF_INET6 {
             return;
         }
