@@ -201,14 +201,16 @@ pub struct ConnEvent {
     pub inode: u64,
     /// The task's comm: names short-lived processes that are gone before /proc is read.
     pub comm: [u8; 16],
-    /// Key of the connection in the kernel's CONNS map (the `struct sock` address), so userspace
-    /// can tell the kernel to stop capturing a connection it cannot parse.
+    /// Key of the connection in the kernel's CONNS map (the `struct sock` address with the
+    /// syscall hooks, the socket cookie with the socket tracepoints), so userspace can tell the
+    /// kernel to stop capturing a connection it cannot parse.
     pub sock: u64,
 }
 
-/// Kernel-side state of one socket. Its identity (id, role, selection) is kept by the socket's
-/// `struct sock` address; the per-call part (turns, sampling) lives with each process's fd that
-/// uses the socket, so a data syscall finds both with one lookup.
+/// Kernel-side state of one socket. With the syscall hooks its identity (id, role, selection)
+/// is kept by the socket's `struct sock` address, and the per-call part (turns, sampling) lives
+/// with each process's fd that uses the socket, so a data syscall finds both with one lookup.
+/// With the socket tracepoints the one entry, keyed by the socket's cookie, holds both.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnState {

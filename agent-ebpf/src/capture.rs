@@ -96,7 +96,7 @@ fn prepare(
 /// keep or skip the same exchange and traces stay whole. Returns the event flags, or None
 /// when this syscall belongs to a skipped exchange.
 #[inline(always)]
-pub fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
+pub fn sample(st: &mut ConnState, key: u64, direction: u8) -> Option<u8> {
     let mut flags = 0;
     let turned = direction != st.last_dir;
     if st.sample_ok == 0 {
@@ -105,9 +105,9 @@ pub fn sample(st: &mut ConnState, sk: u64, direction: u8) -> Option<u8> {
         st.since_allow_check = st.since_allow_check.wrapping_add(1);
         if turned || st.since_allow_check >= 16 {
             st.since_allow_check = 0;
-            if let Some(v) = unsafe { SAMPLE_ALLOW.get(sk) } {
+            if let Some(v) = unsafe { SAMPLE_ALLOW.get(key) } {
                 let v = *v;
-                let _ = SAMPLE_ALLOW.remove(sk);
+                let _ = SAMPLE_ALLOW.remove(key);
                 if v.conn_id != st.conn_id {
                     // Meant for an earlier socket at this address: not ours.
                     count(counter::STALE_VERDICTS);

@@ -65,7 +65,8 @@ pub fn config() -> CaptureConfig {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
 
-/// `struct sock` address -> connection state.
+/// Socket key ([`crate::sock::SockRef::key`]: the `struct sock` address with the syscall
+/// hooks, the socket cookie with the socket tracepoints) -> connection state.
 #[map]
 pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
 
@@ -105,7 +106,7 @@ pub static IOV_WALK: PerCpuArray<IovWalk> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static SAMPLING: Array<u32> = Array::with_max_entries(1, 0);
 
-/// `struct sock` address -> role (ROLE_*): userspace recognised a protocol whose exchanges
+/// Socket key (as in CONNS) -> role (ROLE_*): userspace recognised a protocol whose exchanges
 /// stand alone on this connection. Taken over into the connection's state (and removed) at its
 /// next turn, so userspace never rewrites state the programs are updating.
 #[map]
