@@ -274,6 +274,16 @@ pub fn standalone_exchanges(b: &[u8; 8]) -> bool {
     }
 }
 
+/// Whether the kernel opens a connection end to sampling from its first request's first 8
+/// bytes: a protocol whose exchanges stand alone ([`standalone_exchanges`]), except on a
+/// Redis server's end. Userspace ignores a database's server end (its client's spans tell the
+/// call), and an end the kernel opened itself would never consult userspace's verdict again,
+/// so it would stay captured for nothing.
+#[inline(always)]
+pub fn opens_sampling(b: &[u8; 8], server_end: bool) -> bool {
+    standalone_exchanges(b) && !(server_end && b[0] == b'*')
+}
+
 /// No data syscall seen yet on a connection.
 pub const DIR_NONE: u8 = 0xff;
 
@@ -383,7 +393,7 @@ mod tests {
     extern crate std;
     use std::string::String;
 
-    use super::standalone_exchanges;
+    use super::{opens_sampling, standalone_exchanges};
 
     /// Every case's first 8 bytes must give `expected`.
     fn assert_all(cases: &[&[u8]], expected: bool) {
@@ -397,6 +407,17 @@ mod tests {
                 String::from_utf8_lossy(c)
             );
         }
+    }
+
+    /// A Redis server's end is left to userspace's verdict (it ignores database server ends);
+    /// its client's end, and either end of HTTP, open at once.
+    #[test]
+    fn a_redis_server_end_is_not_opened_to_sampling() {
+        assert!(opens_sampling(b"*1\r\n$4\r\n", false));
+        assert!(!opens_sampling(b"*1\r\n$4\r\n", true));
+        assert!(opens_sampling(b"GET / HT", true));
+        assert!(opens_sampling(b"GET / HT", false));
+        assert!(!opens_sampling(b"\x00\x00\x00\x08\x04\xd2\x16/", false));
     }
 
     #[test]

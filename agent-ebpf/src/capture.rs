@@ -4,7 +4,7 @@
 use agent_common::{
     ActiveCall, ConnState, DIR_EGRESS, DIR_INGRESS, DIR_NONE, DataHeader, EVENT_DATA,
     FILTER_BY_PROCESS, FLAG_AFTER_SKIP, FLAG_PEEK_PROTOCOL, FLAG_TRUNCATED, MAX_IOV, MAX_PAYLOAD,
-    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SAMPLE_IGNORE, counter, standalone_exchanges, syscall,
+    ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, SAMPLE_IGNORE, counter, opens_sampling, syscall,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -290,10 +290,10 @@ pub fn finish(id: u64, call: &ActiveCall, ret: i64, ts_exit_ns: u64) {
     }
 }
 
-/// Whether the first 8 bytes of the user buffer (`iovcnt` 0: flat; else its first iovec) start
-/// a request of a protocol whose exchanges stand alone.
+/// Whether the first 8 bytes of the user buffer (`iovcnt` 0: flat; else its first iovec) open
+/// the connection end to sampling ([`opens_sampling`]; `role` is the end's).
 #[inline(always)]
-pub fn first_request_standalone(buf: u64, iovcnt: u32) -> bool {
+pub fn first_request_opens(buf: u64, iovcnt: u32, role: u8) -> bool {
     let mut src = buf;
     if iovcnt != 0 {
         // First iovec: base at +0, length at +8.
@@ -309,7 +309,7 @@ pub fn first_request_standalone(buf: u64, iovcnt: u32) -> bool {
     let Ok(head) = (unsafe { bpf_probe_read_user(src as *const [u8; 8]) }) else {
         return false;
     };
-    standalone_exchanges(&head)
+    opens_sampling(&head, role == ROLE_SERVER)
 }
 
 /// The first request of a connection: when its first bytes show a protocol whose exchanges
@@ -317,11 +317,11 @@ pub fn first_request_standalone(buf: u64, iovcnt: u32) -> bool {
 /// once per connection).
 #[inline(always)]
 fn peek_first_request(call: &ActiveCall, tgid: u32) {
-    if !first_request_standalone(call.buf, call.iovcnt) {
+    let Some(st) = fdcache::state_of(tgid, call.fd, call.sock) else {
         return;
-    }
-    if let Some(st) = fdcache::state_of(tgid, call.fd, call.sock) {
-        // SAFETY: an FD_SOCK value; only this flag is written.
+    };
+    // SAFETY: an FD_SOCK value; only `sample_ok` is written.
+    if first_request_opens(call.buf, call.iovcnt, unsafe { (*st).role }) {
         unsafe { (*st).sample_ok = 1 };
         count(counter::OPENED_IN_KERNEL);
     }

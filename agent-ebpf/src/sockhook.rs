@@ -26,7 +26,7 @@ use aya_ebpf::helpers::generated::{
 };
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 
-use crate::capture::{finish, first_request_standalone, sample, user_buffer};
+use crate::capture::{finish, first_request_opens, sample, user_buffer};
 use crate::conn::{announce, emit_conn, process_selected, unannounced_state};
 use crate::dispatch::action_of;
 use crate::maps::{CONNS, SAMPLE_ALLOW, config, count, offsets};
@@ -215,7 +215,7 @@ pub fn data(sk: *const core::ffi::c_void, ret: i64, direction: u8) {
     let a = call_args();
     if flags & FLAG_PEEK_PROTOCOL != 0 {
         flags &= !FLAG_PEEK_PROTOCOL;
-        if ret >= 8 && first_request_standalone(a.buf, a.iovcnt) {
+        if ret >= 8 && first_request_opens(a.buf, a.iovcnt, st.role) {
             st.sample_ok = 1;
             count(counter::OPENED_IN_KERNEL);
         }

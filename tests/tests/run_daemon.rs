@@ -176,3 +176,52 @@ fn static_files_sent_with_sendfile_keep_pairing() {
         "{text}"
     );
 }
+
+/// A database's server end is ignored by userspace (its client's spans tell the call), and
+/// the kernel stops capturing it, also when it had opened the connection to sampling itself
+/// from the first request's bytes: 200 Redis round trips, 5 ms apart, are 800 socket calls
+/// over both ends, of which the client's 400 stay captured. Both ways of hooking.
+#[test]
+fn database_server_ends_stop_being_captured() {
+    if !require_ebpf("database_server_ends_stop_being_captured") {
+        return;
+    }
+    for extra in [None, Some("--syscall-tracepoints")] {
+        let redis = tracewire_e2e::servers::Redis::start();
+        let dir = tempfile::tempdir().expect("tmp");
+        let stats = dir.path().join("stats.json");
+        let port = redis.port.to_string();
+        let mut args = vec![
+            "run",
+            "--exporter",
+            "none",
+            "--port",
+            &port,
+            "--stats-file",
+            stats.to_str().expect("utf-8 path"),
+        ];
+        args.extend(extra);
+        let agent = Agent::start(&args, &[], "tracing via");
+        let st = Command::new("redis-cli")
+            .args(["-p", &port, "-r", "200", "-i", "0.005", "PING"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(st.success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        agent.stop();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file"))
+                .expect("json");
+        let data = v["kernel"]["data_events"].as_u64().expect("data_events");
+        assert!(
+            v["conntrack"]["db_server_ends_ignored"].as_u64() >= Some(1),
+            "{extra:?}: {v}"
+        );
+        assert!(
+            (400..500).contains(&data),
+            "{extra:?}: the client's 400 calls and a few of the server's: {data} data events: {v}"
+        );
+        assert!(v["spans_built"].as_u64() >= Some(200), "{extra:?}: {v}");
+    }
+}
