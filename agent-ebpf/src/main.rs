@@ -175,12 +175,16 @@ pub fn tw_sock_send(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// `sock:sock_recv_length(sk, ret, flags)`: a receive on a socket, its bytes in user memory.
-/// Peeks (read again later) and error-queue reads (not stream data) are not data.
+/// Peeks (read again later) and error-queue reads (not stream data) are not data; a receive of
+/// nothing is the end of the peer's stream.
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn tw_sock_recv(ctx: BtfTracePointContext) -> i32 {
     const MSG_PEEK: i32 = 2;
     const MSG_ERRQUEUE: i32 = 0x2000;
     let ret = ctx.arg::<i64>(1) as i32 as i64;
+    if ret == 0 {
+        sockhook::end_of_stream(ctx.arg(0));
+    }
     if ret <= 0 {
         return 0;
     }

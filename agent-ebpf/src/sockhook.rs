@@ -9,7 +9,8 @@
 //! Sockets are keyed by their cookie (never reused), so no close() is needed to tell a new
 //! socket at a reused address from the old one. TCP connections learn their role when they
 //! are established (`inet_sock_set_state`: from SYN_SENT a client, from SYN_RECV a server) and
-//! end at TCP_CLOSE; userspace hears of a connection at its process's first data call. The
+//! end at TCP_CLOSE (Unix stream connections when a receive finds the peer's end closed);
+//! userspace hears of a connection at its process's first data call. The
 //! payload, fd and syscall come from the syscall the tracepoint fires in, read from the user
 //! registers the kernel saved at its entry; a call inside a syscall with no buffer to read
 //! (io_uring, sendmmsg, splice) carries its byte count only. Both directions are timed when
@@ -236,6 +237,37 @@ pub fn data(sk: *const core::ffi::c_void, ret: i64, direction: u8) {
     finish(id, &call, ret, now);
 }
 
+/// A receive returned nothing: the peer closed its end. A Unix stream connection ends here,
+/// as far as the agent can see (no tracepoint marks a Unix socket's close); TCP connections
+/// end at TCP_CLOSE instead ([`state_change`]), which also covers the end that closed first.
+#[inline(always)]
+pub fn end_of_stream(sk: *const core::ffi::c_void) {
+    let key = cookie(sk);
+    let Some(st) = (unsafe { CONNS.get(key) }).copied() else {
+        return;
+    };
+    if st.family == AF_UNIX {
+        forget(sk, key, &st);
+    }
+}
+
+/// The connection of socket `sk` (CONNS entry `st` under `key`) ended: userspace is told (when
+/// it heard of it and it was selected) and the kernel forgets it.
+#[inline(always)]
+fn forget(sk: *const core::ffi::c_void, key: u64, st: &ConnState) {
+    if st.family != 0 && st.announced != 0 && st.selected != 0 {
+        let s = SockRef {
+            sk: sk as u64,
+            key,
+            family: st.family,
+            inode: 0,
+        };
+        emit_conn(offsets(), &s, st, CONN_OP_CLOSE, -1);
+    }
+    let _ = CONNS.remove(key);
+    let _ = SAMPLE_ALLOW.remove(key);
+}
+
 /// `inet_sock_set_state`: an established TCP connection gets its identity and role (told to
 /// userspace at its first data call); a closed one is forgotten, and userspace told.
 #[inline(always)]
@@ -265,19 +297,8 @@ pub fn state_change(sk: *const core::ffi::c_void, oldstate: i32, newstate: i32) 
         let _ = CONNS.insert(s.key, unannounced_state(o, &s, role), BPF_NOEXIST as u64);
     } else if newstate == TCP_CLOSE {
         let key = cookie(sk);
-        let Some(st) = (unsafe { CONNS.get(key) }).copied() else {
-            return;
-        };
-        if st.family != 0 && st.announced != 0 && st.selected != 0 {
-            let s = SockRef {
-                sk: sk as u64,
-                key,
-                family: st.family,
-                inode: 0,
-            };
-            emit_conn(o, &s, &st, CONN_OP_CLOSE, -1);
+        if let Some(st) = (unsafe { CONNS.get(key) }).copied() {
+            forget(sk, key, &st);
         }
-        let _ = CONNS.remove(key);
-        let _ = SAMPLE_ALLOW.remove(key);
     }
 }

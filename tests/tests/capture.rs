@@ -371,6 +371,36 @@ fn unix_socket_client_to_redis() {
     assert!(String::from_utf8_lossy(&resp).contains("+OK\r\n"));
 }
 
+/// No tracepoint marks a Unix socket's close: with the socket tracepoints, the server's end of a
+/// Unix stream connection ends when its receive finds the client gone.
+#[test]
+fn unix_socket_server_end_closes_when_the_client_leaves() {
+    if !require_ebpf("unix_socket_server_end_closes_when_the_client_leaves") {
+        return;
+    }
+    let redis = Redis::start();
+    let agent = capture(&["--exe", "redis-server"]);
+    let out = Command::new("redis-cli")
+        .arg("-s")
+        .arg(&redis.socket)
+        .arg("PING")
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    let accepts = conn_events(&evs, "accept");
+    let unix: Vec<_> = accepts.iter().filter(|e| e["family"] == "unix").collect();
+    assert_eq!(unix.len(), 1, "{accepts:?}");
+    assert_eq!(unix[0]["role"], "server");
+    let id = &unix[0]["conn_id"];
+    let closes = conn_events(&evs, "close");
+    assert!(
+        closes.iter().any(|e| &e["conn_id"] == id),
+        "no close for {id}: {closes:?}"
+    );
+}
+
 #[test]
 fn connection_opened_before_agent_is_attributed() {
     if !require_ebpf("connection_opened_before_agent_is_attributed") {
