@@ -340,22 +340,28 @@ fn ipv6_loopback() {
     assert!(String::from_utf8_lossy(&req).starts_with("GET /six HTTP/1.1\r\n"));
 }
 
+/// The events captured from processes named `exe` while redis-cli runs `command` against a
+/// fresh Redis over its Unix socket and gets `reply`.
+fn redis_cli_over_unix_socket(exe: &str, command: &[&str], reply: &str) -> Vec<Value> {
+    let redis = Redis::start();
+    let agent = capture(&["--exe", exe]);
+    let out = Command::new("redis-cli")
+        .arg("-s")
+        .arg(&redis.socket)
+        .args(command)
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), reply);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    json_lines(&agent.stop())
+}
+
 #[test]
 fn unix_socket_client_to_redis() {
     if !require_ebpf("unix_socket_client_to_redis") {
         return;
     }
-    let redis = Redis::start();
-    let agent = capture(&["--exe", "redis-cli"]);
-    let out = Command::new("redis-cli")
-        .arg("-s")
-        .arg(&redis.socket)
-        .args(["SET", "k", "v"])
-        .output()
-        .expect("redis-cli");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let evs = json_lines(&agent.stop());
+    let evs = redis_cli_over_unix_socket("redis-cli", &["SET", "k", "v"], "OK");
     let c = conn_events(&evs, "connect");
     let unix: Vec<_> = c.iter().filter(|e| e["family"] == "unix").collect();
     assert_eq!(unix.len(), 1, "{c:?}");
@@ -378,17 +384,7 @@ fn unix_socket_server_end_closes_when_the_client_leaves() {
     if !require_ebpf("unix_socket_server_end_closes_when_the_client_leaves") {
         return;
     }
-    let redis = Redis::start();
-    let agent = capture(&["--exe", "redis-server"]);
-    let out = Command::new("redis-cli")
-        .arg("-s")
-        .arg(&redis.socket)
-        .arg("PING")
-        .output()
-        .expect("redis-cli");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let evs = json_lines(&agent.stop());
+    let evs = redis_cli_over_unix_socket("redis-server", &["PING"], "PONG");
     let accepts = conn_events(&evs, "accept");
     let unix: Vec<_> = accepts.iter().filter(|e| e["family"] == "unix").collect();
     assert_eq!(unix.len(), 1, "{accepts:?}");

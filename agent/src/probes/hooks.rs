@@ -134,12 +134,15 @@ pub static SOCKET_HOOKS: &[Hook] = &[
     },
 ];
 
-/// The program that returns at once in place of each of [`SOCKET_HOOKS`] (hooks-only).
-pub fn null_socket_program(hook: &Hook) -> &'static str {
+/// The BTF-typed program that returns at once in place of each of [`SOCKET_HOOKS`] and
+/// [`RAW_SYSCALL_HOOKS`] (hooks-only).
+pub fn null_btf_program(hook: &Hook) -> &'static str {
     match hook.name {
         "sock_send_length" => "tw_null_sock_send",
         "sock_recv_length" => "tw_null_sock_recv",
-        _ => "tw_null_sock_state",
+        "inet_sock_set_state" => "tw_null_sock_state",
+        "sys_enter" => "tw_null_sys_enter",
+        _ => "tw_null_sys_exit",
     }
 }
 

@@ -218,29 +218,7 @@ fn attach_per_syscall(
 /// processes, TCP state); with `hooks_only`, programs that return at once in their place.
 fn attach_dispatch(ebpf: &mut Ebpf, hooks_only: bool) -> Result<Vec<&'static Hook>> {
     fill_syscall_actions(ebpf)?;
-    let mut attached = Vec::new();
-    let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
-    for hook in RAW_SYSCALL_HOOKS {
-        let name = if hooks_only {
-            match hook.name {
-                "sys_enter" => "tw_null_sys_enter",
-                _ => "tw_null_sys_exit",
-            }
-        } else {
-            hook.program
-        };
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the object"))?
-            .try_into()?;
-        prog.load(hook.name, &btf)
-            .with_context(|| format!("verifier rejected {name}"))?;
-        prog.attach()
-            .with_context(|| format!("attaching {}:{}", hook.category, hook.name))?;
-        attached.push(hook);
-    }
-    drop(btf);
-    crate::memory::release_free_memory();
+    let mut attached = attach_btf(ebpf, RAW_SYSCALL_HOOKS, hooks_only)?;
     for hook in HOOKS.iter().filter(|h| h.category != "syscalls") {
         let prog = if hooks_only {
             null_program(ebpf)?
@@ -274,11 +252,21 @@ fn fill_syscall_actions(ebpf: &mut Ebpf) -> Result<()> {
 /// that return at once in their place.
 fn attach_sockets(ebpf: &mut Ebpf, hooks_only: bool) -> Result<Vec<&'static Hook>> {
     fill_syscall_actions(ebpf)?;
+    attach_btf(ebpf, SOCKET_HOOKS, hooks_only)
+}
+
+/// Loads and attaches BTF-typed programs on `hooks` (with `hooks_only`, the program that
+/// returns at once in place of each).
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    hooks: &'static [Hook],
+    hooks_only: bool,
+) -> Result<Vec<&'static Hook>> {
     let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
     let mut attached = Vec::new();
-    for hook in SOCKET_HOOKS {
+    for hook in hooks {
         let name = if hooks_only {
-            hooks::null_socket_program(hook)
+            hooks::null_btf_program(hook)
         } else {
             hook.program
         };
