@@ -141,6 +141,15 @@ fn curl_to_nginx_both_sides(extra: &[&str]) {
         assert_eq!(e["role"], "client");
         assert!(e["ts_exit_ns"].as_u64() >= e["ts_enter_ns"].as_u64());
     }
+    // curl exited: both ends were closed (close() with the syscall hooks, TCP_CLOSE with the
+    // socket tracepoints).
+    let closes = conn_events(&evs, "close");
+    for id in [&c["conn_id"], &s["conn_id"]] {
+        assert!(
+            closes.iter().any(|e| &e["conn_id"] == id),
+            "no close for {id}: {closes:?}"
+        );
+    }
 }
 
 fn spawn_pair_server(port: u16, chunk: usize, expect: usize) -> (Proc, BufReader<ChildStdout>) {
