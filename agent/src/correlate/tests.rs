@@ -502,6 +502,41 @@ fn second_request_on_a_connection_matches_second_request() {
     assert_ne!(by(1, "/1").trace_id, by(1, "/2").trace_id);
 }
 
+/// With the socket tracepoints a client's start is when its send completed; a server that ran
+/// first may have read the request a little before that. The two ends still pair.
+#[test]
+fn a_send_seen_after_the_server_read_it_still_pairs() {
+    let (cl, sv) = ("127.0.0.1:40002", "127.0.0.1:8080");
+    let mk = |role, pid, l: &str, r: &str, conn, t: T4| {
+        exchange(
+            conn,
+            pid,
+            9,
+            role,
+            l,
+            r,
+            record(ProtocolKind::Http1, t, http_detail("GET", "/", Some(200))),
+        )
+    };
+    // The server read the request at 10 µs and answered at 40 µs; the client's send was seen
+    // completing at 12 µs, its response read at 50 µs.
+    let s = mk(Role::Server, 2, sv, cl, 2, (10_000, 10_000, 40_000, 40_100));
+    let cli = mk(Role::Client, 1, cl, sv, 1, (12_000, 12_000, 50_000, 50_000));
+    let mut c = Correlator::new(cfg());
+    c.push(span(&s), 0);
+    c.push(span(&cli), 1);
+    let out = c.poll(HOLD + 10);
+    assert_eq!(out.len(), 2);
+    let (Some(server), Some(client)) = (
+        out.iter().find(|x| x.pid == 2),
+        out.iter().find(|x| x.pid == 1),
+    ) else {
+        panic!("both ends exported: {out:?}");
+    };
+    assert_eq!(server.parent_span_id, Some(client.span_id));
+    assert_eq!(c.stats().linked_connection, 1);
+}
+
 /// Pipelined requests overlap, so timing alone fits either server exchange to either client
 /// one: the exchange numbers conntrack gave each end pair them.
 #[test]
