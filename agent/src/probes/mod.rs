@@ -72,13 +72,24 @@ impl Default for ProbeConfig {
 pub struct Probes {
     ebpf: Ebpf,
     pub attached: Vec<&'static Hook>,
+    way: HookWay,
     /// Reads are seen at their exit only (arguments from the saved registers).
-    pub exit_only_reads: bool,
-    /// Syscalls are seen through the `raw_syscalls` dispatch, not one tracepoint per syscall.
-    pub syscall_dispatch: bool,
-    /// Socket I/O is seen through the socket tracepoints, with no syscall tracepoint.
-    pub socket_hooks: bool,
+    exit_only_reads: bool,
 }
+
+/// How socket I/O is hooked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookWay {
+    /// The socket tracepoints, with no syscall tracepoint.
+    SocketTracepoints,
+    /// The `raw_syscalls` dispatch.
+    RawSyscalls,
+    /// One `syscalls:*` tracepoint per traced syscall.
+    PerSyscall,
+}
+
+/// Attaches one way of hooking to a loaded object (hooks-only or not).
+type AttachFn = fn(&mut Ebpf, bool) -> Result<Vec<&'static Hook>>;
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -372,42 +383,38 @@ impl Probes {
             Ok(ebpf)
         };
         let mut ebpf = load_object()?;
-        if sockets_usable {
-            match attach_sockets(&mut ebpf, cfg.hooks_only) {
-                Ok(attached) => {
-                    return Ok(Self {
-                        ebpf,
-                        attached,
-                        exit_only_reads: true,
-                        syscall_dispatch: false,
-                        socket_hooks: true,
-                    });
-                }
-                Err(e) => {
-                    eprintln!(
-                        "tracewire: syscall tracepoints instead of the socket tracepoints: {e:#}"
-                    );
-                    drop(ebpf);
-                    ebpf = load_object()?;
-                }
+        // The ways that may fail on a kernel that lists their hooks; each falls back to the one
+        // tracepoint per syscall on a fresh object (whatever the failed attempt attached goes
+        // with the old one). At most one of them is usable.
+        let attempts: [(bool, HookWay, AttachFn, &str); 2] = [
+            (
+                sockets_usable,
+                HookWay::SocketTracepoints,
+                attach_sockets,
+                "syscall tracepoints instead of the socket tracepoints",
+            ),
+            (
+                dispatch_usable,
+                HookWay::RawSyscalls,
+                attach_dispatch,
+                "one tracepoint per syscall instead of raw_syscalls",
+            ),
+        ];
+        for (usable, way, attach, instead) in attempts {
+            if !usable {
+                continue;
             }
-        }
-        if dispatch_usable {
-            match attach_dispatch(&mut ebpf, cfg.hooks_only) {
+            match attach(&mut ebpf, cfg.hooks_only) {
                 Ok(attached) => {
                     return Ok(Self {
                         ebpf,
                         attached,
+                        way,
                         exit_only_reads: true,
-                        syscall_dispatch: true,
-                        socket_hooks: false,
                     });
                 }
                 Err(e) => {
-                    eprintln!(
-                        "tracewire: one tracepoint per syscall instead of raw_syscalls: {e:#}"
-                    );
-                    // A fresh object: whatever the failed attempt attached goes with the old one.
+                    eprintln!("tracewire: {instead}: {e:#}");
                     drop(ebpf);
                     ebpf = load_object()?;
                 }
@@ -419,27 +426,26 @@ impl Probes {
         Ok(Self {
             ebpf,
             attached,
+            way: HookWay::PerSyscall,
             exit_only_reads,
-            syscall_dispatch: false,
-            socket_hooks: false,
         })
     }
 
     /// How socket I/O is hooked, for the start-up message and `check`.
     pub fn hooks_mode(&self) -> &'static str {
-        if self.socket_hooks {
-            SOCKET_HOOKS_MODE
-        } else {
-            syscall_hooks_mode(self.syscall_dispatch)
+        match self.way {
+            HookWay::SocketTracepoints => SOCKET_HOOKS_MODE,
+            way => syscall_hooks_mode(way == HookWay::RawSyscalls),
         }
     }
 
     /// How reads are seen, for the start-up message and `check`.
     pub fn reads_mode(&self) -> &'static str {
-        if self.socket_hooks {
-            "when the socket returns them (buffer from the saved user registers)"
-        } else {
-            reads_mode(self.exit_only_reads)
+        match self.way {
+            HookWay::SocketTracepoints => {
+                "when the socket returns them (buffer from the saved user registers)"
+            }
+            _ => reads_mode(self.exit_only_reads),
         }
     }
 
