@@ -15,6 +15,7 @@ use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackStats};
 use crate::discovery::{Prefetched, Prefetcher};
 use crate::export::pipeline::{PipelineConfig, PipelineHandle, PipelineStats, spawn_span_pipeline};
 use crate::handoff::{HandoffTx, handoff};
+use crate::hostcpu::{HostCpu, online_cpus};
 use crate::ingest::{EventRef, EventSink, IngestStats, run_loop};
 use crate::model::Exchange;
 use crate::probes::{KernelCounters, ProbeConfig, Probes};
@@ -35,6 +36,8 @@ pub struct DaemonConfig {
     pub stats_interval: Duration,
     /// Calls per second captured in full before whole exchanges are sampled; 0: no limit.
     pub capture_budget: u64,
+    /// The capture budget's cap while the node's CPUs are saturated; 0: no cap.
+    pub saturated_budget: u64,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -51,9 +54,12 @@ pub struct FinalStats {
     /// Every loss anywhere: kernel ring buffer, channel, exporter queue and failures.
     pub total_drops: u64,
     /// Calls/s captured in full: as configured, and the lowest in force after the export side
-    /// fell behind (0 = no limit).
+    /// fell behind or the node was saturated (0 = no limit).
     pub capture_budget: u64,
     pub capture_budget_lowest: u64,
+    /// The cap on it while the node's CPUs were saturated (0 = none), and for how long they were.
+    pub saturated_budget: u64,
+    pub node_saturated_ms: u64,
 }
 
 /// Runs until `stop` is set (SIGINT/SIGTERM), then flushes and reports.
@@ -99,7 +105,9 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         stats_interval: cfg.stats_interval,
         probes: &mut probes,
         pipeline: &pipeline,
-        sampler: Sampler::new(cfg.capture_budget),
+        sampler: Sampler::new(cfg.capture_budget)
+            .with_saturated_budget(cfg.saturated_budget, online_cpus()),
+        host_cpu: HostCpu::open(),
         prefetcher,
     };
     let ingest = run_loop(&mut ring, &stop, Duration::from_millis(10), &mut sink);
@@ -125,6 +133,8 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         total_drops: kernel.dropped_events + kernel.call_collisions + ch_dropped + p.dropped(),
         capture_budget: cfg.capture_budget,
         capture_budget_lowest: sampler.lowest_budget_in_force(),
+        saturated_budget: cfg.saturated_budget,
+        node_saturated_ms: sampler.saturated_ms(),
     };
     eprintln!(
         "tracewire: stopped: events={} spans_built={} exported={} total_drops={}",
@@ -149,6 +159,7 @@ struct DaemonSink<'a> {
     probes: &'a mut Probes,
     pipeline: &'a PipelineHandle,
     sampler: Sampler,
+    host_cpu: HostCpu,
     prefetcher: Prefetcher,
 }
 
@@ -196,6 +207,12 @@ impl EventSink for DaemonSink<'_> {
         // Every tick: only the two counters the sampler needs (one map read each).
         let (offered, sampled_out) = self.probes.sampling_counters().unwrap_or_default();
         let pressure = self.pipeline.export_pressure();
+        let now = monotonic_ns();
+        let cpu = if self.sampler.wants_host_cpu(now) {
+            self.host_cpu.read()
+        } else {
+            self.host_cpu.last()
+        };
         let totals = Totals {
             offered,
             sampled_out,
@@ -203,8 +220,9 @@ impl EventSink for DaemonSink<'_> {
             lost: pressure.lost + self.dropped,
             backlogged: pressure.backlogged,
             queued: pressure.queued,
+            cpu,
         };
-        if let Some(t) = self.sampler.update(totals, monotonic_ns()) {
+        if let Some(t) = self.sampler.update(totals, now) {
             let _ = self.probes.set_skip_threshold(t);
         }
         if self.last_evict.elapsed() > Duration::from_secs(1) {
@@ -218,13 +236,18 @@ impl EventSink for DaemonSink<'_> {
             let p = self.pipeline.stats();
             let k = self.probes.counters().unwrap_or_default();
             eprintln!(
-                "tracewire: conns={} records={} spans={} exported={} queued={} sampled: budget={}/s kept={:.3} out={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
+                "tracewire: conns={} records={} spans={} exported={} queued={} sampled: budget={}/s{} kept={:.3} out={} drops: ring={} channel={} export={} unknown_protocol={} parse_errors={}",
                 self.conntrack.len(),
                 s.records,
                 p.spans_built,
                 p.otlp_exported,
                 p.otlp_queued,
                 self.sampler.budget_in_force(),
+                if self.sampler.node_saturated() {
+                    " (node saturated)"
+                } else {
+                    ""
+                },
                 self.sampler.kept_fraction(),
                 k.sampled_out,
                 k.dropped_events,

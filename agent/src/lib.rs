@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod export;
 pub mod exportcfg;
 pub mod handoff;
+pub mod hostcpu;
 pub mod ingest;
 pub mod listening;
 pub mod memory;

@@ -145,6 +145,11 @@ struct RunArgs {
     /// never sampled. 0: no limit.
     #[arg(long, default_value_t = 30_000)]
     capture_budget: u64,
+    /// The capture budget while the node's CPUs are saturated (less than 0.3 of a core idle,
+    /// smoothed over a few 100 ms intervals; lifted once more than 0.5 is idle again): there
+    /// the agent's CPU is taken from the applications. 0: the capture budget throughout.
+    #[arg(long, default_value_t = 10_000)]
+    saturated_budget: u64,
     /// Benchmark floor: attach a program that returns at once to every hook and capture
     /// nothing, to measure what the hooks alone cost on this kernel.
     #[arg(long)]
@@ -272,6 +277,7 @@ fn run(args: RunArgs) -> Result<()> {
         link_hold_ms,
         max_held_spans,
         capture_budget,
+        saturated_budget,
         hooks_only,
         hooks,
     } = args;
@@ -299,6 +305,7 @@ fn run(args: RunArgs) -> Result<()> {
         stats_file,
         stats_interval: Duration::from_secs(stats_interval.max(1)),
         capture_budget,
+        saturated_budget,
     };
     tracewire::daemon::run(cfg, stop_flag()?)?;
     Ok(())

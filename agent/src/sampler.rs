@@ -15,6 +15,17 @@
 //! shrinks it, so a load the agent keeps up with is not sampled below the configured budget. Shedding whole exchanges in the kernel
 //! costs nothing and keeps both ends of a trace; a span dropped after it was captured, parsed,
 //! built and queued wasted that work and leaves its children orphaned.
+//!
+//! A saturated node caps it further. While the node has CPU to spare, the agent's work runs
+//! there; once no CPU is left idle, every microsecond the agent spends is taken from the
+//! applications, and more than that: on a saturated 2-core host, 0.1 of a core of agent
+//! work left another 0.14 idle (an application thread preempted by the agent stalls the
+//! peers that wait on it), and nginx lost 15-20 % of its throughput. So while less than
+//! [`SATURATED_BELOW_IDLE_CORES`] of the node's CPUs are idle, the budget in force is at most
+//! the saturated budget (smaller); it is lifted step by step once more than
+//! [`UNSATURATED_ABOVE_IDLE_CORES`] are idle again.
+
+use crate::hostcpu::CpuTicks;
 
 /// How often the threshold is recomputed.
 pub const INTERVAL_NS: u64 = 100_000_000;
@@ -33,6 +44,18 @@ const MIN_SCALE: f64 = 1.0 / 64.0;
 /// Share of the configured budget restored per interval once the export side keeps up.
 const RECOVER_STEP: f64 = 0.01;
 
+/// Idle CPU (in cores, smoothed) below which the node counts as saturated.
+pub const SATURATED_BELOW_IDLE_CORES: f64 = 0.3;
+/// Idle CPU above which a saturated node counts as having room again (a gap between the two
+/// keeps a load at the edge from switching at every interval).
+pub const UNSATURATED_ABOVE_IDLE_CORES: f64 = 0.5;
+/// Share of the configured budget the saturation cap is lifted by per interval once the node
+/// has room again (1 s from the saturated budget to the full one).
+const UNSATURATED_STEP: f64 = 0.1;
+/// Weight of the newest interval in the smoothed idle CPU (/proc/stat counts in 10 ms ticks:
+/// over 100 ms on 2 CPUs one tick is a tenth of a core).
+const IDLE_SMOOTHING: f64 = 0.5;
+
 /// Running totals at one instant.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Totals {
@@ -48,6 +71,8 @@ pub struct Totals {
     pub backlogged: bool,
     /// Spans in the export queue (a gauge).
     pub queued: u64,
+    /// The node's CPU time (zero: unknown). Read when [`Sampler::wants_host_cpu`] says so.
+    pub cpu: CpuTicks,
 }
 
 #[derive(Debug)]
@@ -63,13 +88,24 @@ pub struct Sampler {
     threshold: u32,
     /// Share of the budget in force (1.0 unless the export side fell behind).
     scale: f64,
-    /// The smallest share of the budget that was in force.
-    lowest_scale: f64,
     /// Totals and time at the start of the current interval. The scale is adjusted and the
     /// calls per exchange are measured once per interval of at least `INTERVAL_NS`, however
     /// often surges update the threshold in between.
     interval: Totals,
     interval_ns: u64,
+    /// Calls per second captured in full while the node is saturated (0: no such cap).
+    saturated_budget_per_s: u64,
+    /// The node's online CPUs.
+    cpus: f64,
+    /// Idle CPU of the node in cores, smoothed (None until measured).
+    idle_cores: Option<f64>,
+    saturated: bool,
+    /// Cap on the budget in force from the node's saturation (calls/s).
+    host_cap: f64,
+    /// Intervals during which the node was saturated.
+    saturated_intervals: u64,
+    /// The smallest budget that was in force (0 = no limit).
+    lowest: u64,
 }
 
 impl Sampler {
@@ -82,15 +118,78 @@ impl Sampler {
             calls_per_exchange: None,
             threshold: 0,
             scale: 1.0,
-            lowest_scale: 1.0,
             interval: Totals::default(),
             interval_ns: 0,
+            saturated_budget_per_s: 0,
+            cpus: 1.0,
+            idle_cores: None,
+            saturated: false,
+            host_cap: budget_per_s as f64,
+            saturated_intervals: 0,
+            lowest: budget_per_s,
         }
+    }
+
+    /// Cap the budget in force at `saturated_budget_per_s` while the node's `cpus` are
+    /// saturated (0: no cap; nor without a budget).
+    pub fn with_saturated_budget(mut self, saturated_budget_per_s: u64, cpus: f64) -> Self {
+        self.saturated_budget_per_s = saturated_budget_per_s;
+        self.cpus = cpus.max(1.0);
+        self
+    }
+
+    /// Whether the next update closes an interval (and so wants a fresh [`Totals::cpu`]).
+    pub fn wants_host_cpu(&self, now_ns: u64) -> bool {
+        self.saturated_budget_per_s > 0
+            && self.budget_per_s > 0
+            && (self.last.is_none() || now_ns.saturating_sub(self.interval_ns) >= INTERVAL_NS)
+    }
+
+    /// Whether the node counts as saturated now.
+    pub fn node_saturated(&self) -> bool {
+        self.saturated
+    }
+
+    /// Milliseconds during which the node counted as saturated.
+    pub fn saturated_ms(&self) -> u64 {
+        self.saturated_intervals * (INTERVAL_NS / 1_000_000)
+    }
+
+    /// Track the node's idle CPU over the interval from `m` to `t`, and the cap it sets.
+    fn observe_host(&mut self, m: &Totals, t: &Totals) {
+        if self.saturated_budget_per_s == 0 || self.budget_per_s == 0 {
+            return;
+        }
+        let total = t.cpu.total.saturating_sub(m.cpu.total);
+        if m.cpu.total > 0 && total > 0 {
+            let idle = t.cpu.idle.saturating_sub(m.cpu.idle).min(total);
+            let now = idle as f64 / total as f64 * self.cpus;
+            let smoothed = self
+                .idle_cores
+                .map_or(now, |p| IDLE_SMOOTHING * now + (1.0 - IDLE_SMOOTHING) * p);
+            self.idle_cores = Some(smoothed);
+            if smoothed < SATURATED_BELOW_IDLE_CORES {
+                self.saturated = true;
+            } else if smoothed > UNSATURATED_ABOVE_IDLE_CORES {
+                self.saturated = false;
+            }
+        }
+        let full = self.budget_per_s as f64;
+        self.host_cap = if self.saturated {
+            self.saturated_intervals += 1;
+            (self.saturated_budget_per_s as f64).min(full)
+        } else {
+            (self.host_cap + UNSATURATED_STEP * full).min(full)
+        };
     }
 
     /// Calls per second captured in full now (0 = no limit).
     pub fn budget_in_force(&self) -> u64 {
-        self.budget_at(self.scale)
+        let b = self.budget_at(self.scale);
+        if b == 0 {
+            return 0;
+        }
+        b.min(self.host_cap as u64).max(1)
     }
 
     /// The configured budget scaled by `scale` (0 stays "no limit", anything else stays >= 1).
@@ -102,9 +201,9 @@ impl Sampler {
     }
 
     /// The lowest budget in force so far (0 = no limit): below the configured budget when the
-    /// export side fell behind.
+    /// export side fell behind or the node was saturated.
     pub fn lowest_budget_in_force(&self) -> u64 {
-        self.budget_at(self.lowest_scale)
+        self.lowest
     }
 
     /// Backpressure: shrink the budget in force while the export side falls behind, restore
@@ -120,7 +219,6 @@ impl Sampler {
             self.scale + RECOVER_STEP
         }
         .clamp(MIN_SCALE, 1.0);
-        self.lowest_scale = self.lowest_scale.min(self.scale);
     }
 
     /// Calls per kept exchange as measured, or [`PRIOR_CALLS_PER_EXCHANGE`] before that.
@@ -157,6 +255,8 @@ impl Sampler {
             if self.budget_per_s > 0 {
                 let growing = t.queued > m.queued;
                 self.adjust_scale(t.lost.saturating_sub(m.lost), t.backlogged, growing);
+                self.observe_host(&m, &t);
+                self.lowest = self.lowest.min(self.budget_in_force());
             }
             // Measured over an interval or more, not over a surge's few milliseconds (shorter
             // than the time parsing lags the kernel's counts, they read as one call per
@@ -235,6 +335,7 @@ mod tests {
             lost,
             backlogged: queued * 4 > 16_384,
             queued,
+            cpu: CpuTicks::default(),
         }
     }
 
@@ -455,6 +556,139 @@ mod tests {
             None
         );
         assert_eq!(s.budget_in_force(), 0);
+    }
+
+    /// Totals after `secs` of a 2-CPU node with `idle_cores` idle, at 20k calls/s.
+    fn on_node(secs: u64, idle_cores: f64) -> Totals {
+        // USER_HZ ticks: 100 per second per CPU.
+        let total = 200 * secs;
+        Totals {
+            offered: 20_000 * secs,
+            records: 20_000 * secs,
+            cpu: CpuTicks {
+                idle: (idle_cores * 100.0) as u64 * secs,
+                total,
+            },
+            ..Totals::default()
+        }
+    }
+
+    /// Drive `s` through `n` more seconds at `idle` cores idle; returns the new clock.
+    fn run_node(s: &mut Sampler, from: u64, n: u64, idle: f64, base: &mut Totals) -> u64 {
+        let mut now = from;
+        for _ in 0..n {
+            now += 1;
+            let step = on_node(1, idle);
+            base.offered += step.offered;
+            base.records += step.records;
+            base.cpu.idle += step.cpu.idle;
+            base.cpu.total += step.cpu.total;
+            s.update(*base, now * S);
+        }
+        now
+    }
+
+    /// A node with no idle CPU caps the budget at the saturated budget (so 20k calls/s are
+    /// sampled to half); once it has room again the cap is lifted in steps, to the full budget.
+    #[test]
+    fn a_saturated_node_caps_the_budget_until_it_has_room_again() {
+        let mut s = Sampler::new(30_000).with_saturated_budget(10_000, 2.0);
+        let mut t = on_node(0, 0.0);
+        t.cpu.total = 1;
+        s.update(t, 0);
+        let mut now = run_node(&mut s, 0, 2, 1.0, &mut t);
+        assert!(!s.node_saturated());
+        assert_eq!(s.budget_in_force(), 30_000);
+        assert_eq!(s.kept_fraction(), 1.0);
+        now = run_node(&mut s, now, 3, 0.05, &mut t);
+        assert!(s.node_saturated());
+        assert_eq!(s.budget_in_force(), 10_000);
+        assert!(
+            (s.kept_fraction() - 0.5).abs() < 0.002,
+            "{}",
+            s.kept_fraction()
+        );
+        assert!(s.saturated_ms() >= 200, "{}", s.saturated_ms());
+        // Room again: lifted by 3,000/s per interval, all of it within a second.
+        run_node(&mut s, now, 2, 1.5, &mut t);
+        assert!(!s.node_saturated());
+        let mut lifted = Vec::new();
+        for _ in 0..12 {
+            now += 1;
+            let step = on_node(1, 1.5);
+            t.offered += step.offered;
+            t.records += step.records;
+            t.cpu.idle += step.cpu.idle;
+            t.cpu.total += step.cpu.total;
+            s.update(t, now * S);
+            lifted.push(s.budget_in_force());
+        }
+        assert!(lifted[0] < 30_000, "{lifted:?}");
+        assert!(lifted.windows(2).all(|w| w[0] <= w[1]), "{lifted:?}");
+        assert_eq!(s.budget_in_force(), 30_000);
+        assert_eq!(s.kept_fraction(), 1.0);
+        assert_eq!(s.lowest_budget_in_force(), 10_000);
+    }
+
+    /// Between the two bounds the state holds: a node at the edge does not flip every interval.
+    #[test]
+    fn idle_cpu_between_the_bounds_keeps_the_state() {
+        let mid = (SATURATED_BELOW_IDLE_CORES + UNSATURATED_ABOVE_IDLE_CORES) / 2.0;
+        let mut s = Sampler::new(30_000).with_saturated_budget(10_000, 2.0);
+        let mut t = on_node(0, 0.0);
+        t.cpu.total = 1;
+        s.update(t, 0);
+        let now = run_node(&mut s, 0, 5, mid, &mut t);
+        assert!(!s.node_saturated());
+        let now = run_node(&mut s, now, 5, 0.0, &mut t);
+        assert!(s.node_saturated());
+        run_node(&mut s, now, 5, mid, &mut t);
+        assert!(s.node_saturated());
+        assert_eq!(s.budget_in_force(), 10_000);
+    }
+
+    /// No cap configured, no budget, or no CPU reading: a saturated node changes nothing.
+    #[test]
+    fn saturation_is_ignored_without_a_cap_a_budget_or_a_reading() {
+        for (budget, cap) in [(30_000, 0), (0, 10_000)] {
+            let mut s = Sampler::new(budget).with_saturated_budget(cap, 2.0);
+            assert!(!s.wants_host_cpu(0));
+            let mut t = on_node(0, 0.0);
+            t.cpu.total = 1;
+            s.update(t, 0);
+            run_node(&mut s, 0, 5, 0.0, &mut t);
+            assert!(!s.node_saturated());
+            assert_eq!(s.budget_in_force(), budget);
+        }
+        let mut s = Sampler::new(30_000).with_saturated_budget(10_000, 2.0);
+        s.update(totals(0, 0, 0), 0);
+        for i in 1..=5 {
+            s.update(totals(i * 20_000, 0, i * 20_000), i * S);
+        }
+        assert!(!s.node_saturated());
+        assert_eq!(s.budget_in_force(), 30_000);
+    }
+
+    /// A saturated budget above the configured one never raises it.
+    #[test]
+    fn the_saturated_budget_never_raises_the_budget() {
+        let mut s = Sampler::new(5_000).with_saturated_budget(10_000, 2.0);
+        let mut t = on_node(0, 0.0);
+        t.cpu.total = 1;
+        s.update(t, 0);
+        run_node(&mut s, 0, 5, 0.0, &mut t);
+        assert!(s.node_saturated());
+        assert_eq!(s.budget_in_force(), 5_000);
+    }
+
+    /// The host CPU is read once per interval, not at every tick.
+    #[test]
+    fn the_host_cpu_is_wanted_once_per_interval() {
+        let mut s = Sampler::new(30_000).with_saturated_budget(10_000, 2.0);
+        assert!(s.wants_host_cpu(0));
+        s.update(on_node(0, 0.0), 0);
+        assert!(!s.wants_host_cpu(INTERVAL_NS / 2));
+        assert!(s.wants_host_cpu(INTERVAL_NS));
     }
 
     /// Repeated losses never take the budget below its floor.

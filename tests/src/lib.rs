@@ -2,6 +2,7 @@
 //! stops only the process it started when dropped.
 
 pub mod agent;
+pub mod clients;
 pub mod env;
 pub mod otlp_receiver;
 pub mod servers;

@@ -8,31 +8,10 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tracewire_e2e::agent::Agent;
+use tracewire_e2e::clients::KEEPALIVE_PATH_CLIENT;
 use tracewire_e2e::env::{PYTHON, require_ebpf};
 use tracewire_e2e::otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use tracewire_e2e::servers::Nginx;
-
-/// Keep-alive HTTP/1.1 client: `conns` connections in threads, `per_conn` requests each, every
-/// request to its own path `/r/<conn>-<n>` so a span can only match its own request.
-const CLIENT: &str = r#"
-import http.client, sys, threading
-port, conns, per_conn = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-bad = []
-def run(c):
-    h = http.client.HTTPConnection("127.0.0.1", port)
-    for n in range(per_conn):
-        path = "/r/%d-%d" % (c, n)
-        h.request("GET", path)
-        r = h.getresponse()
-        body = r.read().decode()
-        if r.status != 200 or body != path:
-            bad.append((path, r.status, body))
-ts = [threading.Thread(target=run, args=(c,)) for c in range(conns)]
-for t in ts: t.start()
-for t in ts: t.join()
-print("bad", len(bad))
-sys.exit(1 if bad else 0)
-"#;
 
 #[test]
 fn over_budget_whole_exchanges_are_sampled_consistently_at_both_ends() {
@@ -68,7 +47,7 @@ fn over_budget_whole_exchanges_are_sampled_consistently_at_both_ends() {
     let (conns, per_conn) = (4, 4000);
     let st = Command::new(PYTHON)
         .arg("-c")
-        .arg(CLIENT)
+        .arg(KEEPALIVE_PATH_CLIENT)
         .args([
             nginx.port.to_string(),
             conns.to_string(),

@@ -81,8 +81,11 @@ struct Sample {
     orphaned: Option<u64>,
     /// Of the released spans, those released as they arrived (their links final).
     settled: Option<u64>,
-    /// The lowest capture budget in force (calls/s) after the export side fell behind.
+    /// The lowest capture budget in force (calls/s) after the export side fell behind or the
+    /// node was saturated.
     budget_lowest: Option<u64>,
+    /// How long the agent saw the node saturated (its budget capped), in ms.
+    saturated_ms: Option<u64>,
     seconds: f64,
 }
 
@@ -252,6 +255,7 @@ fn interleaved(
                     s.orphaned = v["correlate"]["orphaned"].as_u64();
                     s.settled = v["correlate"]["settled_on_arrival"].as_u64();
                     s.budget_lowest = v["capture_budget_lowest"].as_u64();
+                    s.saturated_ms = v["node_saturated_ms"].as_u64();
                 }
                 eprintln!("bench {name} traced run {i}: {:.0}/s", s.throughput);
                 traced.push(s);
@@ -552,6 +556,14 @@ impl Row {
                 _ => None,
             })
             .collect();
+        let saturated: Vec<f64> = self
+            .traced
+            .iter()
+            .filter_map(|s| {
+                s.saturated_ms
+                    .map(|ms| (ms as f64 / 1000.0 / s.seconds.max(0.001)).min(1.0))
+            })
+            .collect();
         // Per traced run: settled, forced or orphaned spans as a fraction of released spans.
         let share_of_released = |pick: fn(&Sample) -> Option<u64>| -> Vec<f64> {
             self.traced
@@ -605,6 +617,7 @@ impl Row {
             "export_drops": self.traced.iter().filter_map(|s| s.export_drops).sum::<u64>(),
             "sampled_out_fraction": median(sampled),
             "budget_lowest": self.traced.iter().filter_map(|s| s.budget_lowest).min(),
+            "node_saturated_fraction": median(saturated),
             "forced_release_fraction": median(forced),
             "orphaned_fraction": median(orphaned),
             "settled_on_arrival_fraction": median(settled),
@@ -908,13 +921,13 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | all sampled out ratio | paired ratios: traced / all sampled out / hooks-only | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s) | settled on arrival / released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | all sampled out ratio | paired ratios: traced / all sampled out / hooks-only | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s, share of the run the node was saturated) | settled on arrival / released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} / {:.3} / {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}) | {:.0}% / {:.0}% / {:.2}% | {:.3}, {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} / {:.3} / {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}, {:.0}%) | {:.0}% / {:.0}% / {:.2}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
@@ -935,6 +948,7 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
             r["export_drops"],
             f("sampled_out_fraction") * 100.0,
             r["budget_lowest"],
+            f("node_saturated_fraction") * 100.0,
             f("settled_on_arrival_fraction") * 100.0,
             f("forced_release_fraction") * 100.0,
             f("orphaned_fraction") * 100.0,

@@ -1,0 +1,118 @@
+//! The capture budget on a saturated node. A test binary of its own: it saturates every CPU
+//! for a few seconds, which must not slow the tests of another binary (binaries run one after
+//! another).
+
+use std::process::Command;
+use std::time::Duration;
+
+use tracewire_e2e::agent::Agent;
+use tracewire_e2e::clients::KEEPALIVE_PATH_CLIENT;
+use tracewire_e2e::env::{PYTHON, require_ebpf, wait_for};
+use tracewire_e2e::otlp_receiver::OtlpReceiver;
+use tracewire_e2e::servers::{Nginx, Proc};
+
+/// Stderr lines of `agent` that log the sampler's state, newest last.
+fn sampler_lines(agent: &Agent) -> Vec<String> {
+    agent
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("sampled: budget="))
+        .collect()
+}
+
+/// A node with no idle CPU caps the budget at `--saturated-budget`: the agent's work would be
+/// taken from the applications. Busy loops on every CPU (this test's own processes) saturate
+/// the node; the traced load is then sampled down to the cap and counted, and once the loops
+/// end the full budget is back.
+#[test]
+fn a_saturated_node_samples_down_to_the_saturated_budget() {
+    if !require_ebpf("a_saturated_node_samples_down_to_the_saturated_budget") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rx = rt.block_on(OtlpReceiver::start());
+    let nginx = Nginx::start("location /r/ { return 200 \"$uri\"; }");
+    let dir = tempfile::tempdir().expect("tmp");
+    let stats = dir.path().join("stats.json");
+    let agent = Agent::start(
+        &[
+            "run",
+            "--endpoint",
+            &rx.grpc_endpoint(),
+            "--protocol",
+            "grpc",
+            "--port",
+            &nginx.port.to_string(),
+            "--saturated-budget",
+            "100",
+            "--stats-interval",
+            "1",
+            "--stats-file",
+            stats.to_str().expect("utf-8 path"),
+        ],
+        &[],
+        "tracing via",
+    );
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<Proc> = (0..cpus)
+        .map(|i| {
+            Proc::spawn(
+                &format!("busy loop {i}"),
+                Command::new(PYTHON).args(["-c", "while True: pass"]),
+            )
+        })
+        .collect();
+    wait_for(
+        "the node seen as saturated",
+        Duration::from_secs(15),
+        || {
+            sampler_lines(&agent)
+                .last()
+                .is_some_and(|l| l.contains("budget=100/s (node saturated)"))
+        },
+    );
+    let (conns, per_conn) = (2, 600);
+    let st = Command::new(PYTHON)
+        .arg("-c")
+        .arg(KEEPALIVE_PATH_CLIENT)
+        .args([
+            nginx.port.to_string(),
+            conns.to_string(),
+            per_conn.to_string(),
+        ])
+        .status()
+        .expect("client");
+    assert!(st.success(), "the traced client saw a wrong response");
+    drop(hogs);
+    wait_for("the full budget back", Duration::from_secs(15), || {
+        sampler_lines(&agent)
+            .last()
+            .is_some_and(|l| l.contains("budget=30000/s kept"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    agent.stop();
+
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json");
+    assert_eq!(v["saturated_budget"], 100, "{v}");
+    assert_eq!(v["capture_budget_lowest"], 100, "{v}");
+    assert!(v["node_saturated_ms"].as_u64().unwrap_or(0) >= 100, "{v}");
+    let sampled_out = v["kernel"]["sampled_out"].as_u64().expect("sampled_out");
+    let total = 2 * conns * per_conn;
+    assert!(
+        sampled_out > total as u64 / 2,
+        "{total} calls in a few seconds at 100 calls/s are mostly sampled out: {v}"
+    );
+    assert_eq!(v["total_drops"], 0, "{v}");
+    let kept = rx.spans().len() as u64;
+    assert_eq!(kept, v["spans_exported"].as_u64().expect("exported"), "{v}");
+    assert!(
+        kept + sampled_out <= total as u64 && kept + sampled_out + 16 >= total as u64,
+        "every exchange is either a span or counted as sampled out: kept {kept}, out \
+         {sampled_out}, total {total}"
+    );
+}
