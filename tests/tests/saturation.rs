@@ -75,7 +75,7 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
                 .is_some_and(|l| l.contains("budget=100/s (node saturated)"))
         },
     );
-    let (conns, per_conn) = (2, 600);
+    let (conns, per_conn) = (2, 3000);
     let st = Command::new(PYTHON)
         .arg("-c")
         .arg(KEEPALIVE_PATH_CLIENT)
@@ -103,9 +103,12 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
     assert!(v["node_saturated_ms"].as_u64().unwrap_or(0) >= 100, "{v}");
     let sampled_out = v["kernel"]["sampled_out"].as_u64().expect("sampled_out");
     let total = 2 * conns * per_conn;
+    // Without the cap none would be (30,000 calls/s). Not nearly all: the sampler measures
+    // a new load over its first 100 ms interval, which keeps it whole (the client takes
+    // about a second).
     assert!(
-        sampled_out > total as u64 / 2,
-        "{total} calls in a few seconds at 100 calls/s are mostly sampled out: {v}"
+        sampled_out >= total as u64 / 2,
+        "{total} calls in a few seconds at 100 calls/s are sampled out: {v}"
     );
     assert_eq!(v["total_drops"], 0, "{v}");
     let kept = rx.spans().len() as u64;
