@@ -145,9 +145,10 @@ struct RunArgs {
     /// never sampled. 0: no limit.
     #[arg(long, default_value_t = 30_000)]
     capture_budget: u64,
-    /// The capture budget while the node's CPUs are saturated (less than 0.3 of a core idle,
-    /// smoothed over a few 100 ms intervals; lifted once more than 0.5 is idle again): there
-    /// the agent's CPU is taken from the applications. 0: the capture budget throughout.
+    /// The capture budget while the node's CPUs are saturated (less than 0.4 of a core idle,
+    /// smoothed over a few 100 ms intervals, or less than 0.1 in one; lifted once more than
+    /// 0.6 is idle again): there the agent's CPU is taken from the applications. 0: the
+    /// capture budget throughout.
     #[arg(long, default_value_t = 10_000)]
     saturated_budget: u64,
     /// Benchmark floor: attach a program that returns at once to every hook and capture
