@@ -36,8 +36,9 @@ pub struct DaemonConfig {
     pub stats_interval: Duration,
     /// Calls per second captured in full before whole exchanges are sampled; 0: no limit.
     pub capture_budget: u64,
-    /// The capture budget's cap while the node's CPUs are saturated; 0: no cap.
-    pub saturated_budget: u64,
+    /// The capture budget's cap while the node's CPUs are saturated, per CPU of the node; 0:
+    /// no cap.
+    pub saturated_budget_per_cpu: u64,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -57,7 +58,8 @@ pub struct FinalStats {
     /// fell behind or the node was saturated (0 = no limit).
     pub capture_budget: u64,
     pub capture_budget_lowest: u64,
-    /// The cap on it while the node's CPUs were saturated (0 = none), and for how long they were.
+    /// The cap on it while the node's CPUs were saturated (calls/s for the whole node; 0 =
+    /// none), and for how long they were.
     pub saturated_budget: u64,
     pub node_saturated_ms: u64,
 }
@@ -95,6 +97,17 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         .block_on(async { spawn_span_pipeline(pipeline_cfg, rx) })
         .context("starting the span pipeline")?;
 
+    let cpus = online_cpus();
+    // The cap scales with the node: what the agent may take from the applications of a
+    // saturated node is a share of its CPUs.
+    let saturated_budget = (cfg.saturated_budget_per_cpu as f64 * cpus) as u64;
+    let mut host_cpu = HostCpu::open();
+    if saturated_budget > 0 && cfg.capture_budget > 0 && !host_cpu.available() {
+        eprintln!(
+            "tracewire: warning: /proc/stat is not readable: the node's saturation is not measured, and the capture budget stays {}/s when it is saturated",
+            cfg.capture_budget
+        );
+    }
     let mut sink = DaemonSink {
         conntrack: Conntrack::new(cfg.conntrack.clone()),
         out: Vec::with_capacity(BATCH),
@@ -105,9 +118,8 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         stats_interval: cfg.stats_interval,
         probes: &mut probes,
         pipeline: &pipeline,
-        sampler: Sampler::new(cfg.capture_budget)
-            .with_saturated_budget(cfg.saturated_budget, online_cpus()),
-        host_cpu: HostCpu::open(),
+        sampler: Sampler::new(cfg.capture_budget).with_saturated_budget(saturated_budget, cpus),
+        host_cpu,
         prefetcher,
     };
     let ingest = run_loop(&mut ring, &stop, Duration::from_millis(10), &mut sink);
@@ -133,7 +145,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         total_drops: kernel.dropped_events + kernel.call_collisions + ch_dropped + p.dropped(),
         capture_budget: cfg.capture_budget,
         capture_budget_lowest: sampler.lowest_budget_in_force(),
-        saturated_budget: cfg.saturated_budget,
+        saturated_budget,
         node_saturated_ms: sampler.saturated_ms(),
     };
     eprintln!(

@@ -70,6 +70,11 @@ impl HostCpu {
     pub fn last(&self) -> CpuTicks {
         self.last
     }
+
+    /// Whether `/proc/stat` could be opened and read.
+    pub fn available(&mut self) -> bool {
+        self.file.is_some() && self.read().total > 0
+    }
 }
 
 /// Online CPUs of the node (1 when unknown).

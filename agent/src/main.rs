@@ -147,10 +147,10 @@ struct RunArgs {
     capture_budget: u64,
     /// The capture budget while the node's CPUs are saturated (less than 0.4 of a core idle,
     /// smoothed over a few 100 ms intervals, or less than 0.1 in one; lifted once more than
-    /// 0.6 is idle again): there the agent's CPU is taken from the applications. 0: the
-    /// capture budget throughout.
-    #[arg(long, default_value_t = 10_000)]
-    saturated_budget: u64,
+    /// 0.6 is idle again), per CPU of the node: there the agent's CPU is taken from the
+    /// applications. 0: the capture budget throughout.
+    #[arg(long, default_value_t = 2_500)]
+    saturated_budget_per_cpu: u64,
     /// Benchmark floor: attach a program that returns at once to every hook and capture
     /// nothing, to measure what the hooks alone cost on this kernel.
     #[arg(long)]
@@ -278,7 +278,7 @@ fn run(args: RunArgs) -> Result<()> {
         link_hold_ms,
         max_held_spans,
         capture_budget,
-        saturated_budget,
+        saturated_budget_per_cpu,
         hooks_only,
         hooks,
     } = args;
@@ -306,7 +306,7 @@ fn run(args: RunArgs) -> Result<()> {
         stats_file,
         stats_interval: Duration::from_secs(stats_interval.max(1)),
         capture_budget,
-        saturated_budget,
+        saturated_budget_per_cpu,
     };
     tracewire::daemon::run(cfg, stop_flag()?)?;
     Ok(())

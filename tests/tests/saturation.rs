@@ -20,7 +20,7 @@ fn sampler_lines(agent: &Agent) -> Vec<String> {
         .collect()
 }
 
-/// A node with no idle CPU caps the budget at `--saturated-budget`: the agent's work would be
+/// A node with no idle CPU caps the budget at `--saturated-budget-per-cpu` times its CPUs: the agent's work would be
 /// taken from the applications. Busy loops on every CPU (this test's own processes) saturate
 /// the node; the traced load is then sampled down to the cap and counted, and once the loops
 /// end the full budget is back.
@@ -47,8 +47,8 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
             "grpc",
             "--port",
             &nginx.port.to_string(),
-            "--saturated-budget",
-            "100",
+            "--saturated-budget-per-cpu",
+            "50",
             "--stats-interval",
             "1",
             "--stats-file",
@@ -57,7 +57,9 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
         &[],
         "tracing via",
     );
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // SAFETY: no pointers.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u64;
+    let cap = 50 * cpus;
     let hogs: Vec<Proc> = (0..cpus)
         .map(|i| {
             Proc::spawn(
@@ -72,7 +74,7 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
         || {
             sampler_lines(&agent)
                 .last()
-                .is_some_and(|l| l.contains("budget=100/s (node saturated)"))
+                .is_some_and(|l| l.contains(&format!("budget={cap}/s (node saturated)")))
         },
     );
     let (conns, per_conn) = (2, 3000);
@@ -98,8 +100,8 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
 
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json");
-    assert_eq!(v["saturated_budget"], 100, "{v}");
-    assert_eq!(v["capture_budget_lowest"], 100, "{v}");
+    assert_eq!(v["saturated_budget"], cap, "{v}");
+    assert_eq!(v["capture_budget_lowest"], cap, "{v}");
     assert!(v["node_saturated_ms"].as_u64().unwrap_or(0) >= 100, "{v}");
     let sampled_out = v["kernel"]["sampled_out"].as_u64().expect("sampled_out");
     let total = 2 * conns * per_conn;
@@ -108,7 +110,7 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
     // about a second).
     assert!(
         sampled_out >= total as u64 / 2,
-        "{total} calls in a few seconds at 100 calls/s are sampled out: {v}"
+        "{total} calls in a few seconds at {cap} calls/s are sampled out: {v}"
     );
     assert_eq!(v["total_drops"], 0, "{v}");
     let kept = rx.spans().len() as u64;
