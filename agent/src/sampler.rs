@@ -582,6 +582,15 @@ mod tests {
         }
     }
 
+    /// A sampler with `budget` capped at `cap` on a 2-CPU node, after its first reading.
+    fn on_a_node(budget: u64, cap: u64) -> (Sampler, Totals) {
+        let mut s = Sampler::new(budget).with_saturated_budget(cap, 2.0);
+        let mut t = on_node(0, 0.0);
+        t.cpu.total = 1;
+        s.update(t, 0);
+        (s, t)
+    }
+
     /// Drive `s` through `n` more seconds at `idle` cores idle; returns the new clock.
     fn run_node(s: &mut Sampler, from: u64, n: u64, idle: f64, base: &mut Totals) -> u64 {
         let mut now = from;
@@ -601,10 +610,7 @@ mod tests {
     /// sampled to half); once it has room again the cap is lifted in steps, to the full budget.
     #[test]
     fn a_saturated_node_caps_the_budget_until_it_has_room_again() {
-        let mut s = Sampler::new(30_000).with_saturated_budget(10_000, 2.0);
-        let mut t = on_node(0, 0.0);
-        t.cpu.total = 1;
-        s.update(t, 0);
+        let (mut s, mut t) = on_a_node(30_000, 10_000);
         let mut now = run_node(&mut s, 0, 2, 1.0, &mut t);
         assert!(!s.node_saturated());
         assert_eq!(s.budget_in_force(), 30_000);
@@ -619,17 +625,11 @@ mod tests {
         );
         assert!(s.saturated_ms() >= 200, "{}", s.saturated_ms());
         // Room again: lifted by 3,000/s per interval, all of it within a second.
-        run_node(&mut s, now, 2, 1.5, &mut t);
+        now = run_node(&mut s, now, 2, 1.5, &mut t);
         assert!(!s.node_saturated());
         let mut lifted = Vec::new();
         for _ in 0..12 {
-            now += 1;
-            let step = on_node(1, 1.5);
-            t.offered += step.offered;
-            t.records += step.records;
-            t.cpu.idle += step.cpu.idle;
-            t.cpu.total += step.cpu.total;
-            s.update(t, now * S);
+            now = run_node(&mut s, now, 1, 1.5, &mut t);
             lifted.push(s.budget_in_force());
         }
         assert!(lifted[0] < 30_000, "{lifted:?}");
@@ -642,20 +642,14 @@ mod tests {
     /// An interval with next to no idle CPU is enough: a load that starts is capped at once.
     #[test]
     fn a_fully_busy_interval_caps_at_once() {
-        let mut s = Sampler::new(30_000).with_saturated_budget(10_000, 2.0);
-        let mut t = on_node(0, 0.0);
-        t.cpu.total = 1;
-        s.update(t, 0);
+        let (mut s, mut t) = on_a_node(30_000, 10_000);
         let now = run_node(&mut s, 0, 3, 1.8, &mut t);
         assert!(!s.node_saturated());
         run_node(&mut s, now, 1, 0.0, &mut t);
         assert!(s.node_saturated());
         assert_eq!(s.budget_in_force(), 10_000);
         // A busy interval that still leaves a fifth of a core idle is not enough alone.
-        let mut s = Sampler::new(30_000).with_saturated_budget(10_000, 2.0);
-        let mut t = on_node(0, 0.0);
-        t.cpu.total = 1;
-        s.update(t, 0);
+        let (mut s, mut t) = on_a_node(30_000, 10_000);
         let now = run_node(&mut s, 0, 3, 1.8, &mut t);
         run_node(&mut s, now, 1, 0.2, &mut t);
         assert!(!s.node_saturated());
@@ -665,10 +659,7 @@ mod tests {
     #[test]
     fn idle_cpu_between_the_bounds_keeps_the_state() {
         let mid = (SATURATED_BELOW_IDLE_CORES + UNSATURATED_ABOVE_IDLE_CORES) / 2.0;
-        let mut s = Sampler::new(30_000).with_saturated_budget(10_000, 2.0);
-        let mut t = on_node(0, 0.0);
-        t.cpu.total = 1;
-        s.update(t, 0);
+        let (mut s, mut t) = on_a_node(30_000, 10_000);
         let now = run_node(&mut s, 0, 5, mid, &mut t);
         assert!(!s.node_saturated());
         let now = run_node(&mut s, now, 5, 0.0, &mut t);
@@ -682,11 +673,12 @@ mod tests {
     #[test]
     fn saturation_is_ignored_without_a_cap_a_budget_or_a_reading() {
         for (budget, cap) in [(30_000, 0), (0, 10_000)] {
-            let mut s = Sampler::new(budget).with_saturated_budget(cap, 2.0);
-            assert!(!s.wants_host_cpu(0));
-            let mut t = on_node(0, 0.0);
-            t.cpu.total = 1;
-            s.update(t, 0);
+            assert!(
+                !Sampler::new(budget)
+                    .with_saturated_budget(cap, 2.0)
+                    .wants_host_cpu(0)
+            );
+            let (mut s, mut t) = on_a_node(budget, cap);
             run_node(&mut s, 0, 5, 0.0, &mut t);
             assert!(!s.node_saturated());
             assert_eq!(s.budget_in_force(), budget);
@@ -703,10 +695,7 @@ mod tests {
     /// A saturated budget above the configured one never raises it.
     #[test]
     fn the_saturated_budget_never_raises_the_budget() {
-        let mut s = Sampler::new(5_000).with_saturated_budget(10_000, 2.0);
-        let mut t = on_node(0, 0.0);
-        t.cpu.total = 1;
-        s.update(t, 0);
+        let (mut s, mut t) = on_a_node(5_000, 10_000);
         run_node(&mut s, 0, 5, 0.0, &mut t);
         assert!(s.node_saturated());
         assert_eq!(s.budget_in_force(), 5_000);

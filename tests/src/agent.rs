@@ -84,7 +84,8 @@ impl Agent {
         self.stdout()
     }
 
-    fn terminate(&mut self) {
+    /// SIGTERM, then wait for a clean exit (flushes); does nothing once it exited.
+    pub fn terminate(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,4 +1,12 @@
-//! Client programs the tests run against real servers.
+//! Client programs the tests run against real servers, and the traced server they share.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::agent::Agent;
+use crate::env::PYTHON;
+use crate::otlp_receiver::OtlpReceiver;
+use crate::servers::Nginx;
 
 /// Keep-alive HTTP/1.1 client: `conns` connections in threads, `per_conn` requests each, every
 /// request to its own path `/r/<conn>-<n>` so a span can only match its own request.
@@ -21,3 +29,74 @@ for t in ts: t.join()
 print("bad", len(bad))
 sys.exit(1 if bad else 0)
 "#;
+
+/// nginx answering `/r/<anything>` with its path, traced by an agent that exports over
+/// OTLP/gRPC to a receiver and writes its final counters to a stats file.
+pub struct TracedPathServer {
+    pub agent: Agent,
+    pub rx: OtlpReceiver,
+    pub nginx: Nginx,
+    stats: PathBuf,
+    _dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl TracedPathServer {
+    /// Start the three, with `extra` flags for `tracewire run`.
+    pub fn start(extra: &[&str]) -> TracedPathServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let rx = rt.block_on(OtlpReceiver::start());
+        let nginx = Nginx::start("location /r/ { return 200 \"$uri\"; }");
+        let dir = tempfile::tempdir().expect("tmp");
+        let stats = dir.path().join("stats.json");
+        let endpoint = rx.grpc_endpoint();
+        let port = nginx.port.to_string();
+        let mut args = vec![
+            "run",
+            "--endpoint",
+            &endpoint,
+            "--protocol",
+            "grpc",
+            "--port",
+            &port,
+            "--stats-file",
+            stats.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        let agent = Agent::start(&args, &[], "tracing via");
+        TracedPathServer {
+            agent,
+            rx,
+            nginx,
+            stats,
+            _dir: dir,
+            _rt: rt,
+        }
+    }
+
+    /// Run [`KEEPALIVE_PATH_CLIENT`] against nginx; every response must be its own path.
+    pub fn run_client(&self, conns: usize, per_conn: usize) {
+        let st = Command::new(PYTHON)
+            .arg("-c")
+            .arg(KEEPALIVE_PATH_CLIENT)
+            .args([
+                self.nginx.port.to_string(),
+                conns.to_string(),
+                per_conn.to_string(),
+            ])
+            .status()
+            .expect("client");
+        assert!(st.success(), "the traced client saw a wrong response");
+    }
+
+    /// Stop the agent (it flushes) and return its final counters.
+    pub fn stop_agent(&mut self) -> serde_json::Value {
+        self.agent.terminate();
+        serde_json::from_str(&std::fs::read_to_string(&self.stats).expect("stats file"))
+            .expect("json")
+    }
+}

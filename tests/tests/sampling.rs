@@ -3,64 +3,23 @@
 //! exact: every span pairs with its own request, and client/server pairs still link.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use tracewire_e2e::agent::Agent;
-use tracewire_e2e::clients::KEEPALIVE_PATH_CLIENT;
-use tracewire_e2e::env::{PYTHON, require_ebpf};
-use tracewire_e2e::otlp_receiver::{OtlpReceiver, ReceivedSpan};
-use tracewire_e2e::servers::Nginx;
+use tracewire_e2e::clients::TracedPathServer;
+use tracewire_e2e::env::require_ebpf;
+use tracewire_e2e::otlp_receiver::ReceivedSpan;
 
 #[test]
 fn over_budget_whole_exchanges_are_sampled_consistently_at_both_ends() {
     if !require_ebpf("over_budget_whole_exchanges_are_sampled_consistently_at_both_ends") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let rx = rt.block_on(OtlpReceiver::start());
-    let nginx = Nginx::start("location /r/ { return 200 \"$uri\"; }");
-    let dir = tempfile::tempdir().expect("tmp");
-    let stats = dir.path().join("stats.json");
-    let agent = Agent::start(
-        &[
-            "run",
-            "--endpoint",
-            &rx.grpc_endpoint(),
-            "--protocol",
-            "grpc",
-            "--port",
-            &nginx.port.to_string(),
-            "--capture-budget",
-            "300",
-            "--stats-file",
-            stats.to_str().expect("utf-8 path"),
-        ],
-        &[],
-        "tracing via",
-    );
+    let mut t = TracedPathServer::start(&["--capture-budget", "300"]);
     let (conns, per_conn) = (4, 4000);
-    let st = Command::new(PYTHON)
-        .arg("-c")
-        .arg(KEEPALIVE_PATH_CLIENT)
-        .args([
-            nginx.port.to_string(),
-            conns.to_string(),
-            per_conn.to_string(),
-        ])
-        .status()
-        .expect("client");
-    assert!(st.success(), "the traced client saw a wrong response");
+    t.run_client(conns, per_conn);
     std::thread::sleep(Duration::from_secs(3));
-    agent.stop();
-
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json");
+    let v = t.stop_agent();
     let exchanges = v["kernel"]["exchanges"].as_u64().expect("exchanges");
     let sampled_out = v["kernel"]["sampled_out"].as_u64().expect("sampled_out");
     // Both ends count. The first exchange of each end is always captured and not counted:
@@ -90,7 +49,7 @@ fn over_budget_whole_exchanges_are_sampled_consistently_at_both_ends() {
     assert_eq!(v["conntrack"]["parse_errors"], 0, "{v}");
     assert_eq!(v["total_drops"], 0, "{v}");
 
-    let spans = rx.spans();
+    let spans = t.rx.spans();
     let kept = spans.len() as u64;
     assert_eq!(kept, v["spans_exported"].as_u64().expect("exported"), "{v}");
     assert!(

@@ -6,10 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use tracewire_e2e::agent::Agent;
-use tracewire_e2e::clients::KEEPALIVE_PATH_CLIENT;
+use tracewire_e2e::clients::TracedPathServer;
 use tracewire_e2e::env::{PYTHON, require_ebpf, wait_for};
-use tracewire_e2e::otlp_receiver::OtlpReceiver;
-use tracewire_e2e::servers::{Nginx, Proc};
+use tracewire_e2e::servers::Proc;
 
 /// Stderr lines of `agent` that log the sampler's state, newest last.
 fn sampler_lines(agent: &Agent) -> Vec<String> {
@@ -29,34 +28,8 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
     if !require_ebpf("a_saturated_node_samples_down_to_the_saturated_budget") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let rx = rt.block_on(OtlpReceiver::start());
-    let nginx = Nginx::start("location /r/ { return 200 \"$uri\"; }");
-    let dir = tempfile::tempdir().expect("tmp");
-    let stats = dir.path().join("stats.json");
-    let agent = Agent::start(
-        &[
-            "run",
-            "--endpoint",
-            &rx.grpc_endpoint(),
-            "--protocol",
-            "grpc",
-            "--port",
-            &nginx.port.to_string(),
-            "--saturated-budget-per-cpu",
-            "50",
-            "--stats-interval",
-            "1",
-            "--stats-file",
-            stats.to_str().expect("utf-8 path"),
-        ],
-        &[],
-        "tracing via",
-    );
+    let mut t =
+        TracedPathServer::start(&["--saturated-budget-per-cpu", "50", "--stats-interval", "1"]);
     // SAFETY: no pointers.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u64;
     let cap = 50 * cpus;
@@ -72,34 +45,21 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
         "the node seen as saturated",
         Duration::from_secs(15),
         || {
-            sampler_lines(&agent)
+            sampler_lines(&t.agent)
                 .last()
                 .is_some_and(|l| l.contains(&format!("budget={cap}/s (node saturated)")))
         },
     );
     let (conns, per_conn) = (2, 3000);
-    let st = Command::new(PYTHON)
-        .arg("-c")
-        .arg(KEEPALIVE_PATH_CLIENT)
-        .args([
-            nginx.port.to_string(),
-            conns.to_string(),
-            per_conn.to_string(),
-        ])
-        .status()
-        .expect("client");
-    assert!(st.success(), "the traced client saw a wrong response");
+    t.run_client(conns, per_conn);
     drop(hogs);
     wait_for("the full budget back", Duration::from_secs(15), || {
-        sampler_lines(&agent)
+        sampler_lines(&t.agent)
             .last()
             .is_some_and(|l| l.contains("budget=30000/s kept"))
     });
     std::thread::sleep(Duration::from_secs(2));
-    agent.stop();
-
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json");
+    let v = t.stop_agent();
     assert_eq!(v["saturated_budget"], cap, "{v}");
     assert_eq!(v["capture_budget_lowest"], cap, "{v}");
     assert!(v["node_saturated_ms"].as_u64().unwrap_or(0) >= 100, "{v}");
@@ -113,7 +73,7 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
         "{total} calls in a few seconds at {cap} calls/s are sampled out: {v}"
     );
     assert_eq!(v["total_drops"], 0, "{v}");
-    let kept = rx.spans().len() as u64;
+    let kept = t.rx.spans().len() as u64;
     assert_eq!(kept, v["spans_exported"].as_u64().expect("exported"), "{v}");
     assert!(
         kept + sampled_out <= total as u64 && kept + sampled_out + 16 >= total as u64,
