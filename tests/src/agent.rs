@@ -113,3 +113,36 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// Where `tracewire run --stats-file` writes its final counters: a fresh temporary file.
+pub struct StatsFile {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl StatsFile {
+    pub fn new() -> StatsFile {
+        let dir = tempfile::tempdir().expect("tmp");
+        StatsFile {
+            path: dir.path().join("stats.json"),
+            _dir: dir,
+        }
+    }
+
+    /// The flag's value.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+
+    /// The counters the stopped agent wrote.
+    pub fn read(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&self.path).expect("stats file"))
+            .expect("json")
+    }
+}
+
+impl Default for StatsFile {
+    fn default() -> Self {
+        Self::new()
+    }
+}

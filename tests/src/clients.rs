@@ -1,9 +1,8 @@
 //! Client programs the tests run against real servers, and the traced server they share.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, StatsFile};
 use crate::env::PYTHON;
 use crate::otlp_receiver::OtlpReceiver;
 use crate::servers::Nginx;
@@ -36,8 +35,7 @@ pub struct TracedPathServer {
     pub agent: Agent,
     pub rx: OtlpReceiver,
     pub nginx: Nginx,
-    stats: PathBuf,
-    _dir: tempfile::TempDir,
+    stats: StatsFile,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -51,8 +49,7 @@ impl TracedPathServer {
             .expect("runtime");
         let rx = rt.block_on(OtlpReceiver::start());
         let nginx = Nginx::start("location /r/ { return 200 \"$uri\"; }");
-        let dir = tempfile::tempdir().expect("tmp");
-        let stats = dir.path().join("stats.json");
+        let stats = StatsFile::new();
         let endpoint = rx.grpc_endpoint();
         let port = nginx.port.to_string();
         let mut args = vec![
@@ -64,7 +61,7 @@ impl TracedPathServer {
             "--port",
             &port,
             "--stats-file",
-            stats.to_str().expect("utf-8 path"),
+            stats.arg(),
         ];
         args.extend_from_slice(extra);
         let agent = Agent::start(&args, &[], "tracing via");
@@ -73,7 +70,6 @@ impl TracedPathServer {
             rx,
             nginx,
             stats,
-            _dir: dir,
             _rt: rt,
         }
     }
@@ -96,7 +92,6 @@ impl TracedPathServer {
     /// Stop the agent (it flushes) and return its final counters.
     pub fn stop_agent(&mut self) -> serde_json::Value {
         self.agent.terminate();
-        serde_json::from_str(&std::fs::read_to_string(&self.stats).expect("stats file"))
-            .expect("json")
+        self.stats.read()
     }
 }

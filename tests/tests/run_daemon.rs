@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use tracewire_e2e::agent::Agent;
+use tracewire_e2e::agent::{Agent, StatsFile};
 use tracewire_e2e::env::{PYTHON, fixture_dir, free_port, require_ebpf};
 use tracewire_e2e::servers::Proc;
 
@@ -23,8 +23,7 @@ fn chatter_traced(mode: &str, rounds: u32) -> serde_json::Value {
     BufReader::new(server.child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("ready");
-    let dir = tempfile::tempdir().expect("tmp");
-    let stats = dir.path().join("stats.json");
+    let stats = StatsFile::new();
     let agent = Agent::start(
         &[
             "run",
@@ -33,7 +32,7 @@ fn chatter_traced(mode: &str, rounds: u32) -> serde_json::Value {
             "--port",
             &port.to_string(),
             "--stats-file",
-            stats.to_str().expect("utf-8 path"),
+            stats.arg(),
         ],
         &[],
         "tracing via",
@@ -46,7 +45,7 @@ fn chatter_traced(mode: &str, rounds: u32) -> serde_json::Value {
     assert!(st.success());
     std::thread::sleep(std::time::Duration::from_millis(300));
     agent.stop();
-    serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file")).expect("json")
+    stats.read()
 }
 
 /// The connections were recognised as unknown (at least `unknown` of them), at most `max_data`
@@ -188,8 +187,7 @@ fn database_server_ends_stop_being_captured() {
     }
     for extra in [None, Some("--syscall-tracepoints")] {
         let redis = tracewire_e2e::servers::Redis::start();
-        let dir = tempfile::tempdir().expect("tmp");
-        let stats = dir.path().join("stats.json");
+        let stats = StatsFile::new();
         let port = redis.port.to_string();
         let mut args = vec![
             "run",
@@ -198,7 +196,7 @@ fn database_server_ends_stop_being_captured() {
             "--port",
             &port,
             "--stats-file",
-            stats.to_str().expect("utf-8 path"),
+            stats.arg(),
         ];
         args.extend(extra);
         let agent = Agent::start(&args, &[], "tracing via");
@@ -210,9 +208,7 @@ fn database_server_ends_stop_being_captured() {
         assert!(st.success());
         std::thread::sleep(std::time::Duration::from_millis(300));
         agent.stop();
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats file"))
-                .expect("json");
+        let v = stats.read();
         let data = v["kernel"]["data_events"].as_u64().expect("data_events");
         assert!(
             v["conntrack"]["db_server_ends_ignored"].as_u64() >= Some(1),
