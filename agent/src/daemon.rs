@@ -237,6 +237,7 @@ impl EventSink for DaemonSink<'_> {
         if let Some(t) = self.sampler.update(totals, now) {
             let _ = self.probes.set_skip_threshold(t);
         }
+        crate::yielding::set_node_saturated(self.sampler.node_saturated());
         if self.last_evict.elapsed() > Duration::from_secs(1) {
             self.conntrack.evict_idle(monotonic_ns(), &mut self.out);
             self.send_all();
