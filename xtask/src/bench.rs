@@ -407,16 +407,21 @@ fn pgbench(port: u16, select_only: bool, seconds: u32) -> Result<Sample> {
     })
 }
 
-/// One pgbench invocation: transactions/s without connection set-up.
-fn pgbench_once(port: u16, select_only: bool, seconds: u32) -> Result<f64> {
+/// pgbench against the bench database for `seconds`, with the clients every pgbench load here
+/// uses (4 connections, 2 threads) and `extra` options.
+fn pgbench_cmd(port: u16, seconds: u32, extra: &[&str]) -> Command {
     let mut cmd = Command::new("pgbench");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-        .args(["-c", "4", "-j", "2", "-T", &seconds.to_string()]);
-    if select_only {
-        cmd.arg("-S");
-    }
-    cmd.arg("bench");
-    let out = output(&mut cmd)?;
+        .args(extra)
+        .args(["-c", "4", "-j", "2", "-T", &seconds.to_string()])
+        .arg("bench");
+    cmd
+}
+
+/// One pgbench invocation: transactions/s without connection set-up.
+fn pgbench_once(port: u16, select_only: bool, seconds: u32) -> Result<f64> {
+    let mode: &[&str] = if select_only { &["-S"] } else { &[] };
+    let out = output(&mut pgbench_cmd(port, seconds, mode))?;
     out.lines()
         .find(|l| l.starts_with("tps = "))
         .and_then(|l| l[6..].split_whitespace().next())
@@ -460,22 +465,11 @@ fn fixed_rate_no_loss(
     let pid = agent.guard.0.id();
     let before = proc_sched(pid);
     let started = Instant::now();
-    let out = output(
-        Command::new("pgbench")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .args([
-                "-S",
-                "-R",
-                &rate.to_string(),
-                "-c",
-                "4",
-                "-j",
-                "2",
-                "-T",
-                &seconds.to_string(),
-            ])
-            .arg("bench"),
-    )?;
+    let out = output(&mut pgbench_cmd(
+        port,
+        seconds,
+        &["-S", "-R", &rate.to_string()],
+    ))?;
     let after = proc_sched(pid);
     let elapsed = started.elapsed().as_secs_f64();
     let transactions: u64 = out
