@@ -39,6 +39,8 @@ pub struct DaemonConfig {
     /// The capture budget's cap while the node's CPUs are saturated, per CPU of the node; 0:
     /// no cap.
     pub saturated_budget_per_cpu: u64,
+    /// The scheduler slice the agent's threads ask for (see `cpuslice`); None: the kernel's.
+    pub cpu_slice: Option<Duration>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -66,6 +68,13 @@ pub struct FinalStats {
 
 /// Runs until `stop` is set (SIGINT/SIGTERM), then flushes and reports.
 pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
+    // First, on the main thread: every thread started from here on inherits the slice.
+    if let Some(slice) = cfg.cpu_slice {
+        eprintln!(
+            "tracewire: scheduler: {}",
+            crate::cpuslice::set_current_thread_slice(slice)
+        );
+    }
     let mut probes = Probes::load(&cfg.probes)?;
     crate::memory::release_free_memory();
     let hooks: Vec<String> = probes

@@ -151,6 +151,11 @@ struct RunArgs {
     /// applications. 0: the capture budget throughout.
     #[arg(long, default_value_t = 2_500)]
     saturated_budget_per_cpu: u64,
+    /// The scheduler slice the agent's threads ask for, in ms (EEVDF, Linux 6.12+; the kernel
+    /// grants 0.1-100). The longest makes an application thread that wakes preempt the agent
+    /// at once instead of waiting out the agent's slice. 0: the kernel's default slice.
+    #[arg(long, default_value_t = 100)]
+    cpu_slice_ms: u64,
     /// Benchmark floor: attach a program that returns at once to every hook and capture
     /// nothing, to measure what the hooks alone cost on this kernel.
     #[arg(long)]
@@ -279,6 +284,7 @@ fn run(args: RunArgs) -> Result<()> {
         max_held_spans,
         capture_budget,
         saturated_budget_per_cpu,
+        cpu_slice_ms,
         hooks_only,
         hooks,
     } = args;
@@ -307,6 +313,7 @@ fn run(args: RunArgs) -> Result<()> {
         stats_interval: Duration::from_secs(stats_interval.max(1)),
         capture_budget,
         saturated_budget_per_cpu,
+        cpu_slice: (cpu_slice_ms > 0).then(|| Duration::from_millis(cpu_slice_ms)),
     };
     tracewire::daemon::run(cfg, stop_flag()?)?;
     Ok(())

@@ -1,0 +1,161 @@
+//! The agent's scheduler slice. Linux 6.6+ schedules ordinary threads by EEVDF: the runnable
+//! thread with the earliest virtual deadline (its virtual runtime plus its slice) runs, and a
+//! thread that wakes preempts the running one when its deadline comes first, or, since 6.12,
+//! when its slice is shorter. A thread may ask for a longer slice (`sched_setattr`'s
+//! `sched_runtime`, 0.1-100 ms; 6.12+). The agent asks for the longest: its deadlines then
+//! come after those of any application thread with the default slice (a few ms), so an
+//! application thread that wakes takes the CPU from the agent at once instead of waiting for
+//! the end of the agent's slice, and the agent's work runs in the gaps. The agent keeps its
+//! fair share over time: eligibility (lag) still lets it run once it is owed CPU.
+//!
+//! nginx + wrk on 2 cores, 8 interleaved rounds per set, p99 latency (medians): 218, 254, 266
+//! and 201 us with the 100 ms slice against 241, 268, 276 and 244 us with the default (untraced
+//! 163-165 us); throughput unchanged. A 10 ms slice gave 237 against 241.
+
+use std::io;
+use std::time::Duration;
+
+/// The longest slice the kernel grants.
+pub const MAX_SLICE: Duration = Duration::from_millis(100);
+
+/// `struct sched_attr` (include/uapi/linux/sched/types.h), first version (48 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+}
+
+const SCHED_ATTR_SIZE: u32 = std::mem::size_of::<SchedAttr>() as u32;
+
+/// What setting the slice did.
+#[derive(Debug)]
+pub enum SliceOutcome {
+    /// The kernel runs the calling thread (and the threads it starts later) with this slice.
+    InForce(Duration),
+    /// The thread does not run under the fair class (SCHED_FIFO, SCHED_RR, SCHED_IDLE...):
+    /// left as it is.
+    NotFair,
+    /// The kernel took the call but does not keep a custom slice (before 6.12).
+    Ignored,
+    /// The call failed.
+    Failed(io::Error),
+}
+
+impl std::fmt::Display for SliceOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SliceOutcome::InForce(d) => write!(
+                f,
+                "agent threads run with a {} ms slice: application threads that wake preempt them",
+                d.as_millis()
+            ),
+            SliceOutcome::NotFair => {
+                write!(
+                    f,
+                    "the agent does not run under the fair scheduler: its slice is left as it is"
+                )
+            }
+            SliceOutcome::Ignored => {
+                write!(
+                    f,
+                    "this kernel keeps no per-thread slice (Linux 6.12+): the default slice is used"
+                )
+            }
+            SliceOutcome::Failed(e) => write!(
+                f,
+                "setting the agent's slice failed ({e}): the default slice is used"
+            ),
+        }
+    }
+}
+
+fn get_attr() -> io::Result<SchedAttr> {
+    let mut attr = SchedAttr::default();
+    // SAFETY: `attr` is a valid, writable sched_attr of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            0,
+            &mut attr as *mut SchedAttr,
+            SCHED_ATTR_SIZE,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(attr)
+}
+
+fn set_attr(attr: &SchedAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a valid sched_attr whose `size` field gives its size.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks for `slice` for the calling thread, keeping its policy and nice value. Threads it
+/// starts afterwards inherit the slice, so call it before starting any.
+pub fn set_current_thread_slice(slice: Duration) -> SliceOutcome {
+    let cur = match get_attr() {
+        Ok(a) => a,
+        Err(e) => return SliceOutcome::Failed(e),
+    };
+    let fair = cur.sched_policy == libc::SCHED_OTHER as u32
+        || cur.sched_policy == libc::SCHED_BATCH as u32;
+    if !fair {
+        return SliceOutcome::NotFair;
+    }
+    let want = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+    let attr = SchedAttr {
+        size: SCHED_ATTR_SIZE,
+        sched_policy: cur.sched_policy,
+        sched_nice: cur.sched_nice,
+        sched_runtime: want,
+        ..SchedAttr::default()
+    };
+    if let Err(e) = set_attr(&attr) {
+        return SliceOutcome::Failed(e);
+    }
+    // Kernels before 6.12 accept the call and drop the runtime; those after report the
+    // slice back (clamped to 0.1-100 ms).
+    match get_attr() {
+        Ok(a) if a.sched_runtime > 0 => {
+            SliceOutcome::InForce(Duration::from_nanos(a.sched_runtime))
+        }
+        Ok(_) => SliceOutcome::Ignored,
+        Err(e) => SliceOutcome::Failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sched_attr_has_the_kernel_layout() {
+        assert_eq!(SCHED_ATTR_SIZE, 48);
+    }
+
+    #[test]
+    fn a_thread_gets_the_slice_it_asks_for_where_the_kernel_keeps_one() {
+        // On a thread of its own: the slice is inherited by threads started later.
+        let outcome = std::thread::spawn(|| set_current_thread_slice(Duration::from_millis(20)))
+            .join()
+            .expect("thread ran");
+        match outcome {
+            SliceOutcome::InForce(d) => assert_eq!(d, Duration::from_millis(20)),
+            SliceOutcome::Ignored | SliceOutcome::NotFair => {}
+            SliceOutcome::Failed(e) => panic!("sched_setattr failed: {e}"),
+        }
+    }
+}
