@@ -1,22 +1,28 @@
-//! The agent's scheduler slice. Linux 6.6+ schedules ordinary threads by EEVDF: the runnable
-//! thread with the earliest virtual deadline (its virtual runtime plus its slice) runs, and a
-//! thread that wakes preempts the running one when its deadline comes first, or, since 6.12,
-//! when its slice is shorter. A thread may ask for a longer slice (`sched_setattr`'s
-//! `sched_runtime`, 0.1-100 ms; 6.12+). The agent asks for the longest: its deadlines then
-//! come after those of any application thread with the default slice (a few ms), so an
-//! application thread that wakes takes the CPU from the agent at once instead of waiting for
-//! the end of the agent's slice, and the agent's work runs in the gaps. The agent keeps its
-//! fair share over time: eligibility (lag) still lets it run once it is owed CPU.
+//! The agent's scheduler slice (opt-in: `--cpu-slice-ms`). Linux 6.6+ schedules ordinary
+//! threads by EEVDF: the runnable thread with the earliest virtual deadline (its virtual
+//! runtime plus its slice) runs, and a thread that wakes preempts the running one when its
+//! deadline comes first, or, since 6.12, when its slice is shorter. A thread may ask for a
+//! longer slice (`sched_setattr`'s `sched_runtime`, 0.1-100 ms; 6.12+). With the longest, the
+//! agent's deadlines come after those of any application thread with the default slice (a
+//! few ms), so an application thread that wakes takes the CPU from the agent at once instead
+//! of waiting for the end of the agent's slice. Each of the agent's yields (`yielding`) moves
+//! its deadline a slice later, so a yield gives way to every runnable application thread.
 //!
-//! nginx + wrk on 2 cores, 8 interleaved rounds per set, p99 latency (medians): 218, 254, 266
-//! and 201 us with the 100 ms slice against 241, 268, 276 and 244 us with the default (untraced
-//! 163-165 us); throughput unchanged. A 10 ms slice gave 237 against 241.
+//! The trade-off, measured on 2 saturated cores:
+//! - nginx + wrk, 8 interleaved rounds per set, p99 latency (medians), loads warmed up for 1 s:
+//!   201 and 198 us with the 100 ms slice against 244 and 254 us with the default (untraced
+//!   165-173 us). Cold (the agent started just before the load): 271 against 252 us. A 10 ms
+//!   slice: 237 against 241 us. The long slice without the yields: 352 us.
+//! - redis-benchmark -P 16 (1M requests, 6 rounds): 0.5k-82k spans lost per run with the
+//!   long slice against 0-16k with the default: an agent that lets the applications go first
+//!   falls behind a burst and its queues overflow. Giving the long slice up while a thread was
+//!   behind (for a second after) lost more, 16k-87k.
+//!
+//! So it stays off by default: a node that needs its applications' tail latency more than
+//! every span of a burst can ask for it.
 
 use std::io;
 use std::time::Duration;
-
-/// The longest slice the kernel grants.
-pub const MAX_SLICE: Duration = Duration::from_millis(100);
 
 /// `struct sched_attr` (include/uapi/linux/sched/types.h), first version (48 bytes).
 #[repr(C)]

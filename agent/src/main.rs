@@ -153,8 +153,9 @@ struct RunArgs {
     saturated_budget_per_cpu: u64,
     /// The scheduler slice the agent's threads ask for, in ms (EEVDF, Linux 6.12+; the kernel
     /// grants 0.1-100). The longest makes an application thread that wakes preempt the agent
-    /// at once instead of waiting out the agent's slice. 0: the kernel's default slice.
-    #[arg(long, default_value_t = 100)]
+    /// at once: lower application tail latency on a saturated node, but the agent falls
+    /// behind bursts more often (spans dropped and counted). 0: the kernel's default slice.
+    #[arg(long, default_value_t = 0)]
     cpu_slice_ms: u64,
     /// Benchmark floor: attach a program that returns at once to every hook and capture
     /// nothing, to measure what the hooks alone cost on this kernel.
