@@ -146,7 +146,27 @@ pub mod counter {
     /// Userspace verdicts found under a socket address that a newer connection now uses
     /// (discarded, not applied).
     pub const STALE_VERDICTS: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// Exchanges the hash would have kept, skipped because their CPU had already kept its
+    /// cap for the current window (also counted in `SAMPLED_OUT`).
+    pub const CAPPED: u32 = 12;
+    pub const COUNT: u32 = 13;
+}
+
+/// Sampling's kernel-side cap: each CPU keeps at most `SAMPLING[SAMPLING_CAP]` exchanges per
+/// window of 2^`SAMPLE_WINDOW_SHIFT` ns (about 8.4 ms), whatever the threshold says.
+pub const SAMPLE_WINDOW_SHIFT: u32 = 23;
+/// Index in the `SAMPLING` map of the skip threshold.
+pub const SAMPLING_THRESHOLD: u32 = 0;
+/// Index in the `SAMPLING` map of the cap (exchanges kept per CPU per window; 0: none).
+pub const SAMPLING_CAP: u32 = 1;
+
+/// One CPU's count of exchanges kept in the current sampling window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampleWindow {
+    /// The window's number (monotonic ns >> `SAMPLE_WINDOW_SHIFT`).
+    pub window: u64,
+    pub kept: u64,
 }
 
 /// Header of a data event; `captured` payload bytes follow it in the ring buffer.

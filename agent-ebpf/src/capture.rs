@@ -15,7 +15,8 @@ use crate::calls;
 use crate::conn::process_selected;
 use crate::fdcache::{self, conn_of_fd};
 use crate::maps::{
-    EVENTS, IOV_WALK, IovWalk, SAMPLE_ALLOW, config, count, offsets, scratch, skip_threshold,
+    EVENTS, IOV_WALK, IovWalk, SAMPLE_ALLOW, config, count, offsets, over_window_cap, scratch,
+    skip_threshold,
 };
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -139,8 +140,13 @@ pub fn sample(st: &mut ConnState, key: u64, direction: u8) -> Option<u8> {
                 count(counter::EXCHANGES);
                 let skip_below = skip_threshold();
                 let h = mix(st.pair_hash, st.exchanges);
-                st.skipping = (h < skip_below) as u8;
-                if st.skipping != 0 {
+                let mut skip = h < skip_below;
+                if !skip && over_window_cap(unsafe { bpf_ktime_get_ns() }) {
+                    skip = true;
+                    count(counter::CAPPED);
+                }
+                st.skipping = skip as u8;
+                if skip {
                     count(counter::SAMPLED_OUT);
                 }
             } else if st.exchanges == 1 {

@@ -1,7 +1,8 @@
 //! Maps and load-time globals shared by the programs.
 
 use agent_common::{
-    CaptureConfig, ConnState, DataEvent, KernelOffsets, PendingConn, SampleVerdict, counter,
+    CaptureConfig, ConnState, DataEvent, KernelOffsets, PendingConn, SAMPLE_WINDOW_SHIFT,
+    SAMPLING_CAP, SAMPLING_THRESHOLD, SampleVerdict, SampleWindow, counter,
 };
 use aya_ebpf::{
     macros::map,
@@ -101,10 +102,15 @@ pub struct IovWalk {
 #[map]
 pub static IOV_WALK: PerCpuArray<IovWalk> = PerCpuArray::with_max_entries(1, 0);
 
-/// Exchange sampling: an exchange is skipped when its hash is below this value (0: keep all).
-/// Userspace adjusts it to keep captured exchanges within the configured budget.
+/// Exchange sampling: an exchange is skipped when its hash is below the threshold
+/// (`SAMPLING_THRESHOLD`; 0: keep all), or when its CPU already kept the cap (`SAMPLING_CAP`;
+/// 0: none) in the current window. Userspace adjusts both to the budget.
 #[map]
-pub static SAMPLING: Array<u32> = Array::with_max_entries(1, 0);
+pub static SAMPLING: Array<u32> = Array::with_max_entries(2, 0);
+
+/// Per CPU: exchanges kept in the current sampling window.
+#[map]
+pub static SAMPLE_WINDOW: PerCpuArray<SampleWindow> = PerCpuArray::with_max_entries(1, 0);
 
 /// Socket key (as in CONNS) -> role (ROLE_*): userspace recognised a protocol whose exchanges
 /// stand alone on this connection. Taken over into the connection's state (and removed) at its
@@ -114,7 +120,33 @@ pub static SAMPLE_ALLOW: LruHashMap<u64, SampleVerdict> = LruHashMap::with_max_e
 
 #[inline(always)]
 pub fn skip_threshold() -> u32 {
-    SAMPLING.get(0).copied().unwrap_or(0)
+    SAMPLING.get(SAMPLING_THRESHOLD).copied().unwrap_or(0)
+}
+
+/// Whether this CPU already kept its cap of exchanges in the current window (else counts one
+/// more kept). The cap holds between two updates by userspace: an agent that is slow to get
+/// the CPU (the node is saturated) cannot let a load that starts be captured in full.
+#[inline(always)]
+pub fn over_window_cap(now_ns: u64) -> bool {
+    let cap = SAMPLING.get(SAMPLING_CAP).copied().unwrap_or(0) as u64;
+    if cap == 0 {
+        return false;
+    }
+    let Some(w) = SAMPLE_WINDOW.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot; programs on this CPU do not preempt one another.
+    let w = unsafe { &mut *w };
+    let window = now_ns >> SAMPLE_WINDOW_SHIFT;
+    if w.window != window {
+        w.window = window;
+        w.kept = 0;
+    }
+    if w.kept >= cap {
+        return true;
+    }
+    w.kept += 1;
+    false
 }
 
 #[map]

@@ -130,7 +130,9 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         sampler: Sampler::new(cfg.capture_budget).with_saturated_budget(saturated_budget, cpus),
         host_cpu,
         prefetcher,
+        window_cap: 0,
     };
+    sink.update_window_cap();
     let ingest = run_loop(&mut ring, &stop, Duration::from_millis(10), &mut sink);
     let DaemonSink {
         conntrack,
@@ -182,9 +184,19 @@ struct DaemonSink<'a> {
     sampler: Sampler,
     host_cpu: HostCpu,
     prefetcher: Prefetcher,
+    /// The kernel's per-CPU window cap as last written.
+    window_cap: u32,
 }
 
 impl DaemonSink<'_> {
+    /// Writes the sampler's per-CPU window cap to the kernel when it changed.
+    fn update_window_cap(&mut self) {
+        let cap = self.sampler.window_cap();
+        if cap != self.window_cap && self.probes.set_window_cap(cap).is_ok() {
+            self.window_cap = cap;
+        }
+    }
+
     fn send_all(&mut self) {
         if self.out.is_empty() {
             return;
@@ -246,6 +258,7 @@ impl EventSink for DaemonSink<'_> {
         if let Some(t) = self.sampler.update(totals, now) {
             let _ = self.probes.set_skip_threshold(t);
         }
+        self.update_window_cap();
         crate::yielding::set_node_saturated(self.sampler.node_saturated());
         if self.last_evict.elapsed() > Duration::from_secs(1) {
             self.conntrack.evict_idle(monotonic_ns(), &mut self.out);

@@ -42,6 +42,20 @@ const SURGE_MIN_NS: u64 = 5_000_000;
 /// check's, from being taken for one over the budget.
 const PRIOR_CALLS_PER_EXCHANGE: f64 = 4.0;
 
+/// Kept exchanges from which their calls per exchange are measured over an interval.
+const MIN_KEPT_TO_MEASURE: u64 = 16;
+/// Kept exchanges since the interval began from which more calls per exchange than
+/// estimated raise the estimate at once.
+const MIN_KEPT_TO_RAISE: u64 = 256;
+
+/// The kernel's per-CPU window cap over the budget in force: room for a load on one CPU, for
+/// exchanges bunched within a window, and for calls per exchange overestimated (the prior
+/// of 4 against 1 for plain request/response).
+const WINDOW_CAP_SLACK: f64 = 4.0;
+/// The smallest window cap (exchanges per CPU per window), so small budgets do not cut
+/// exchanges that merely bunch together.
+const MIN_WINDOW_CAP: f64 = 16.0;
+
 /// The smallest share of the configured budget that backpressure may leave in force.
 const MIN_SCALE: f64 = 1.0 / 64.0;
 /// Share of the configured budget restored per interval once the export side keeps up.
@@ -274,7 +288,7 @@ impl Sampler {
             let kept = (t.offered.saturating_sub(m.offered))
                 .saturating_sub(t.sampled_out.saturating_sub(m.sampled_out));
             let records = t.records.saturating_sub(m.records);
-            if kept >= 16 {
+            if kept >= MIN_KEPT_TO_MEASURE {
                 // At least one call per kept exchange: an exchange is captured (copied, sent
                 // to userspace) whether or not it parses, so exchanges that yield no record
                 // (traffic no parser accepts) still count against the budget instead of
@@ -282,6 +296,22 @@ impl Sampler {
                 let r = (records as f64 / kept as f64).clamp(1.0, 1024.0);
                 self.calls_per_exchange =
                     Some(self.calls_per_exchange.map_or(r, |c| 0.5 * c + 0.5 * r));
+            }
+        }
+        // More calls per kept exchange than estimated are taken at once, measured since the
+        // interval began once enough exchanges were kept: waiting for the interval left
+        // redis-benchmark -P 16 (16 commands per exchange) captured at 4 times the budget for
+        // its first 100 ms, about 50,000 spans in its first second against an export queue of
+        // 32,768. Parsing lags the kernel's counts by the exchanges in flight (one per
+        // connection at most), which reads low, and high by at most that many records when
+        // the threshold just tightened: [`MIN_KEPT_TO_RAISE`] keeps that error small.
+        let m = &self.interval;
+        let kept = (t.offered.saturating_sub(m.offered))
+            .saturating_sub(t.sampled_out.saturating_sub(m.sampled_out));
+        if kept >= MIN_KEPT_TO_RAISE {
+            let r = (t.records.saturating_sub(m.records) as f64 / kept as f64).min(1024.0);
+            if r > self.calls_per_exchange_or_prior() {
+                self.calls_per_exchange = Some(r);
             }
         }
         let rate = offered as f64 * 1e9 / dt as f64;
@@ -297,6 +327,27 @@ impl Sampler {
             self.threshold = threshold;
             threshold
         })
+    }
+
+    /// The kernel's cap on exchanges kept per CPU per sampling window (0: none):
+    /// [`WINDOW_CAP_SLACK`] times the budget in force, in exchanges, over one window. The
+    /// threshold keeps the kept exchanges near the budget, so the cap is not reached in a
+    /// steady load, even one on a single CPU; it bounds what the kernel captures before the
+    /// threshold catches up (a load that starts, an agent slow to get the CPU). Without it,
+    /// redis-benchmark -P 16 started against an idle agent was captured in full for the
+    /// 10-20 ms before the agent's first update: 40,000-60,000 spans in its first second,
+    /// more than the export queue holds.
+    pub fn window_cap(&self) -> u32 {
+        let budget = self.budget_in_force();
+        if budget == 0 {
+            return 0;
+        }
+        let window_s = (1u64 << agent_common::SAMPLE_WINDOW_SHIFT) as f64 / 1e9;
+        let exchanges = budget as f64 * window_s / self.calls_per_exchange_or_prior();
+        (exchanges * WINDOW_CAP_SLACK)
+            .max(MIN_WINDOW_CAP)
+            .ceil()
+            .min(u32::MAX as f64) as u32
     }
 
     /// The fraction of offered exchanges currently kept.
@@ -451,6 +502,48 @@ mod tests {
         let mut s = Sampler::new(30_000);
         s.update(totals(0, 0, 0), 0);
         assert_eq!(s.update(totals(100, 0, 50), 10_000_000), None);
+    }
+
+    /// The window cap follows the budget in force, in exchanges: the default budget with the
+    /// prior calls per exchange, less once more calls per exchange are measured, none
+    /// without a budget.
+    #[test]
+    fn the_window_cap_is_a_few_times_the_budget_per_window() {
+        let s = Sampler::new(30_000);
+        // 30k calls/s over 8.39 ms, at 4 calls per exchange, times 4: 252 exchanges.
+        assert_eq!(s.window_cap(), 252);
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        s.update(totals(1_250, 0, 20_000), 10_000_000);
+        assert_eq!(s.window_cap(), 63);
+        assert_eq!(Sampler::new(0).window_cap(), 0);
+        assert_eq!(Sampler::new(100).window_cap(), 16);
+    }
+
+    /// A pipelined load that starts is cut to about the budget within one update once enough
+    /// exchanges show their calls, not after the first 100 ms interval.
+    #[test]
+    fn a_pipelined_surge_is_measured_before_the_interval_ends() {
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        // 125k exchanges/s of 16 commands each, updated every 10 ms, parsed as they come.
+        let (mut off, mut out, mut rec, mut th) = (0u64, 0u64, 0u64, 0u32);
+        for i in 1..=3u64 {
+            off += 1_250;
+            let k = (1_250.0 * kept(th)) as u64;
+            out += 1_250 - k;
+            rec += 16 * k;
+            if let Some(v) = s.update(totals(off, out, rec), i * 10_000_000) {
+                th = v;
+            }
+        }
+        let calls_per_s = 125_000.0 * kept(th) * 16.0;
+        assert!(calls_per_s <= 1.1 * 30_000.0, "{calls_per_s} calls/s kept");
+        // Too few exchanges kept to tell: the prior stands.
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        let t = s.update(totals(200, 0, 3_200), 5_000_000).expect("surge");
+        assert!((40_000.0 * kept(t) * 4.0 - 30_000.0).abs() < 200.0);
     }
 
     /// A load far over budget surges at every update (every few ms): the calls per exchange

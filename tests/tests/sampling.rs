@@ -3,12 +3,15 @@
 //! exact: every span pairs with its own request, and client/server pairs still link.
 
 use std::collections::{HashMap, HashSet};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use tracewire_e2e::agent::{Agent, StatsFile};
 use tracewire_e2e::clients::TracedPathServer;
 use tracewire_e2e::env::require_ebpf;
 use tracewire_e2e::otlp_receiver::ReceivedSpan;
+use tracewire_e2e::servers::Redis;
 
 #[test]
 fn over_budget_whole_exchanges_are_sampled_consistently_at_both_ends() {
@@ -111,4 +114,57 @@ fn over_budget_whole_exchanges_are_sampled_consistently_at_both_ends() {
         "both ends keep the same exchanges: {linked} linked of {} servers / {clients} clients",
         servers.len()
     );
+}
+
+/// A load that starts against an idle agent is held to the kernel's per-CPU window cap until
+/// the agent's first update sets the threshold. Before the cap the kernel captured it in
+/// full for those 10-20 ms: redis-benchmark -P 16 sends about 20,000 commands per 10 ms here,
+/// more spans in its first second than the export queue holds.
+#[test]
+fn a_load_that_starts_is_capped_in_the_kernel_before_the_agent_catches_up() {
+    if !require_ebpf("a_load_that_starts_is_capped_in_the_kernel_before_the_agent_catches_up") {
+        return;
+    }
+    let redis = Redis::start();
+    let stats = StatsFile::new();
+    let port = redis.port.to_string();
+    // 3,000 calls/s: a cap of 26 exchanges per CPU per 8.4 ms window (at the prior 4 calls
+    // per exchange), which any pipelined load passes at once.
+    let agent = Agent::start(
+        &[
+            "run",
+            "--exporter",
+            "none",
+            "--port",
+            &port,
+            "--capture-budget",
+            "3000",
+            "--stats-file",
+            stats.arg(),
+        ],
+        &[],
+        "tracing via",
+    );
+    // Idle first: the agent polls its ring less and less often.
+    std::thread::sleep(Duration::from_millis(500));
+    let st = Command::new("redis-benchmark")
+        .args([
+            "-p", &port, "-t", "set", "-n", "200000", "-P", "16", "-c", "8", "-q",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-benchmark");
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(300));
+    agent.stop();
+    let v = stats.read();
+    let capped = v["kernel"]["capped"].as_u64().expect("capped");
+    let sampled_out = v["kernel"]["sampled_out"].as_u64().expect("sampled_out");
+    assert!(capped > 0, "the window cap held the load's start: {v}");
+    assert!(
+        sampled_out >= capped,
+        "capped exchanges count as sampled out: {v}"
+    );
+    assert_eq!(v["total_drops"], 0, "{v}");
+    eprintln!("window cap: {capped} exchanges capped of {sampled_out} sampled out");
 }

@@ -111,6 +111,8 @@ pub struct KernelCounters {
     pub call_collisions: u64,
     /// Verdicts that arrived after their socket's address went to a newer connection.
     pub stale_verdicts: u64,
+    /// Of the exchanges sampled out, those skipped by the per-CPU window cap.
+    pub capped: u64,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -529,9 +531,18 @@ impl Probes {
 
     /// Exchanges whose hash falls below `threshold` are skipped (0: keep all).
     pub fn set_skip_threshold(&mut self, threshold: u32) -> Result<()> {
+        self.set_sampling(agent_common::SAMPLING_THRESHOLD, threshold)
+    }
+
+    /// Exchanges each CPU keeps at most per sampling window (0: no cap).
+    pub fn set_window_cap(&mut self, cap: u32) -> Result<()> {
+        self.set_sampling(agent_common::SAMPLING_CAP, cap)
+    }
+
+    fn set_sampling(&mut self, index: u32, value: u32) -> Result<()> {
         let mut arr: Array<_, u32> =
             Array::try_from(self.ebpf.map_mut("SAMPLING").context("SAMPLING missing")?)?;
-        arr.set(0, threshold, 0)?;
+        arr.set(index, value, 0)?;
         Ok(())
     }
 
@@ -564,6 +575,7 @@ impl Probes {
             opened_in_kernel: get(counter::OPENED_IN_KERNEL),
             call_collisions: get(counter::CALL_COLLISIONS),
             stale_verdicts: get(counter::STALE_VERDICTS),
+            capped: get(counter::CAPPED),
         })
     }
 }
