@@ -520,23 +520,30 @@ mod tests {
         assert_eq!(Sampler::new(100).window_cap(), 16);
     }
 
-    /// A pipelined load that starts is cut to about the budget within one update once enough
-    /// exchanges show their calls, not after the first 100 ms interval.
-    #[test]
-    fn a_pipelined_surge_is_measured_before_the_interval_ends() {
-        let mut s = Sampler::new(30_000);
+    /// Feeds a new sampler `updates` updates 10 ms apart of a load of `per_update`
+    /// exchanges of 16 calls each, the kernel keeping what the last threshold keeps and every
+    /// kept call parsed by the next update. Returns the last threshold.
+    fn pipelined_load(s: &mut Sampler, per_update: u64, updates: u64) -> u32 {
         s.update(totals(0, 0, 0), 0);
-        // 125k exchanges/s of 16 commands each, updated every 10 ms, parsed as they come.
         let (mut off, mut out, mut rec, mut th) = (0u64, 0u64, 0u64, 0u32);
-        for i in 1..=3u64 {
-            off += 1_250;
-            let k = (1_250.0 * kept(th)) as u64;
-            out += 1_250 - k;
+        for i in 1..=updates {
+            off += per_update;
+            let k = (per_update as f64 * kept(th)) as u64;
+            out += per_update - k;
             rec += 16 * k;
             if let Some(v) = s.update(totals(off, out, rec), i * 10_000_000) {
                 th = v;
             }
         }
+        th
+    }
+
+    /// A pipelined load that starts is cut to about the budget within one update once enough
+    /// exchanges show their calls, not after the first 100 ms interval.
+    #[test]
+    fn a_pipelined_surge_is_measured_before_the_interval_ends() {
+        // 125k exchanges/s of 16 commands each, updated every 10 ms, parsed as they come.
+        let th = pipelined_load(&mut Sampler::new(30_000), 1_250, 3);
         let calls_per_s = 125_000.0 * kept(th) * 16.0;
         assert!(calls_per_s <= 1.1 * 30_000.0, "{calls_per_s} calls/s kept");
         // Too few exchanges kept to tell: the prior stands.
@@ -550,19 +557,8 @@ mod tests {
     /// are still measured, over intervals of their own.
     #[test]
     fn calls_per_exchange_are_measured_during_a_lasting_surge() {
-        let mut s = Sampler::new(30_000);
-        s.update(totals(0, 0, 0), 0);
         // 128k exchanges/s of 16 calls each, updated every 10 ms for a second.
-        let (mut off, mut out, mut rec, mut th) = (0u64, 0u64, 0u64, 0u32);
-        for i in 1..=100u64 {
-            off += 1_280;
-            let k = (1_280.0 * kept(th)) as u64;
-            out += 1_280 - k;
-            rec += 16 * k;
-            if let Some(v) = s.update(totals(off, out, rec), i * 10_000_000) {
-                th = v;
-            }
-        }
+        let th = pipelined_load(&mut Sampler::new(30_000), 1_280, 100);
         let calls_per_s = 128_000.0 * kept(th) * 16.0;
         assert!(
             (25_000.0..=36_000.0).contains(&calls_per_s),
