@@ -98,6 +98,15 @@ pub struct Totals {
     pub cpu: CpuTicks,
 }
 
+impl Totals {
+    /// Exchanges kept (offered and not sampled out) since `earlier`.
+    fn kept_since(&self, earlier: &Totals) -> u64 {
+        self.offered
+            .saturating_sub(earlier.offered)
+            .saturating_sub(self.sampled_out.saturating_sub(earlier.sampled_out))
+    }
+}
+
 #[derive(Debug)]
 pub struct Sampler {
     /// Calls per second captured in full; 0 = no limit.
@@ -285,8 +294,7 @@ impl Sampler {
             // than the time parsing lags the kernel's counts, they read as one call per
             // exchange; and a load far over budget surges at every update, so its intervals
             // never got longer).
-            let kept = (t.offered.saturating_sub(m.offered))
-                .saturating_sub(t.sampled_out.saturating_sub(m.sampled_out));
+            let kept = t.kept_since(&m);
             let records = t.records.saturating_sub(m.records);
             if kept >= MIN_KEPT_TO_MEASURE {
                 // At least one call per kept exchange: an exchange is captured (copied, sent
@@ -301,13 +309,13 @@ impl Sampler {
         // More calls per kept exchange than estimated are taken at once, measured since the
         // interval began once enough exchanges were kept: waiting for the interval left
         // redis-benchmark -P 16 (16 commands per exchange) captured at 4 times the budget for
-        // its first 100 ms, about 50,000 spans in its first second against an export queue of
-        // 32,768. Parsing lags the kernel's counts by the exchanges in flight (one per
-        // connection at most), which reads low, and high by at most that many records when
-        // the threshold just tightened: [`MIN_KEPT_TO_RAISE`] keeps that error small.
+        // its first 100 ms (what comes before the first update is bounded by the kernel's
+        // window cap instead, see [`Sampler::window_cap`]). Parsing lags the kernel's counts
+        // by the exchanges in flight (one per connection at most), which reads low, and high
+        // by at most that many records when the threshold just tightened:
+        // [`MIN_KEPT_TO_RAISE`] keeps that error small.
         let m = &self.interval;
-        let kept = (t.offered.saturating_sub(m.offered))
-            .saturating_sub(t.sampled_out.saturating_sub(m.sampled_out));
+        let kept = t.kept_since(m);
         if kept >= MIN_KEPT_TO_RAISE {
             let r = (t.records.saturating_sub(m.records) as f64 / kept as f64).min(1024.0);
             if r > self.calls_per_exchange_or_prior() {
