@@ -27,7 +27,7 @@ use std::time::Duration;
 /// `struct sched_attr` (include/uapi/linux/sched/types.h), first version (48 bytes).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
-struct SchedAttr {
+pub(crate) struct SchedAttr {
     size: u32,
     sched_policy: u32,
     sched_flags: u64,
@@ -39,6 +39,18 @@ struct SchedAttr {
 }
 
 const SCHED_ATTR_SIZE: u32 = std::mem::size_of::<SchedAttr>() as u32;
+
+impl SchedAttr {
+    /// `policy` at nice 0 with slice `runtime_ns` (0 = the default; fair policies only).
+    pub(crate) fn new(policy: u32, runtime_ns: u64) -> Self {
+        SchedAttr {
+            size: SCHED_ATTR_SIZE,
+            sched_policy: policy,
+            sched_runtime: runtime_ns,
+            ..SchedAttr::default()
+        }
+    }
+}
 
 /// What setting the slice did.
 #[derive(Debug)]
@@ -101,8 +113,13 @@ fn get_attr() -> io::Result<SchedAttr> {
 }
 
 fn set_attr(attr: &SchedAttr) -> io::Result<()> {
+    set_thread_attr(0, attr)
+}
+
+/// Sets thread `tid`'s policy, nice value and slice (0 = the calling thread).
+pub(crate) fn set_thread_attr(tid: i32, attr: &SchedAttr) -> io::Result<()> {
     // SAFETY: `attr` is a valid sched_attr whose `size` field gives its size.
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0) };
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, attr as *const SchedAttr, 0) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }

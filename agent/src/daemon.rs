@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use agent_common::CONN_OP_CLOSE;
 
 use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackStats};
+use crate::cpuclass::{Backlog, ClassControl};
 use crate::discovery::{Prefetched, Prefetcher};
 use crate::export::pipeline::{PipelineConfig, PipelineHandle, PipelineStats, spawn_span_pipeline};
 use crate::handoff::{HandoffTx, handoff};
@@ -41,6 +42,9 @@ pub struct DaemonConfig {
     pub saturated_budget_per_cpu: u64,
     /// The scheduler slice the agent's threads ask for (see `cpuslice`); None: the kernel's.
     pub cpu_slice: Option<Duration>,
+    /// Move the agent's threads to the idle scheduling class while the node is saturated and
+    /// the agent keeps up (see `cpuclass`).
+    pub idle_when_saturated: bool,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -64,6 +68,9 @@ pub struct FinalStats {
     /// none), and for how long they were.
     pub saturated_budget: u64,
     pub node_saturated_ms: u64,
+    /// Time the agent's threads spent in the idle scheduling class, and its class changes.
+    pub idle_class_ms: u64,
+    pub class_switches: u64,
 }
 
 /// Runs until `stop` is set (SIGINT/SIGTERM), then flushes and reports.
@@ -75,6 +82,27 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
             crate::cpuslice::set_current_thread_slice(slice)
         );
     }
+    let slice_ns = cfg
+        .cpu_slice
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let idle_class = cfg.idle_when_saturated
+        && {
+            match crate::cpuclass::can_switch(slice_ns) {
+                Ok(()) => {
+                    eprintln!(
+                        "tracewire: scheduling: the agent's threads run in the idle class (SCHED_IDLE) while the node is saturated and they keep up"
+                    );
+                    true
+                }
+                Err(e) => {
+                    eprintln!(
+                        "tracewire: scheduling: the agent stays in the normal class: leaving the idle class again was refused ({e}; needs CAP_SYS_NICE)"
+                    );
+                    false
+                }
+            }
+        };
+    crate::cpuclass::register_current_thread();
     let mut probes = Probes::load(&cfg.probes)?;
     crate::memory::release_free_memory();
     let hooks: Vec<String> = probes
@@ -94,6 +122,8 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("tracewire-export")
+        .on_thread_start(crate::cpuclass::register_current_thread)
+        .on_thread_stop(crate::cpuclass::unregister_current_thread)
         .enable_all()
         .build()
         .context("starting the export runtime")?;
@@ -131,6 +161,8 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         host_cpu,
         prefetcher,
         window_cap: 0,
+        class: ClassControl::new(idle_class),
+        slice_ns,
     };
     sink.update_window_cap();
     let ingest = run_loop(&mut ring, &stop, Duration::from_millis(10), &mut sink);
@@ -139,8 +171,10 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         tx,
         dropped: ch_dropped,
         sampler,
+        class,
         ..
     } = sink;
+    let (idle_class_ms, class_switches) = class.totals(monotonic_ns());
     drop(tx);
     let p: PipelineStats = rt.block_on(pipeline.shutdown(Duration::from_secs(5)));
     let kernel = probes.counters().unwrap_or_default();
@@ -158,6 +192,8 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         capture_budget_lowest: sampler.lowest_budget_in_force(),
         saturated_budget,
         node_saturated_ms: sampler.saturated_ms(),
+        idle_class_ms,
+        class_switches,
     };
     eprintln!(
         "tracewire: stopped: events={} spans_built={} exported={} total_drops={}",
@@ -186,6 +222,9 @@ struct DaemonSink<'a> {
     prefetcher: Prefetcher,
     /// The kernel's per-CPU window cap as last written.
     window_cap: u32,
+    /// The agent's scheduling class (see `cpuclass`), and the slice of its normal class.
+    class: ClassControl,
+    slice_ns: u64,
 }
 
 impl DaemonSink<'_> {
@@ -226,7 +265,7 @@ impl EventSink for DaemonSink<'_> {
         }
     }
 
-    fn tick(&mut self, _stats: &IngestStats) {
+    fn tick(&mut self, stats: &IngestStats) {
         // After every drained batch of events: what is ready goes now.
         self.send_all();
         let ignored = self.conntrack.take_ignored();
@@ -260,6 +299,23 @@ impl EventSink for DaemonSink<'_> {
         }
         self.update_window_cap();
         crate::yielding::set_node_saturated(self.sampler.node_saturated());
+        let backlog = Backlog {
+            drain_events: stats.drain_events,
+            handoff_behind: self.tx.behind(),
+            export_backlogged: pressure.backlogged,
+            lost: pressure.lost + self.dropped,
+        };
+        if let Some(idle) = self
+            .class
+            .update(now, self.sampler.node_saturated(), &backlog)
+        {
+            let applied = crate::cpuclass::apply(idle, self.slice_ns);
+            if let Err(e) = self.class.applied(monotonic_ns(), applied) {
+                eprintln!(
+                    "tracewire: warning: changing the agent's scheduling class failed ({e}): it stays as it is"
+                );
+            }
+        }
         if self.last_evict.elapsed() > Duration::from_secs(1) {
             self.conntrack.evict_idle(monotonic_ns(), &mut self.out);
             self.send_all();

@@ -47,6 +47,14 @@ pub fn handoff(capacity: usize) -> (HandoffTx, HandoffRx) {
 }
 
 impl HandoffTx {
+    /// Whether the consumer is falling behind ([`crate::yielding::backlogged`]).
+    pub fn behind(&self) -> bool {
+        crate::yielding::backlogged(
+            self.queued.load(Ordering::Relaxed) as u64,
+            self.capacity as u64,
+        )
+    }
+
     /// Queue `batch` whole if it fits; never blocks. Gives it back when full or closed.
     pub fn try_send(&self, batch: Batch) -> Result<(), Batch> {
         let n = batch.len();

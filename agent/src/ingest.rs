@@ -24,6 +24,8 @@ pub struct IngestStats {
     pub events: u64,
     pub malformed: u64,
     pub wakeups: u64,
+    /// Events handled so far in the current drain (a long one: the agent fell behind).
+    pub drain_events: u64,
 }
 
 /// Decodes one ring buffer record; malformed records (never expected) are reported as None.
@@ -119,7 +121,9 @@ pub fn run_loop(
         let mut since_tick = 0u32;
         let before = stats.events + stats.malformed;
         let mut new_conns = 0u64;
+        stats.drain_events = 0;
         while let Some(item) = ring.next() {
+            stats.drain_events += 1;
             match decode(&item) {
                 Some(ev) => {
                     stats.events += 1;

@@ -4,6 +4,7 @@ pub mod benchpipe;
 pub mod capture_view;
 pub mod conntrack;
 pub mod correlate;
+pub mod cpuclass;
 pub mod cpuslice;
 pub mod daemon;
 pub mod discovery;

@@ -157,6 +157,12 @@ struct RunArgs {
     /// behind bursts more often (spans dropped and counted). 0: the kernel's default slice.
     #[arg(long, default_value_t = 0)]
     cpu_slice_ms: u64,
+    /// Run the agent's threads in the idle scheduling class (SCHED_IDLE) while the node is
+    /// saturated and the agent keeps up: an application thread that wakes takes the CPU at
+    /// once. Back to the normal class for a second whenever the agent falls behind. Needs
+    /// CAP_SYS_NICE to leave the idle class; without it the agent stays in the normal class.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    idle_when_saturated: bool,
     /// Benchmark floor: attach a program that returns at once to every hook and capture
     /// nothing, to measure what the hooks alone cost on this kernel.
     #[arg(long)]
@@ -286,6 +292,7 @@ fn run(args: RunArgs) -> Result<()> {
         capture_budget,
         saturated_budget_per_cpu,
         cpu_slice_ms,
+        idle_when_saturated,
         hooks_only,
         hooks,
     } = args;
@@ -315,6 +322,7 @@ fn run(args: RunArgs) -> Result<()> {
         capture_budget,
         saturated_budget_per_cpu,
         cpu_slice: (cpu_slice_ms > 0).then(|| Duration::from_millis(cpu_slice_ms)),
+        idle_when_saturated,
     };
     tracewire::daemon::run(cfg, stop_flag()?)?;
     Ok(())

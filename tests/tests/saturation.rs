@@ -10,6 +10,19 @@ use tracewire_e2e::clients::TracedPathServer;
 use tracewire_e2e::env::{PYTHON, require_ebpf, wait_for};
 use tracewire_e2e::servers::Proc;
 
+/// Whether any thread of process `pid` runs in the idle scheduling class now.
+fn has_idle_class_thread(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("sched")).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("policy") && l.split(':').nth(1).map(str::trim) == Some("5"))
+        })
+    })
+}
+
 /// Stderr lines of `agent` that log the sampler's state, newest last.
 fn sampler_lines(agent: &Agent) -> Vec<String> {
     agent
@@ -22,7 +35,8 @@ fn sampler_lines(agent: &Agent) -> Vec<String> {
 /// A node with no idle CPU caps the budget at `--saturated-budget-per-cpu` times its CPUs: the agent's work would be
 /// taken from the applications. Busy loops on every CPU (this test's own processes) saturate
 /// the node; the traced load is then sampled down to the cap and counted, and once the loops
-/// end the full budget is back.
+/// end the full budget is back. Meanwhile the agent's threads run in the idle scheduling
+/// class, and the busy loops (which never leave a CPU idle) do not starve it into losses.
 #[test]
 fn a_saturated_node_samples_down_to_the_saturated_budget() {
     if !require_ebpf("a_saturated_node_samples_down_to_the_saturated_budget") {
@@ -50,6 +64,11 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
                 .is_some_and(|l| l.contains(&format!("budget={cap}/s (node saturated)")))
         },
     );
+    wait_for(
+        "the agent's threads in the idle class",
+        Duration::from_secs(10),
+        || has_idle_class_thread(t.agent.pid()),
+    );
     let (conns, per_conn) = (2, 3000);
     t.run_client(conns, per_conn);
     drop(hogs);
@@ -63,6 +82,10 @@ fn a_saturated_node_samples_down_to_the_saturated_budget() {
     assert_eq!(v["saturated_budget"], cap, "{v}");
     assert_eq!(v["capture_budget_lowest"], cap, "{v}");
     assert!(v["node_saturated_ms"].as_u64().unwrap_or(0) >= 100, "{v}");
+    // Idle while saturated, normal again once the loops ended.
+    assert!(v["idle_class_ms"].as_u64().unwrap_or(0) >= 100, "{v}");
+    let switches = v["class_switches"].as_u64().unwrap_or(0);
+    assert!(switches >= 2 && switches.is_multiple_of(2), "{v}");
     let sampled_out = v["kernel"]["sampled_out"].as_u64().expect("sampled_out");
     let total = 2 * conns * per_conn;
     // Without the cap none would be (30,000 calls/s). Not nearly all: the sampler measures

@@ -64,6 +64,9 @@ struct Sample {
     throughput: f64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
+    /// The p99 latency of the load's first second (before the measured run: the agent meets
+    /// a load that starts).
+    start_p99_ms: Option<f64>,
     agent_cpu_s: Option<f64>,
     agent_rss_kib: Option<u64>,
     spans: Option<u64>,
@@ -298,7 +301,21 @@ fn hook_cost(
     })
 }
 
+/// Seconds of load before the measured run of `wrk`: the p99 of a load's start (the agent
+/// has not yet seen the node saturate, every connection's first exchange is captured) is
+/// reported apart from the steady state's.
+const WRK_WARMUP_SECONDS: u32 = 1;
+
 fn wrk(port: u16, seconds: u32) -> Result<Sample> {
+    let start = wrk_once(port, WRK_WARMUP_SECONDS)?;
+    let mut s = wrk_once(port, seconds)?;
+    s.start_p99_ms = start.p99_ms;
+    // The agent's CPU and spans are counted over both runs.
+    s.seconds += start.seconds;
+    Ok(s)
+}
+
+fn wrk_once(port: u16, seconds: u32) -> Result<Sample> {
     let out = output(Command::new("wrk").args([
         "-t1",
         "-c32",
@@ -541,6 +558,12 @@ impl Row {
         let so: Vec<f64> = self.all_sampled_out.iter().map(|s| s.throughput).collect();
         let p99u: Vec<f64> = self.untraced.iter().filter_map(|s| s.p99_ms).collect();
         let p99t: Vec<f64> = self.traced.iter().filter_map(|s| s.p99_ms).collect();
+        let p99su: Vec<f64> = self
+            .untraced
+            .iter()
+            .filter_map(|s| s.start_p99_ms)
+            .collect();
+        let p99st: Vec<f64> = self.traced.iter().filter_map(|s| s.start_p99_ms).collect();
         let cpu: Vec<f64> = self
             .traced
             .iter()
@@ -618,6 +641,9 @@ impl Row {
             "p99_untraced_ms": median(p99u.clone()),
             "p99_traced_ms": median(p99t.clone()),
             "p99_ratio": median(p99t) / median(p99u),
+            "p99_start_untraced_ms": median(p99su.clone()),
+            "p99_start_traced_ms": median(p99st.clone()),
+            "p99_start_ratio": median(p99st) / median(p99su),
             "agent_cpu_cores": cpu_m,
             "spans_per_s": sps,
             "agent_cpu_pct_per_10k_spans": if sps > 0.0 { cpu_m * 100.0 / (sps / 10_000.0) } else { f64::NAN },
@@ -942,13 +968,13 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
         serde_json::to_string_pretty(&json)?,
     )?;
     let mut md = String::from(
-        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | all sampled out ratio | paired ratios: traced / all sampled out / hooks-only | p99 ratio | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s, share of the run the node was saturated) | settled on arrival / released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | untraced (median) | traced (median) | ratio | hooks-only ratio | all sampled out ratio | paired ratios: traced / all sampled out / hooks-only | p99 ratio (first second) | spread u/t | agent CPU (cores) | spans/s | CPU % per 10k spans/s | peak RSS MiB | drops (of them in export) | sampled out (lowest budget/s, share of the run the node was saturated) | settled on arrival / released early / orphaned | kernel programs (cores, ns/call) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows_json {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} / {:.3} / {:.3} | {:.2} | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}, {:.0}%) | {:.0}% / {:.0}% / {:.2}% | {:.3}, {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} / {:.3} / {:.3} | {:.2} ({:.2}) | {:.1}%/{:.1}% | {:.3} | {:.0} | {:.1} | {:.1} | {} ({}) | {:.0}% ({}, {:.0}%) | {:.0}% / {:.0}% / {:.2}% | {:.3}, {:.0} |",
             r["scenario"].as_str().unwrap_or(""),
             f("untraced_median"),
             f("traced_median"),
@@ -959,6 +985,7 @@ fn write_results(dir: &Path, rows: &[Row], pipeline: &serde_json::Value) -> Resu
             f("paired_all_sampled_out_ratio"),
             f("paired_hooks_only_ratio"),
             f("p99_ratio"),
+            f("p99_start_ratio"),
             f("untraced_spread") * 100.0,
             f("traced_spread") * 100.0,
             f("agent_cpu_cores"),
