@@ -9,7 +9,8 @@
 //! works in the gaps the applications leave (nginx + wrk leave 0.02-0.2 of a core idle;
 //! the saturated capture budget needs less than a tenth of that).
 //!
-//! The danger is starvation: an idle-class thread gets almost nothing while the CPUs are
+//! The agent goes idle once the node has been saturated for a second ([`SETTLE_NS`]). The
+//! danger is starvation: an idle-class thread gets almost nothing while the CPUs are
 //! busy, and a burst would overflow the ring buffer or the queues. So the agent's threads go
 //! back to the normal class for a second whenever it falls behind (a ring-buffer drain of
 //! [`BEHIND_DRAIN_EVENTS`] events or more, the queue to the span pipeline or the export
@@ -24,7 +25,9 @@
 //! warmed up for a second 188-226 against 240-244 us; throughput unchanged.
 
 use std::io;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::cpuslice::{SchedAttr, set_thread_attr};
 
@@ -35,11 +38,27 @@ pub const BEHIND_DRAIN_EVENTS: u64 = 8192;
 /// How long the agent stays in the normal class after falling behind.
 const CATCH_UP_NS: u64 = 1_000_000_000;
 
-/// The signs that the agent is falling behind, as the ingest thread sees them at a tick.
+/// How long the node must have been saturated before the agent goes idle: a load that has
+/// just started is the burst most likely to outrun it (every connection's first exchange is
+/// captured whole, and the sampler is still measuring the load), and redis-benchmark's
+/// half-second tests with pauses between them lost spans when each start met an idle agent.
+const SETTLE_NS: u64 = 1_000_000_000;
+
+/// An ingest thread that has not reached a tick for this long while idle is starved (under
+/// load it ticks every 10-40 ms).
+const STALLED_NS: u64 = 200_000_000;
+
+/// How often the controller looks while the node is saturated, and otherwise.
+const LOOK_SATURATED: Duration = Duration::from_millis(50);
+const LOOK_CALM: Duration = Duration::from_millis(250);
+
+/// The signs that the agent is falling behind.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Backlog {
-    /// Events handled so far in the current ring-buffer drain.
+    /// The largest ring-buffer drain (events) since the last look.
     pub drain_events: u64,
+    /// Time since the ingest thread's last tick.
+    pub tick_age_ns: u64,
     /// The queue to the span pipeline is more than a quarter full.
     pub handoff_behind: bool,
     /// The OTLP export queue is more than a quarter full.
@@ -54,6 +73,7 @@ pub struct ClassControl {
     enabled: bool,
     idle: bool,
     normal_until_ns: u64,
+    saturated_since_ns: Option<u64>,
     last_lost: u64,
     idle_since_ns: Option<u64>,
     idle_ns: u64,
@@ -67,6 +87,7 @@ impl ClassControl {
             enabled,
             idle: false,
             normal_until_ns: 0,
+            saturated_since_ns: None,
             last_lost: 0,
             idle_since_ns: None,
             idle_ns: 0,
@@ -83,13 +104,22 @@ impl ClassControl {
         let lost_more = b.lost > self.last_lost;
         self.last_lost = b.lost;
         if b.drain_events >= BEHIND_DRAIN_EVENTS
+            || (self.idle && b.tick_age_ns >= STALLED_NS)
             || b.handoff_behind
             || b.export_backlogged
             || lost_more
         {
             self.normal_until_ns = now_ns.saturating_add(CATCH_UP_NS);
         }
-        let want = saturated && now_ns >= self.normal_until_ns;
+        let since = if saturated {
+            *self.saturated_since_ns.get_or_insert(now_ns)
+        } else {
+            self.saturated_since_ns = None;
+            now_ns
+        };
+        let want = saturated
+            && now_ns.saturating_sub(since) >= SETTLE_NS
+            && now_ns >= self.normal_until_ns;
         (want != self.idle).then_some(want)
     }
 
@@ -115,6 +145,87 @@ impl ClassControl {
         let open = self.idle_since_ns.map_or(0, |at| now_ns.saturating_sub(at));
         ((self.idle_ns + open) / 1_000_000, self.switches)
     }
+}
+
+/// What the ingest thread tells the controller at each of its ticks.
+#[derive(Debug, Default)]
+pub struct Signals {
+    saturated: AtomicBool,
+    last_tick_ns: AtomicU64,
+    drain_events: AtomicU64,
+    lost: AtomicU64,
+    handoff_behind: AtomicBool,
+    export_backlogged: AtomicBool,
+}
+
+impl Signals {
+    /// The ingest thread's state at a tick at `now_ns`.
+    pub fn tick(&self, now_ns: u64, saturated: bool, b: &Backlog) {
+        self.saturated.store(saturated, Ordering::Relaxed);
+        self.drain_events
+            .fetch_max(b.drain_events, Ordering::Relaxed);
+        self.lost.store(b.lost, Ordering::Relaxed);
+        self.handoff_behind
+            .store(b.handoff_behind, Ordering::Relaxed);
+        self.export_backlogged
+            .store(b.export_backlogged, Ordering::Relaxed);
+        self.last_tick_ns.store(now_ns, Ordering::Relaxed);
+    }
+
+    fn look(&self, now_ns: u64) -> (bool, Backlog) {
+        let last = self.last_tick_ns.load(Ordering::Relaxed);
+        (
+            self.saturated.load(Ordering::Relaxed),
+            Backlog {
+                drain_events: self.drain_events.swap(0, Ordering::Relaxed),
+                tick_age_ns: if last == 0 {
+                    0
+                } else {
+                    now_ns.saturating_sub(last)
+                },
+                handoff_behind: self.handoff_behind.load(Ordering::Relaxed),
+                export_backlogged: self.export_backlogged.load(Ordering::Relaxed),
+                lost: self.lost.load(Ordering::Relaxed),
+            },
+        )
+    }
+}
+
+/// The controller: a thread of its own in the normal class (never registered), so a starved
+/// agent is still noticed. Returns (ms in the idle class, class changes) once `stop` is set.
+pub fn spawn_controller(
+    enabled: bool,
+    slice_ns: u64,
+    signals: Arc<Signals>,
+    stop: Arc<AtomicBool>,
+    clock: fn() -> u64,
+) -> io::Result<std::thread::JoinHandle<(u64, u64)>> {
+    std::thread::Builder::new()
+        .name("tracewire-class".into())
+        .spawn(move || {
+            let mut c = ClassControl::new(enabled);
+            while enabled && !stop.load(Ordering::Relaxed) {
+                let now = clock();
+                let (saturated, b) = signals.look(now);
+                if let Some(idle) = c.update(now, saturated, &b)
+                    && let Err(e) = c.applied(clock(), apply(idle, slice_ns))
+                {
+                    eprintln!(
+                        "tracewire: warning: changing the agent's scheduling class failed ({e}): it stays as it is"
+                    );
+                }
+                std::thread::sleep(if saturated || c.idle {
+                    LOOK_SATURATED
+                } else {
+                    LOOK_CALM
+                });
+            }
+            // Leave no thread idle for the final drain and flush.
+            if c.idle {
+                let _ = c.applied(clock(), apply(false, slice_ns));
+            }
+            c.totals(clock())
+        })
 }
 
 /// The agent's threads (kernel thread ids) whose class follows the control.
@@ -190,7 +301,10 @@ mod tests {
         let mut c = ClassControl::new(true);
         let calm = Backlog::default();
         assert_eq!(c.update(S, false, &calm), None);
-        assert_eq!(c.update(2 * S, true, &calm), Some(true));
+        // Saturated, but only just: not yet.
+        assert_eq!(c.update(S + S / 10, true, &calm), None);
+        assert_eq!(c.update(2 * S, true, &calm), None);
+        assert_eq!(c.update(2 * S + S / 10, true, &calm), Some(true));
         assert!(c.applied(2 * S, Ok(())).is_ok());
         assert_eq!(c.update(3 * S, true, &calm), None);
         // Room on the node again: back to the normal class.
@@ -203,6 +317,7 @@ mod tests {
     fn falling_behind_brings_the_normal_class_back_for_a_second() {
         let mut c = ClassControl::new(true);
         let calm = Backlog::default();
+        assert_eq!(c.update(0, true, &calm), None);
         assert_eq!(c.update(S, true, &calm), Some(true));
         assert!(c.applied(S, Ok(())).is_ok());
         for behind in [
@@ -221,6 +336,7 @@ mod tests {
             Backlog { lost: 1, ..calm },
         ] {
             let mut c2 = ClassControl::new(true);
+            assert_eq!(c2.update(0, true, &calm), None);
             assert_eq!(c2.update(S, true, &calm), Some(true));
             assert!(c2.applied(S, Ok(())).is_ok());
             assert_eq!(c2.update(2 * S, true, &behind), Some(false), "{behind:?}");
@@ -233,6 +349,16 @@ mod tests {
             assert_eq!(c2.update(2 * S + S / 2, true, &later), None);
             assert_eq!(c2.update(3 * S, true, &later), Some(true));
         }
+        // A starved ingest thread (no tick for 200 ms) counts while idle.
+        let mut c3 = ClassControl::new(true);
+        assert_eq!(c3.update(0, true, &calm), None);
+        assert_eq!(c3.update(S, true, &calm), Some(true));
+        assert!(c3.applied(S, Ok(())).is_ok());
+        let stalled = Backlog {
+            tick_age_ns: STALLED_NS,
+            ..calm
+        };
+        assert_eq!(c3.update(2 * S, true, &stalled), Some(false));
         // A drain below the mark is no sign of falling behind.
         let busy = Backlog {
             drain_events: BEHIND_DRAIN_EVENTS - 1,
@@ -244,6 +370,7 @@ mod tests {
     #[test]
     fn a_refused_change_turns_the_control_off() {
         let mut c = ClassControl::new(true);
+        assert_eq!(c.update(0, true, &Backlog::default()), None);
         assert_eq!(c.update(S, true, &Backlog::default()), Some(true));
         assert!(
             c.applied(S, Err(io::Error::from_raw_os_error(libc::EPERM)))

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use agent_common::CONN_OP_CLOSE;
 
 use crate::conntrack::{Conntrack, ConntrackConfig, ConntrackStats};
-use crate::cpuclass::{Backlog, ClassControl};
+use crate::cpuclass::{Backlog, Signals};
 use crate::discovery::{Prefetched, Prefetcher};
 use crate::export::pipeline::{PipelineConfig, PipelineHandle, PipelineStats, spawn_span_pipeline};
 use crate::handoff::{HandoffTx, handoff};
@@ -147,6 +147,16 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
             cfg.capture_budget
         );
     }
+    let class_signals = Arc::new(Signals::default());
+    let class_stop = Arc::new(AtomicBool::new(false));
+    let class_control = crate::cpuclass::spawn_controller(
+        idle_class,
+        slice_ns,
+        Arc::clone(&class_signals),
+        Arc::clone(&class_stop),
+        monotonic_ns,
+    )
+    .context("starting the scheduling-class controller")?;
     let mut sink = DaemonSink {
         conntrack: Conntrack::new(cfg.conntrack.clone()),
         out: Vec::with_capacity(BATCH),
@@ -161,8 +171,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         host_cpu,
         prefetcher,
         window_cap: 0,
-        class: ClassControl::new(idle_class),
-        slice_ns,
+        class: Arc::clone(&class_signals),
     };
     sink.update_window_cap();
     let ingest = run_loop(&mut ring, &stop, Duration::from_millis(10), &mut sink);
@@ -171,10 +180,10 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         tx,
         dropped: ch_dropped,
         sampler,
-        class,
         ..
     } = sink;
-    let (idle_class_ms, class_switches) = class.totals(monotonic_ns());
+    class_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (idle_class_ms, class_switches) = class_control.join().unwrap_or_default();
     drop(tx);
     let p: PipelineStats = rt.block_on(pipeline.shutdown(Duration::from_secs(5)));
     let kernel = probes.counters().unwrap_or_default();
@@ -222,9 +231,8 @@ struct DaemonSink<'a> {
     prefetcher: Prefetcher,
     /// The kernel's per-CPU window cap as last written.
     window_cap: u32,
-    /// The agent's scheduling class (see `cpuclass`), and the slice of its normal class.
-    class: ClassControl,
-    slice_ns: u64,
+    /// What the scheduling-class controller is told at each tick (see `cpuclass`).
+    class: Arc<Signals>,
 }
 
 impl DaemonSink<'_> {
@@ -301,21 +309,13 @@ impl EventSink for DaemonSink<'_> {
         crate::yielding::set_node_saturated(self.sampler.node_saturated());
         let backlog = Backlog {
             drain_events: stats.drain_events,
+            tick_age_ns: 0,
             handoff_behind: self.tx.behind(),
             export_backlogged: pressure.backlogged,
             lost: pressure.lost + self.dropped,
         };
-        if let Some(idle) = self
-            .class
-            .update(now, self.sampler.node_saturated(), &backlog)
-        {
-            let applied = crate::cpuclass::apply(idle, self.slice_ns);
-            if let Err(e) = self.class.applied(monotonic_ns(), applied) {
-                eprintln!(
-                    "tracewire: warning: changing the agent's scheduling class failed ({e}): it stays as it is"
-                );
-            }
-        }
+        self.class
+            .tick(now, self.sampler.node_saturated(), &backlog);
         if self.last_evict.elapsed() > Duration::from_secs(1) {
             self.conntrack.evict_idle(monotonic_ns(), &mut self.out);
             self.send_all();

@@ -375,6 +375,14 @@ fn check() -> Result<()> {
         "absent, --raw-syscalls falls back to the default",
     );
     println!("hook kprobe/fentry: not used (tracepoints suffice)");
+    match tracewire::cpuclass::can_switch(0) {
+        Ok(()) => println!(
+            "scheduling: the idle class can be entered and left (--idle-when-saturated works)"
+        ),
+        Err(e) => println!(
+            "scheduling: leaving the idle class refused ({e}; needs CAP_SYS_NICE): the agent stays in the normal class"
+        ),
+    }
     if !missing.is_empty() {
         anyhow::bail!("required hooks missing: {}", missing.join(", "));
     }

@@ -221,3 +221,35 @@ fn database_server_ends_stop_being_captured() {
         assert!(v["spans_built"].as_u64() >= Some(200), "{extra:?}: {v}");
     }
 }
+
+/// `tracewire check` loads every way of hooking on this kernel and says what the agent can
+/// do here: as root, enter the idle scheduling class on a saturated node and leave it again.
+#[test]
+fn check_reports_the_hooks_and_the_scheduling_class() {
+    if !require_ebpf("check_reports_the_hooks_and_the_scheduling_class") {
+        return;
+    }
+    let out = Command::new(tracewire_e2e::env::agent_bin())
+        .arg("check")
+        .output()
+        .expect("tracewire check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("programs: loaded and attached"), "{text}");
+    assert!(
+        text.contains("hook kprobe/fentry: not used (tracepoints suffice)"),
+        "{text}"
+    );
+    // SAFETY: no arguments.
+    let root = unsafe { libc::geteuid() } == 0;
+    let line = if root {
+        "scheduling: the idle class can be entered and left"
+    } else {
+        "scheduling: leaving the idle class refused"
+    };
+    assert!(text.contains(line), "{text}");
+}
