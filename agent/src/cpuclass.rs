@@ -13,16 +13,22 @@
 //! danger is starvation: an idle-class thread gets almost nothing while the CPUs are
 //! busy, and a burst would overflow the ring buffer or the queues. So the agent's threads go
 //! back to the normal class for a second whenever it falls behind (a ring-buffer drain of
-//! [`BEHIND_DRAIN_EVENTS`] events or more, the queue to the span pipeline or the export
-//! queue more than a quarter full, a span lost), and whenever the node has CPU to spare.
+//! [`BEHIND_DRAIN_EVENTS`] events or more, no tick of the ingest thread for [`STALLED_NS`],
+//! the queue to the span pipeline or the export queue more than a quarter full, a span
+//! lost), and whenever the node has CPU to spare. A thread of its own decides, in the normal
+//! class, from what the ingest thread reports at each tick: a starved thread cannot notice
+//! its own starvation (when the ingest thread decided, redis-benchmark -P 16 lost 2k-13k
+//! spans in 3 of 6 runs: it stayed idle to the end of the load, and its backlog overflowed
+//! the export queue; none in 6 with the controller).
 //!
 //! Leaving the idle class takes `CAP_SYS_NICE` (or an `RLIMIT_NICE` of 20): without it a
 //! thread that went idle could not come back, so the agent checks first and otherwise stays
 //! in the normal class (and says so at start-up).
 //!
-//! Measured on nginx + wrk (2 saturated cores, interleaved rounds, p99 medians): cold starts
-//! 234 against 266-295 us with the normal class throughout (untraced 168-177 us), loads
-//! warmed up for a second 188-226 against 240-244 us; throughput unchanged.
+//! Measured on nginx + wrk (2 saturated cores, interleaved rounds, p99 medians; the first
+//! version, without the second of settling): cold starts 234-277 against 266-298 us with the
+//! normal class throughout (untraced 168-177 us), loads warmed up for a second 217-226
+//! against 240-244 us; throughput unchanged.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
