@@ -148,12 +148,13 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         );
     }
     let class_signals = Arc::new(Signals::default());
-    let class_stop = Arc::new(AtomicBool::new(false));
+    // Stopped by the same flag as the ingest loop: the final drain and flush run in the
+    // normal class.
     let class_control = crate::cpuclass::spawn_controller(
         idle_class,
         slice_ns,
         Arc::clone(&class_signals),
-        Arc::clone(&class_stop),
+        Arc::clone(&stop),
         monotonic_ns,
     )
     .context("starting the scheduling-class controller")?;
@@ -182,7 +183,6 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         sampler,
         ..
     } = sink;
-    class_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (idle_class_ms, class_switches) = class_control.join().unwrap_or_default();
     drop(tx);
     let p: PipelineStats = rt.block_on(pipeline.shutdown(Duration::from_secs(5)));

@@ -46,13 +46,16 @@ pub fn handoff(capacity: usize) -> (HandoffTx, HandoffRx) {
     )
 }
 
+/// Whether a queue holding `queued` of `capacity` exchanges is falling behind
+/// ([`crate::yielding::backlogged`]).
+fn behind(queued: &AtomicUsize, capacity: usize) -> bool {
+    crate::yielding::backlogged(queued.load(Ordering::Relaxed) as u64, capacity as u64)
+}
+
 impl HandoffTx {
-    /// Whether the consumer is falling behind ([`crate::yielding::backlogged`]).
+    /// Whether the consumer is falling behind.
     pub fn behind(&self) -> bool {
-        crate::yielding::backlogged(
-            self.queued.load(Ordering::Relaxed) as u64,
-            self.capacity as u64,
-        )
+        behind(&self.queued, self.capacity)
     }
 
     /// Queue `batch` whole if it fits; never blocks. Gives it back when full or closed.
@@ -75,12 +78,9 @@ impl HandoffTx {
 }
 
 impl HandoffRx {
-    /// Whether the consumer is falling behind ([`crate::yielding::backlogged`]).
+    /// Whether the consumer is falling behind.
     pub fn behind(&self) -> bool {
-        crate::yielding::backlogged(
-            self.queued.load(Ordering::Relaxed) as u64,
-            self.capacity as u64,
-        )
+        behind(&self.queued, self.capacity)
     }
 
     /// The next batch; None once every sender is gone and the queue is empty.

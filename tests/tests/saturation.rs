@@ -35,15 +35,22 @@ fn sampler_lines(agent: &Agent) -> Vec<String> {
 /// A node with no idle CPU caps the budget at `--saturated-budget-per-cpu` times its CPUs: the agent's work would be
 /// taken from the applications. Busy loops on every CPU (this test's own processes) saturate
 /// the node; the traced load is then sampled down to the cap and counted, and once the loops
-/// end the full budget is back. Meanwhile the agent's threads run in the idle scheduling
-/// class, and the busy loops (which never leave a CPU idle) do not starve it into losses.
+/// end the full budget is back. Meanwhile, with `--idle-when-saturated true`, the agent's
+/// threads run in the idle scheduling class, and the busy loops (which never leave a CPU
+/// idle) do not starve it into losses.
 #[test]
 fn a_saturated_node_samples_down_to_the_saturated_budget() {
     if !require_ebpf("a_saturated_node_samples_down_to_the_saturated_budget") {
         return;
     }
-    let mut t =
-        TracedPathServer::start(&["--saturated-budget-per-cpu", "50", "--stats-interval", "1"]);
+    let mut t = TracedPathServer::start(&[
+        "--saturated-budget-per-cpu",
+        "50",
+        "--stats-interval",
+        "1",
+        "--idle-when-saturated",
+        "true",
+    ]);
     // SAFETY: no pointers.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u64;
     let cap = 50 * cpus;
