@@ -186,7 +186,10 @@ pub struct DataHeader {
     /// What the syscall returned: the full byte count transferred.
     pub bytes: u64,
     pub captured: u32,
-    pub _pad: u32,
+    /// The kernel's number of the connection end's current exchange (turns to the request
+    /// direction, sampled out or not): after a skip, userspace numbers the next exchange as
+    /// the other end does.
+    pub exchange: u32,
 }
 
 /// Per-CPU scratch used to assemble a data event (too big for the BPF stack). The payload is
@@ -323,7 +326,9 @@ pub struct ActiveCall {
     pub direction: u8,
     /// FLAG_* bits decided at entry (FLAG_AFTER_SKIP).
     pub flags: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// [`DataHeader::exchange`] at entry.
+    pub exchange: u32,
 }
 
 /// Arguments of connect/accept in flight.

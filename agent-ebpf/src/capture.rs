@@ -87,7 +87,8 @@ fn prepare(
         syscall,
         direction,
         flags,
-        _pad: [0; 5],
+        _pad: 0,
+        exchange: st.exchanges,
     })
 }
 
@@ -265,7 +266,7 @@ pub fn finish(id: u64, call: &ActiveCall, ret: i64, ts_exit_ns: u64) {
         ts_exit_ns,
         bytes: ret as u64,
         captured: captured as u32,
-        _pad: 0,
+        exchange: call.exchange,
     };
     if (captured as u64) < ret as u64 {
         ev.hdr.flags |= FLAG_TRUNCATED;

@@ -232,7 +232,8 @@ pub fn data(sk: *const core::ffi::c_void, ret: i64, direction: u8) {
         syscall: a.syscall,
         direction,
         flags,
-        _pad: [0; 5],
+        _pad: 0,
+        exchange: st.exchanges,
     };
     finish(id, &call, ret, now);
 }

@@ -67,8 +67,10 @@ struct Conn {
     sock: u64,
     last_seen_ns: u64,
     last_egress_tid: u32,
-    /// Exchanges emitted so far (the next one's number).
+    /// Exchanges emitted so far, plus those the kernel sampled out (the next one's number).
     exchanges: u64,
+    /// The kernel's exchange number on the last data event ([`DataHeader::exchange`]).
+    turn: u32,
     proto: Proto,
 }
 
@@ -140,6 +142,19 @@ impl Conn {
             self.exchanges += 1;
         }
     }
+}
+
+/// Exchanges the kernel sampled out between the last captured one (numbered `prev`) and the
+/// one starting now (`now`): userspace numbers exchanges as the other end of the connection
+/// does, so that the two ends of one exchange carry the same `seq` after a skip the ends
+/// decided differently. Each skipped turn counts as one exchange (pipelined requests that
+/// share a turn cannot be told apart unseen). Nothing when the earlier number is unknown.
+fn skipped_exchanges(prev: u32, now: u32) -> u64 {
+    let gap = now.wrapping_sub(prev);
+    if prev == 0 || gap == 0 || gap > u32::MAX / 2 {
+        return 0;
+    }
+    u64::from(gap - 1)
 }
 
 /// Kernel updates (ignore, allow sampling) waiting for the next tick; more are simply not
@@ -263,6 +278,7 @@ impl Conntrack {
                         last_seen_ns: ev.ts_ns,
                         last_egress_tid: ev.tid,
                         exchanges: 0,
+                        turn: 0,
                         proto: Proto::Detecting { attempts: 0 },
                     },
                 );
@@ -292,6 +308,7 @@ impl Conntrack {
                     last_seen_ns: h.ts_exit_ns,
                     last_egress_tid: h.tid,
                     exchanges: 0,
+                    turn: 0,
                     proto: Proto::Detecting { attempts: 0 },
                 },
             );
@@ -300,6 +317,7 @@ impl Conntrack {
             return;
         };
         c.last_seen_ns = h.ts_exit_ns;
+        let prev_turn = std::mem::replace(&mut c.turn, h.exchange);
         let egress = h.direction == DIR_EGRESS;
         if egress {
             c.last_egress_tid = h.tid;
@@ -364,6 +382,7 @@ impl Conntrack {
         };
         if h.flags & FLAG_AFTER_SKIP != 0 {
             st.exchanges_skipped();
+            c.exchanges += skipped_exchanges(prev_turn, h.exchange);
         }
         let dir = match (c.meta.role, egress) {
             (Role::Client, true) | (Role::Server, false) => Dir::Request,
@@ -553,6 +572,45 @@ mod tests {
         assert!(!out[1].pure_client);
         // Exchanges are numbered per connection end, in order.
         assert_eq!((out[0].seq, out[1].seq), (0, 1));
+    }
+
+    #[test]
+    fn exchanges_the_kernel_skipped_keep_their_numbers() {
+        let mut ct = Conntrack::new(ConntrackConfig::default());
+        let mut out = Vec::new();
+        open(&mut ct, 1, ROLE_CLIENT, 0xa1);
+        let mut call =
+            |dir: u8, bytes: &[u8], exchange: u32, flags: u8, out: &mut Vec<Exchange>| {
+                let h = DataHeader {
+                    kind: EVENT_DATA,
+                    direction: dir,
+                    conn_id: 1,
+                    ts_enter_ns: 1,
+                    ts_exit_ns: 2,
+                    bytes: bytes.len() as u64,
+                    captured: bytes.len() as u32,
+                    exchange,
+                    flags,
+                    ..DataHeader::default()
+                };
+                ct.on_data(&h, bytes, out);
+            };
+        let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        call(DIR_EGRESS, get, 1, 0, &mut out);
+        call(DIR_INGRESS, ok, 1, 0, &mut out);
+        // Exchanges 2 and 3 were sampled out in the kernel; 4 is captured.
+        call(DIR_EGRESS, get, 4, FLAG_AFTER_SKIP, &mut out);
+        call(DIR_INGRESS, ok, 4, 0, &mut out);
+        call(DIR_EGRESS, get, 5, 0, &mut out);
+        call(DIR_INGRESS, ok, 5, 0, &mut out);
+        let seqs: Vec<u64> = out.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![0, 3, 4]);
+        // Numbers that make no sense (unknown, or going back) add nothing.
+        assert_eq!(skipped_exchanges(0, 9), 0);
+        assert_eq!(skipped_exchanges(9, 9), 0);
+        assert_eq!(skipped_exchanges(9, 3), 0);
+        assert_eq!(skipped_exchanges(u32::MAX, 1), 1);
     }
 
     #[test]

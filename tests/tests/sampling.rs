@@ -94,11 +94,33 @@ fn over_budget_whole_exchanges_are_sampled_consistently_at_both_ends() {
     for s in &servers {
         if let Some(parent) = by_id.get(s.span.parent_span_id.as_slice()) {
             assert_eq!(parent.span.kind, SpanKind::Client as i32);
-            assert_eq!(
-                path(parent),
-                path(s),
-                "a server span linked to another request"
-            );
+            if path(parent) != path(s) {
+                let show = |x: &ReceivedSpan| {
+                    format!(
+                        "{} {:?} start {} end {} rule {:?}",
+                        path(x),
+                        x.span.kind,
+                        x.span.start_time_unix_nano,
+                        x.span.end_time_unix_nano,
+                        x.attr("tracewire.link.rule")
+                    )
+                };
+                let mut near: Vec<String> = spans
+                    .iter()
+                    .filter(|o| {
+                        o.span.start_time_unix_nano + 5_000_000 > s.span.start_time_unix_nano
+                            && o.span.start_time_unix_nano < s.span.start_time_unix_nano + 5_000_000
+                    })
+                    .map(show)
+                    .collect();
+                near.sort();
+                panic!(
+                    "a server span linked to another request:\n server {}\n client {}\n near:\n{}",
+                    show(s),
+                    show(parent),
+                    near.join("\n")
+                );
+            }
             assert_eq!(parent.span.trace_id, s.span.trace_id);
             linked += 1;
         }

@@ -111,19 +111,22 @@ struct LinkFacts {
     stream_id: Option<u32>,
 }
 
-/// How much later than the server's read of a request its client's start may be. With the
-/// socket tracepoints a client's start is when its send completed (there is no entry hook),
-/// and a kernel that hands the CPU to the woken server before the sender returns lets the
-/// server read the request first. Measured here the send was always seen first, by at least
-/// 1.2 µs; this covers a server slice on kernels that preempt at once.
+/// How much later than the server's read of a request its client's start may be, for two
+/// ends with the same exchange number. With the socket tracepoints a client's start is when
+/// its send completed (there is no entry hook), and a kernel that hands the CPU to the woken
+/// server before the sender returns lets the server read the request first. Measured here
+/// the send was always seen first, by at least 1.2 µs; this covers a server slice on kernels
+/// that preempt at once. Ends numbered differently get no such allowance: the server end of
+/// the previous exchange, when the true one has not arrived yet, often read its request less
+/// than this before the next request's send returned.
 const SEND_SEEN_LATE_NS: u64 = 200_000;
 
 /// Could `srv` be the far end of exchange `cli` on the same connection? The server finished
-/// reading the request after the client started writing it (allowing for a send seen only
-/// when it completed, [`SEND_SEEN_LATE_NS`]), and started answering before the client
-/// finished reading. On a keep-alive connection the second test keeps earlier exchanges out,
-/// and the exchange numbers pick the pair among the rest.
-fn same_exchange(cli: &LinkFacts, srv: &LinkFacts) -> bool {
+/// reading the request after the client started writing it (allowing `slack` for a send seen
+/// only when it completed), and started answering before the client finished reading. On a
+/// keep-alive connection the second test keeps earlier exchanges out, and the exchange
+/// numbers pick the pair among the rest.
+fn same_exchange(cli: &LinkFacts, srv: &LinkFacts, slack: u64) -> bool {
     if let (Some(a), Some(b)) = (cli.stream_id, srv.stream_id)
         && a != b
     {
@@ -132,7 +135,7 @@ fn same_exchange(cli: &LinkFacts, srv: &LinkFacts) -> bool {
     let c = &cli.timing;
     let s = &srv.timing;
     let s_req_end = s.request_end_ns.max(s.start_ns);
-    s_req_end.saturating_add(SEND_SEEN_LATE_NS) >= c.start_ns
+    s_req_end.saturating_add(slack) >= c.start_ns
         && (s.response_start_ns == 0 || s.response_start_ns <= c.end_ns)
 }
 
@@ -180,6 +183,8 @@ struct Entry {
     /// Request number on its connection (HTTP/2: stream id), a tie-breaker for rule b.
     seq: u64,
     thread: (u32, u32),
+    /// Linked to the other end of its exchange (rule b): one exchange has one other end.
+    paired: bool,
 }
 
 /// One exchange indexed under its connection key.
@@ -342,6 +347,7 @@ impl Correlator {
             key,
             seq,
             thread,
+            paired: false,
         };
         let pure_client = entry.span.as_ref().is_some_and(|s| s.link.pure_client);
         let mut paired_server = None;
@@ -423,8 +429,10 @@ impl Correlator {
             // Rule b: the client end of this connection is already here.
             if entry.parent.is_none()
                 && let Some(cid) = self.best_pair(&self.clients_by_key, key, entry)
-                && let Some(c) = self.get(cid)
+                && let Some(c) = self.get_mut(cid)
             {
+                c.paired = true;
+                entry.paired = true;
                 entry.parent = Some(ParentRef::Local {
                     id: cid,
                     rule: LinkRule::Connection,
@@ -491,10 +499,18 @@ impl Correlator {
                 // Swept lazily: this slot and every older one belong to dropped entries.
                 break;
             }
+            let slack = if o.seq == me.seq {
+                SEND_SEEN_LATE_NS
+            } else {
+                0
+            };
             let ok = match me.kind {
-                SpanKind::Server => same_exchange(&o.facts, &me.facts),
+                SpanKind::Server => {
+                    same_exchange(&o.facts, &me.facts, slack)
+                        && self.get(o.id).is_some_and(|e| !e.paired)
+                }
                 SpanKind::Client => {
-                    same_exchange(&me.facts, &o.facts)
+                    same_exchange(&me.facts, &o.facts, slack)
                         && self
                             .get(o.id)
                             .is_some_and(|e| !e.released && e.parent.is_none())
@@ -530,6 +546,8 @@ impl Correlator {
                         rule: LinkRule::Connection,
                         parent_start: start,
                     });
+                    s.paired = true;
+                    entry.paired = true;
                     paired = Some(sid);
                 }
             }

@@ -777,6 +777,78 @@ fn connection_pairs_survive_a_missed_exchange() {
     assert_eq!(c.stats().linked_connection, 2);
 }
 
+/// Sampling kept exchange 31 at the server end only; the client's exchange 32 then arrived
+/// before its server end (events of two CPUs). The server end of 31, whose request was read
+/// 60 µs before 32's send returned, is not 32's other end: only the same exchange number
+/// gets the allowance for a send seen late, and one client exchange has one server end.
+#[test]
+fn an_unmatched_server_exchange_is_not_taken_for_the_next_one() {
+    let (cl, sv) = ("127.0.0.1:40003", "127.0.0.1:8080");
+    let mk = |role, pid, l: &str, r: &str, conn, t: T4, path: &str, seq| {
+        numbered(
+            exchange(
+                conn,
+                pid,
+                9,
+                role,
+                l,
+                r,
+                record(ProtocolKind::Http1, t, http_detail("GET", path, Some(200))),
+            ),
+            seq,
+        )
+    };
+    let s31 = mk(
+        Role::Server,
+        2,
+        sv,
+        cl,
+        2,
+        (184_126, 184_500, 186_000, 186_540),
+        "/31",
+        30,
+    );
+    let c32 = mk(
+        Role::Client,
+        1,
+        cl,
+        sv,
+        1,
+        (244_008, 244_008, 367_000, 367_389),
+        "/32",
+        31,
+    );
+    let s32 = mk(
+        Role::Server,
+        2,
+        sv,
+        cl,
+        2,
+        (246_165, 246_500, 249_000, 249_637),
+        "/32",
+        31,
+    );
+    let mut c = Correlator::new(cfg());
+    for (k, ex) in [&s31, &c32, &s32].into_iter().enumerate() {
+        c.push(span(ex), u64::try_from(k).unwrap_or(0));
+    }
+    let out = c.poll(HOLD + 10);
+    assert_eq!(out.len(), 3);
+    let get = |pid: u32, path: &str| match out.iter().find(|s| {
+        s.pid == pid
+            && (s.attributes.get_str("url.path") == Some(path)
+                || s.attributes
+                    .get_str("url.full")
+                    .is_some_and(|u| u.ends_with(path)))
+    }) {
+        Some(s) => s.clone(),
+        None => panic!("missing {pid} {path}"),
+    };
+    assert_eq!(get(2, "/31").parent_span_id, None);
+    assert_eq!(get(2, "/32").parent_span_id, Some(get(1, "/32").span_id));
+    assert_eq!(c.stats().linked_connection, 1);
+}
+
 #[test]
 fn http2_streams_pair_by_stream_id() {
     use agent_protocols::Detail;
