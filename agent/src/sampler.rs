@@ -125,6 +125,10 @@ pub struct Sampler {
     /// often surges update the threshold in between.
     interval: Totals,
     interval_ns: u64,
+    /// Totals and time of the surge check's reference: the first update at least
+    /// `SURGE_MIN_NS` after the previous reference (see [`Sampler::recent_surge`]).
+    recent: Totals,
+    recent_ns: u64,
     /// Calls per second captured in full while the node is saturated (0: no such cap).
     saturated_budget_per_s: u64,
     /// The node's online CPUs.
@@ -152,6 +156,8 @@ impl Sampler {
             scale: 1.0,
             interval: Totals::default(),
             interval_ns: 0,
+            recent: Totals::default(),
+            recent_ns: 0,
             saturated_budget_per_s: 0,
             cpus: 1.0,
             idle_cores: None,
@@ -266,17 +272,17 @@ impl Sampler {
             self.last_ns = now_ns;
             self.interval = t;
             self.interval_ns = now_ns;
+            self.recent = t;
+            self.recent_ns = now_ns;
             return None;
         };
         let dt = now_ns.saturating_sub(self.last_ns);
         let offered = t.offered.saturating_sub(last.offered);
         // A burst far over budget is acted on within a few ms, before queues fill; otherwise
         // the rate is measured over a full interval.
-        let calls = offered as f64 * self.calls_per_exchange_or_prior();
-        let surge = dt >= SURGE_MIN_NS
-            && self.budget_per_s > 0
-            && calls * 1e9 / dt.max(1) as f64 > 4.0 * self.budget_per_s as f64;
-        if dt < INTERVAL_NS && !surge {
+        self.raise_calls_per_exchange(&t);
+        let surge_rate = self.recent_surge(&t, now_ns);
+        if dt < INTERVAL_NS && surge_rate.is_none() {
             return None;
         }
         self.last = Some(t);
@@ -306,23 +312,7 @@ impl Sampler {
                     Some(self.calls_per_exchange.map_or(r, |c| 0.5 * c + 0.5 * r));
             }
         }
-        // More calls per kept exchange than estimated are taken at once, measured since the
-        // interval began once enough exchanges were kept: waiting for the interval left
-        // redis-benchmark -P 16 (16 commands per exchange) captured at 4 times the budget for
-        // its first 100 ms (what comes before the first update is bounded by the kernel's
-        // window cap instead, see [`Sampler::window_cap`]). Parsing lags the kernel's counts
-        // by the exchanges in flight (one per connection at most), which reads low, and high
-        // by at most that many records when the threshold just tightened:
-        // [`MIN_KEPT_TO_RAISE`] keeps that error small.
-        let m = &self.interval;
-        let kept = t.kept_since(m);
-        if kept >= MIN_KEPT_TO_RAISE {
-            let r = (t.records.saturating_sub(m.records) as f64 / kept as f64).min(1024.0);
-            if r > self.calls_per_exchange_or_prior() {
-                self.calls_per_exchange = Some(r);
-            }
-        }
-        let rate = offered as f64 * 1e9 / dt as f64;
+        let rate = (offered as f64 * 1e9 / dt.max(1) as f64).max(surge_rate.unwrap_or(0.0));
         // Rising load is followed at once (protect the host); falling load is smoothed.
         self.rate = if rate > self.rate {
             rate
@@ -335,6 +325,45 @@ impl Sampler {
             self.threshold = threshold;
             threshold
         })
+    }
+
+    /// More calls per kept exchange than estimated are taken at once (at every update, before
+    /// the surge check: a pipelined load's first burst is then a surge at its true size),
+    /// measured since the interval began once enough exchanges were kept: waiting for the
+    /// interval left redis-benchmark -P 16 (16 commands per exchange) captured at 4 times the
+    /// budget for its first 100 ms (what comes before the first update is bounded by the
+    /// kernel's window cap instead, see [`Sampler::window_cap`]). Parsing lags the kernel's
+    /// counts by the exchanges in flight (one per connection at most), which reads low, and
+    /// high by at most that many records when the threshold just tightened:
+    /// [`MIN_KEPT_TO_RAISE`] keeps that error small.
+    fn raise_calls_per_exchange(&mut self, t: &Totals) {
+        let m = &self.interval;
+        let kept = t.kept_since(m);
+        if kept >= MIN_KEPT_TO_RAISE {
+            let r = (t.records.saturating_sub(m.records) as f64 / kept as f64).min(1024.0);
+            if r > self.calls_per_exchange_or_prior() {
+                self.calls_per_exchange = Some(r);
+            }
+        }
+    }
+
+    /// A surge far over the budget in the last few ms: its rate in exchanges per second, or
+    /// None. Measured from a reference that moves up at every update at least
+    /// [`SURGE_MIN_NS`] after it, not from the last update: a load that started after a
+    /// quiet spell was averaged over that spell, and redis-benchmark -P 16 ran 40 ms at 16
+    /// times the budget (60 ms after the agent's previous update) before it counted as a
+    /// surge.
+    fn recent_surge(&mut self, t: &Totals, now_ns: u64) -> Option<f64> {
+        let dt = now_ns.saturating_sub(self.recent_ns);
+        if dt < SURGE_MIN_NS {
+            return None;
+        }
+        let offered = t.offered.saturating_sub(self.recent.offered) as f64;
+        self.recent = *t;
+        self.recent_ns = now_ns;
+        let rate = offered * 1e9 / dt as f64;
+        let calls = rate * self.calls_per_exchange_or_prior();
+        (self.budget_per_s > 0 && calls > 4.0 * self.budget_per_s as f64).then_some(rate)
     }
 
     /// The kernel's cap on exchanges kept per CPU per sampling window (0: none):
@@ -559,6 +588,28 @@ mod tests {
         s.update(totals(0, 0, 0), 0);
         let t = s.update(totals(200, 0, 3_200), 5_000_000).expect("surge");
         assert!((40_000.0 * kept(t) * 4.0 - 30_000.0).abs() < 200.0);
+    }
+
+    /// A pipelined load that starts after a quiet spell counts as a surge at the agent's first
+    /// update: not averaged over the quiet spell, and at its calls per exchange as parsed.
+    /// Figures of redis-benchmark -P 16 starting 10 ms before an update of an idle agent.
+    #[test]
+    fn a_load_after_a_quiet_spell_is_a_surge_at_once() {
+        let mut s = Sampler::new(30_000);
+        s.update(totals(0, 0, 0), 0);
+        assert_eq!(s.update(totals(2, 0, 2), 80_000_000), None);
+        // 716 exchanges of about 16 commands, 160 of them capped in the kernel.
+        let t = s
+            .update(totals(718, 160, 8_722), 90_000_000)
+            .expect("a surge");
+        let first = 71_600.0 * kept(t) * 16.0;
+        assert!(first < 2.0 * 30_000.0, "{first} calls/s kept");
+        // 13 ms later: 54k exchanges/s, cut to the budget.
+        let t = s
+            .update(totals(1_422, 245, 19_346), 103_000_000)
+            .expect("the surge goes on");
+        let next = 54_000.0 * kept(t) * 16.0;
+        assert!(next < 1.2 * 30_000.0, "{next} calls/s kept");
     }
 
     /// A load far over budget surges at every update (every few ms): the calls per exchange
