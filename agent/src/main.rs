@@ -159,11 +159,10 @@ struct RunArgs {
     cpu_slice_ms: u64,
     /// Run the agent's threads in the idle scheduling class (SCHED_IDLE) while the node is
     /// saturated and the agent keeps up: an application thread that wakes takes the CPU at
-    /// once (lower application tail latency), but the agent falls behind bursts now and then
-    /// (spans dropped and counted). Back to the normal class for a second whenever it falls
-    /// behind. Needs CAP_SYS_NICE to leave the idle class; without it the agent stays in the
-    /// normal class.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    /// once (lower application tail latency). Back to the normal class for a second whenever
+    /// it falls behind. Needs CAP_SYS_NICE to leave the idle class; without it the agent
+    /// stays in the normal class.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     idle_when_saturated: bool,
     /// Benchmark floor: attach a program that returns at once to every hook and capture
     /// nothing, to measure what the hooks alone cost on this kernel.
