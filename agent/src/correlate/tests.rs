@@ -130,6 +130,20 @@ fn find<'a>(
     }
 }
 
+/// The span of process `pid` for request `path` (url.path on servers, url.full on clients).
+fn by_path(out: &[Box<SpanData>], pid: u32, path: &str) -> SpanData {
+    match out.iter().find(|s| {
+        s.pid == pid
+            && (s.attributes.get_str("url.path") == Some(path)
+                || s.attributes
+                    .get_str("url.full")
+                    .is_some_and(|u| u.ends_with(path)))
+    }) {
+        Some(s) => (**s).clone(),
+        None => panic!("missing {pid} {path}"),
+    }
+}
+
 fn rule(s: &SpanData) -> Option<&str> {
     s.attributes.get_str("tracewire.link.rule")
 }
@@ -487,16 +501,7 @@ fn second_request_on_a_connection_matches_second_request() {
     }
     let out = c.poll(HOLD + 10);
     assert_eq!(out.len(), 4);
-    let by = |pid: u32, path: &str| match out.iter().find(|s| {
-        s.pid == pid
-            && (s.attributes.get_str("url.path") == Some(path)
-                || s.attributes
-                    .get_str("url.full")
-                    .is_some_and(|u| u.ends_with(path)))
-    }) {
-        Some(s) => s.clone(),
-        None => panic!("missing {pid} {path}"),
-    };
+    let by = |pid: u32, path: &str| by_path(&out, pid, path);
     assert_eq!(by(2, "/1").parent_span_id, Some(by(1, "/1").span_id));
     assert_eq!(by(2, "/2").parent_span_id, Some(by(1, "/2").span_id));
     assert_ne!(by(1, "/1").trace_id, by(1, "/2").trace_id);
@@ -760,16 +765,7 @@ fn connection_pairs_survive_a_missed_exchange() {
     }
     let out = c.poll(HOLD + 10);
     assert_eq!(out.len(), 5);
-    let get = |pid: u32, path: &str| match out.iter().find(|s| {
-        s.pid == pid
-            && (s.attributes.get_str("url.path") == Some(path)
-                || s.attributes
-                    .get_str("url.full")
-                    .is_some_and(|u| u.ends_with(path)))
-    }) {
-        Some(s) => s.clone(),
-        None => panic!("missing {pid} {path}"),
-    };
+    let get = |pid: u32, path: &str| by_path(&out, pid, path);
     assert_eq!(get(2, "/2").parent_span_id, Some(get(1, "/2").span_id));
     assert_eq!(get(2, "/3").parent_span_id, Some(get(1, "/3").span_id));
     assert_eq!(get(2, "/3").trace_id, get(1, "/3").trace_id);
@@ -834,16 +830,7 @@ fn an_unmatched_server_exchange_is_not_taken_for_the_next_one() {
     }
     let out = c.poll(HOLD + 10);
     assert_eq!(out.len(), 3);
-    let get = |pid: u32, path: &str| match out.iter().find(|s| {
-        s.pid == pid
-            && (s.attributes.get_str("url.path") == Some(path)
-                || s.attributes
-                    .get_str("url.full")
-                    .is_some_and(|u| u.ends_with(path)))
-    }) {
-        Some(s) => s.clone(),
-        None => panic!("missing {pid} {path}"),
-    };
+    let get = |pid: u32, path: &str| by_path(&out, pid, path);
     assert_eq!(get(2, "/31").parent_span_id, None);
     assert_eq!(get(2, "/32").parent_span_id, Some(get(1, "/32").span_id));
     assert_eq!(c.stats().linked_connection, 1);
