@@ -159,7 +159,7 @@ struct RunArgs {
     cpu_slice_ms: u64,
     /// Run the agent's threads in the idle scheduling class (SCHED_IDLE) while the node is
     /// saturated and the agent keeps up: an application thread that wakes takes the CPU at
-    /// once (lower application tail latency). Back to the normal class for a second whenever
+    /// once (lower application tail latency). Back to the normal class for 100 ms whenever
     /// it falls behind. Needs CAP_SYS_NICE to leave the idle class; without it the agent
     /// stays in the normal class.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
