@@ -794,36 +794,12 @@ fn an_unmatched_server_exchange_is_not_taken_for_the_next_one() {
             seq,
         )
     };
-    let s31 = mk(
-        Role::Server,
-        2,
-        sv,
-        cl,
-        2,
-        (184_126, 184_500, 186_000, 186_540),
-        "/31",
-        30,
-    );
-    let c32 = mk(
-        Role::Client,
-        1,
-        cl,
-        sv,
-        1,
-        (244_008, 244_008, 367_000, 367_389),
-        "/32",
-        31,
-    );
-    let s32 = mk(
-        Role::Server,
-        2,
-        sv,
-        cl,
-        2,
-        (246_165, 246_500, 249_000, 249_637),
-        "/32",
-        31,
-    );
+    // The server end (pid 2) and the client end (pid 1) of this connection.
+    let srv = |t: T4, path: &str, seq| mk(Role::Server, 2, sv, cl, 2, t, path, seq);
+    let cli = |t: T4, path: &str, seq| mk(Role::Client, 1, cl, sv, 1, t, path, seq);
+    let s31 = srv((184_126, 184_500, 186_000, 186_540), "/31", 30);
+    let c32 = cli((244_008, 244_008, 367_000, 367_389), "/32", 31);
+    let s32 = srv((246_165, 246_500, 249_000, 249_637), "/32", 31);
     let mut c = Correlator::new(cfg());
     for (k, ex) in [&s31, &c32, &s32].into_iter().enumerate() {
         c.push(span(ex), u64::try_from(k).unwrap_or(0));
