@@ -5,7 +5,8 @@ use agent_common::{
     SAMPLING_CAP, SAMPLING_THRESHOLD, SampleVerdict, SampleWindow, counter,
 };
 use aya_ebpf::{
-    macros::map,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
@@ -66,10 +67,17 @@ pub fn config() -> CaptureConfig {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
 
-/// Socket key ([`crate::sock::SockRef::key`]: the `struct sock` address with the syscall
-/// hooks, the socket cookie with the socket tracepoints) -> connection state.
+/// Socket key ([`crate::sock::SockRef::key`]: the `struct sock` address) -> connection state,
+/// with the syscall hooks (the socket tracepoints keep it on the socket: [`SOCK_STATE`]).
 #[map]
 pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Connection state kept on the socket itself (socket local storage), with the socket
+/// tracepoints: found from the socket in a few ns where a hash lookup by cookie cost about a
+/// third of a sampled-out call, freed by the kernel with the socket, and not bounded by a
+/// map size (CONNS, an LRU map, would evict live connections past 65,536 sockets).
+#[btf_map]
+pub static SOCK_STATE: SkStorage<ConnState> = SkStorage::new();
 
 /// pid_tgid -> connect/accept in flight.
 #[map]

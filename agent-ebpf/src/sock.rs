@@ -13,9 +13,9 @@ const SOCK_STREAM: u16 = 1;
 pub struct SockRef {
     /// The `struct sock` address, for reading its fields.
     pub sk: u64,
-    /// The socket's key in CONNS and SAMPLE_ALLOW, and its `sock` in events: its address where
-    /// close() tells when the address may be reused (syscall hooks), its cookie, never reused,
-    /// where only the socket tracepoints are attached.
+    /// The socket's key in SAMPLE_ALLOW (and CONNS with the syscall hooks), and its `sock` in
+    /// events: its address where close() tells when the address may be reused (syscall
+    /// hooks), its cookie, never reused, where only the socket tracepoints are attached.
     pub key: u64,
     pub family: u16,
     pub inode: u64,

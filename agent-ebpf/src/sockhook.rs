@@ -4,10 +4,12 @@
 //! syscall tracepoints, they cost nothing on syscalls that do not touch a socket, and no
 //! syscall pays the kernel's traced-syscall path (that path is taken by every syscall of every
 //! process once any syscall tracepoint is attached). The socket comes with the call, so no fd
-//! is resolved, and a sampled-out call costs a cookie and one hash lookup.
+//! is resolved.
 //!
-//! Sockets are keyed by their cookie (never reused), so no close() is needed to tell a new
-//! socket at a reused address from the old one. TCP connections learn their role when they
+//! A connection's state lives on its socket (socket local storage, `SOCK_STATE`): found from
+//! the socket without hashing, and freed by the kernel with it. Events and SAMPLE_ALLOW name
+//! a socket by its cookie (never reused), so no close() is needed to tell a new socket at a
+//! reused address from the old one. TCP connections learn their role when they
 //! are established (`inet_sock_set_state`: from SYN_SENT a client, from SYN_RECV a server) and
 //! end at TCP_CLOSE (Unix stream connections when a receive finds the peer's end closed);
 //! userspace hears of a connection at its process's first data call. The
@@ -21,16 +23,16 @@ use agent_common::{
     FLAG_PEEK_PROTOCOL, PT_REGS_ARGS, PT_REGS_CS, PT_REGS_ORIG_AX, ROLE_CLIENT, ROLE_SERVER,
     ROLE_UNKNOWN, USER_CS_64, action, counter,
 };
-use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_task_btf, bpf_get_socket_cookie, bpf_task_pt_regs,
+    bpf_get_current_task_btf, bpf_get_socket_cookie, bpf_sk_storage_delete, bpf_sk_storage_get,
+    bpf_task_pt_regs,
 };
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 
 use crate::capture::{finish, first_request_opens, sample, user_buffer};
 use crate::conn::{announce, emit_conn, process_selected, unannounced_state};
 use crate::dispatch::action_of;
-use crate::maps::{CONNS, SAMPLE_ALLOW, config, count, offsets};
+use crate::maps::{SAMPLE_ALLOW, SOCK_STATE, config, count, offsets};
 use crate::sock::{SockRef, rd};
 
 const SOCK_STREAM: u16 = 1;
@@ -38,6 +40,38 @@ const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
+
+const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
+
+/// The socket storage map, as the helpers take it.
+#[inline(always)]
+fn sock_state_map() -> *mut core::ffi::c_void {
+    core::ptr::from_ref(&SOCK_STATE).cast_mut().cast()
+}
+
+/// The state kept on socket `sk`, if any.
+#[inline(always)]
+fn state_of(sk: *const core::ffi::c_void) -> Option<*mut ConnState> {
+    // SAFETY: `sk` is a BTF-typed socket argument of the tracepoint, as the helper requires.
+    let p = unsafe { bpf_sk_storage_get(sock_state_map(), sk as *mut _, core::ptr::null_mut(), 0) };
+    (!p.is_null()).then_some(p.cast())
+}
+
+/// The state kept on socket `sk`, made from `st` when it has none (an existing one is kept:
+/// another CPU may have made it first, or data preceded establishment).
+#[inline(always)]
+fn state_or_insert(sk: *const core::ffi::c_void, st: &mut ConnState) -> Option<*mut ConnState> {
+    // SAFETY: as in `state_of`; `st` is a valid value to copy in.
+    let p = unsafe {
+        bpf_sk_storage_get(
+            sock_state_map(),
+            sk as *mut _,
+            (st as *mut ConnState).cast(),
+            BPF_SK_STORAGE_GET_F_CREATE,
+        )
+    };
+    (!p.is_null()).then_some(p.cast())
+}
 
 /// The socket's cookie: a number the kernel gives each socket once and never reuses.
 #[inline(always)]
@@ -114,13 +148,14 @@ fn call_args() -> CallArgs {
 /// identity (role unknown: it predates the agent, or its establishment was missed); any other
 /// is remembered as not traced (family 0) so the next call returns at once.
 #[inline(always)]
-fn discover(sk: u64, key: u64) -> Option<*mut ConnState> {
+fn discover(skp: *const core::ffi::c_void, key: u64) -> Option<*mut ConnState> {
+    let sk = skp as u64;
     let o = offsets();
     let family: u16 = unsafe { rd(sk, o.sk_family) }.unwrap_or(0);
     let ty: u16 = unsafe { rd(sk, o.sk_type) }.unwrap_or(0);
     let traced =
         ty == SOCK_STREAM && (family == AF_INET || family == AF_INET6 || family == AF_UNIX);
-    let st = if traced {
+    let mut st = if traced {
         let s = SockRef {
             sk,
             key,
@@ -136,9 +171,7 @@ fn discover(sk: u64, key: u64) -> Option<*mut ConnState> {
     } else {
         ConnState::default()
     };
-    // Another CPU may have made it first: either is fine.
-    let _ = CONNS.insert(key, st, BPF_NOEXIST as u64);
-    CONNS.get_ptr_mut(key)
+    state_or_insert(skp, &mut st)
 }
 
 /// The end of a Unix stream connection `sk` is: the server's end took its listener's address
@@ -176,14 +209,15 @@ pub fn data(sk: *const core::ffi::c_void, ret: i64, direction: u8) {
         return;
     }
     let key = cookie(sk);
-    let st = match CONNS.get_ptr_mut(key) {
+    let st = match state_of(sk) {
         Some(p) => p,
-        None => match discover(sk as u64, key) {
+        None => match discover(sk, key) {
             Some(p) => p,
             None => return,
         },
     };
-    // SAFETY: a CONNS value; concurrent calls on one socket race benignly on these bytes.
+    // SAFETY: the socket's storage; concurrent calls on one socket race benignly on these
+    // bytes.
     let st = unsafe { &mut *st };
     if st.family == 0 {
         return;
@@ -243,16 +277,17 @@ pub fn data(sk: *const core::ffi::c_void, ret: i64, direction: u8) {
 /// end at TCP_CLOSE instead ([`state_change`]), which also covers the end that closed first.
 #[inline(always)]
 pub fn end_of_stream(sk: *const core::ffi::c_void) {
-    let key = cookie(sk);
-    let Some(st) = (unsafe { CONNS.get(key) }).copied() else {
+    let Some(st) = state_of(sk) else {
         return;
     };
+    // SAFETY: the socket's storage, copied out.
+    let st = unsafe { *st };
     if st.family == AF_UNIX {
-        forget(sk, key, &st);
+        forget(sk, cookie(sk), &st);
     }
 }
 
-/// The connection of socket `sk` (CONNS entry `st` under `key`) ended: userspace is told (when
+/// The connection of socket `sk` (state `st`, cookie `key`) ended: userspace is told (when
 /// it heard of it and it was selected) and the kernel forgets it.
 #[inline(always)]
 fn forget(sk: *const core::ffi::c_void, key: u64, st: &ConnState) {
@@ -265,7 +300,8 @@ fn forget(sk: *const core::ffi::c_void, key: u64, st: &ConnState) {
         };
         emit_conn(offsets(), &s, st, CONN_OP_CLOSE, -1);
     }
-    let _ = CONNS.remove(key);
+    // SAFETY: as in `state_of`.
+    let _ = unsafe { bpf_sk_storage_delete(sock_state_map(), sk as *mut _) };
     let _ = SAMPLE_ALLOW.remove(key);
 }
 
@@ -295,11 +331,12 @@ pub fn state_change(sk: *const core::ffi::c_void, oldstate: i32, newstate: i32) 
             inode: 0,
         };
         // Data sent before establishment (TCP Fast Open) made an entry already: keep it.
-        let _ = CONNS.insert(s.key, unannounced_state(o, &s, role), BPF_NOEXIST as u64);
-    } else if newstate == TCP_CLOSE {
-        let key = cookie(sk);
-        if let Some(st) = (unsafe { CONNS.get(key) }).copied() {
-            forget(sk, key, &st);
-        }
+        let _ = state_or_insert(sk, &mut unannounced_state(o, &s, role));
+    } else if newstate == TCP_CLOSE
+        && let Some(st) = state_of(sk)
+    {
+        // SAFETY: the socket's storage, copied out.
+        let st = unsafe { *st };
+        forget(sk, cookie(sk), &st);
     }
 }

@@ -473,9 +473,11 @@ impl Probes {
     }
 
     /// Stops payload capture of these connections, each named by its socket (kernel CONNS key)
-    /// and connection id: userspace found no protocol it parses in their first bytes. The
-    /// socket's state stops new users of it; the processes already using it take the verdict
-    /// over from SAMPLE_ALLOW at their next turn (or within 16 calls), as with
+    /// and connection id: userspace found no protocol it parses in their first bytes. With the
+    /// syscall hooks the socket's state in CONNS stops new users of it; the processes already
+    /// using it, and every user with the socket tracepoints (whose state lives on the socket,
+    /// out of userspace's reach), take the verdict over from SAMPLE_ALLOW at their next turn
+    /// (or within 16 calls), as with
     /// [`Self::allow_sampling`]. A socket that closed meanwhile may have had its address
     /// reused by a new connection: the connection id keeps that one out of it.
     pub fn ignore_conns(&mut self, conns: &[ConnKey]) -> Result<()> {
