@@ -265,6 +265,8 @@ pub struct ConnState {
     /// the kernel then runs, and tell userspace at the first data call of its process.
     pub announced: u8,
     pub _pad: [u8; 6],
+    /// The socket's key ([`DataHeader`]'s `sock`), kept so a call need not ask for it again.
+    pub sock: u64,
 }
 
 /// Whether a connection's first request starts like a protocol whose exchanges stand alone

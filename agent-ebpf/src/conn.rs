@@ -167,6 +167,7 @@ pub fn unannounced_state(o: &KernelOffsets, s: &SockRef, role: u8) -> ConnState 
         since_allow_check: 0,
         announced: 0,
         _pad: [0; 6],
+        sock: s.key,
     }
 }
 

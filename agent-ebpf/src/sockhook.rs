@@ -148,8 +148,9 @@ fn call_args() -> CallArgs {
 /// identity (role unknown: it predates the agent, or its establishment was missed); any other
 /// is remembered as not traced (family 0) so the next call returns at once.
 #[inline(always)]
-fn discover(skp: *const core::ffi::c_void, key: u64) -> Option<*mut ConnState> {
+fn discover(skp: *const core::ffi::c_void) -> Option<*mut ConnState> {
     let sk = skp as u64;
+    let key = cookie(skp);
     let o = offsets();
     let family: u16 = unsafe { rd(sk, o.sk_family) }.unwrap_or(0);
     let ty: u16 = unsafe { rd(sk, o.sk_type) }.unwrap_or(0);
@@ -208,10 +209,9 @@ pub fn data(sk: *const core::ffi::c_void, ret: i64, direction: u8) {
     if o.valid == 0 {
         return;
     }
-    let key = cookie(sk);
     let st = match state_of(sk) {
         Some(p) => p,
-        None => match discover(sk, key) {
+        None => match discover(sk) {
             Some(p) => p,
             None => return,
         },
@@ -222,6 +222,7 @@ pub fn data(sk: *const core::ffi::c_void, ret: i64, direction: u8) {
     if st.family == 0 {
         return;
     }
+    let key = st.sock;
     let s = SockRef {
         sk: sk as u64,
         key,
@@ -283,14 +284,15 @@ pub fn end_of_stream(sk: *const core::ffi::c_void) {
     // SAFETY: the socket's storage, copied out.
     let st = unsafe { *st };
     if st.family == AF_UNIX {
-        forget(sk, cookie(sk), &st);
+        forget(sk, &st);
     }
 }
 
-/// The connection of socket `sk` (state `st`, cookie `key`) ended: userspace is told (when
+/// The connection of socket `sk` (state `st`) ended: userspace is told (when
 /// it heard of it and it was selected) and the kernel forgets it.
 #[inline(always)]
-fn forget(sk: *const core::ffi::c_void, key: u64, st: &ConnState) {
+fn forget(sk: *const core::ffi::c_void, st: &ConnState) {
+    let key = st.sock;
     if st.family != 0 && st.announced != 0 && st.selected != 0 {
         let s = SockRef {
             sk: sk as u64,
@@ -337,6 +339,6 @@ pub fn state_change(sk: *const core::ffi::c_void, oldstate: i32, newstate: i32) 
     {
         // SAFETY: the socket's storage, copied out.
         let st = unsafe { *st };
-        forget(sk, cookie(sk), &st);
+        forget(sk, &st);
     }
 }
