@@ -57,6 +57,13 @@ fn state_of(sk: *const core::ffi::c_void) -> Option<*mut ConnState> {
     (!p.is_null()).then_some(p.cast())
 }
 
+/// A copy of the state kept on socket `sk`, if any (for a connection about to be forgotten).
+#[inline(always)]
+fn state_copy(sk: *const core::ffi::c_void) -> Option<ConnState> {
+    // SAFETY: the socket's storage, copied out.
+    state_of(sk).map(|p| unsafe { *p })
+}
+
 /// The state kept on socket `sk`, made from `st` when it has none (an existing one is kept:
 /// another CPU may have made it first, or data preceded establishment).
 #[inline(always)]
@@ -278,12 +285,9 @@ pub fn data(sk: *const core::ffi::c_void, ret: i64, direction: u8) {
 /// end at TCP_CLOSE instead ([`state_change`]), which also covers the end that closed first.
 #[inline(always)]
 pub fn end_of_stream(sk: *const core::ffi::c_void) {
-    let Some(st) = state_of(sk) else {
-        return;
-    };
-    // SAFETY: the socket's storage, copied out.
-    let st = unsafe { *st };
-    if st.family == AF_UNIX {
+    if let Some(st) = state_copy(sk)
+        && st.family == AF_UNIX
+    {
         forget(sk, &st);
     }
 }
@@ -335,10 +339,8 @@ pub fn state_change(sk: *const core::ffi::c_void, oldstate: i32, newstate: i32) 
         // Data sent before establishment (TCP Fast Open) made an entry already: keep it.
         let _ = state_or_insert(sk, &mut unannounced_state(o, &s, role));
     } else if newstate == TCP_CLOSE
-        && let Some(st) = state_of(sk)
+        && let Some(st) = state_copy(sk)
     {
-        // SAFETY: the socket's storage, copied out.
-        let st = unsafe { *st };
         forget(sk, &st);
     }
 }

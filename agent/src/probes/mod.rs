@@ -472,8 +472,8 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Stops payload capture of these connections, each named by its socket (kernel CONNS key)
-    /// and connection id: userspace found no protocol it parses in their first bytes. With the
+    /// Stops payload capture of these connections, each named by its socket key (the cookie
+    /// with the socket tracepoints, the CONNS key with the syscall hooks) and connection id: userspace found no protocol it parses in their first bytes. With the
     /// syscall hooks the socket's state in CONNS stops new users of it; the processes already
     /// using it, and every user with the socket tracepoints (whose state lives on the socket,
     /// out of userspace's reach), take the verdict over from SAMPLE_ALLOW at their next turn
