@@ -15,7 +15,7 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray};
 
-use agent_common::{ConnState, KernelOffsets};
+use agent_common::{CONN_OP_CLOSE, ConnState, KernelOffsets};
 
 use crate::conn::{self, lookup_or_discover};
 use crate::maps::next_conn_id;
@@ -209,15 +209,25 @@ pub fn state_of(tgid: u32, fd: i32, sk: u64) -> Option<*mut ConnState> {
 }
 
 /// A socket just connected or accepted on `fd`: walk it afresh (the fd may be new), open the
-/// connection with a fresh identity and cache both.
+/// connection with a fresh identity and cache both. When the fd already held a connection on
+/// this very socket (connected again after connect(AF_UNSPEC) ended the first), that one
+/// ended: userspace is told, as a close() would have told it.
 #[inline(always)]
 pub fn open_fresh(o: &KernelOffsets, fd: u64, role: u8, op: u8) {
     let Walk::Sock(s) = walk(o, fd) else {
         return;
     };
-    let st = conn::open(o, &s, role, op, fd as i32);
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if let Some(g) = generation(tgid) {
+    let g = generation(tgid);
+    if let Some(g) = g
+        && let Some(Some((old, st))) = cached(key(tgid, fd), g)
+        && old.sk == s.sk
+        && st.selected != 0
+    {
+        conn::emit_conn(o, &old, &st, CONN_OP_CLOSE, fd as i32);
+    }
+    let st = conn::open(o, &s, role, op, fd as i32);
+    if let Some(g) = g {
         store(key(tgid, fd), g, Some(&s), &st);
     }
 }

@@ -7,16 +7,17 @@
 //! is resolved.
 //!
 //! A connection's state lives on its socket (socket local storage, `SOCK_STATE`): found from
-//! the socket without hashing, and freed by the kernel with it. Events and SAMPLE_ALLOW name
-//! a socket by its cookie (never reused), so no close() is needed to tell a new socket at a
-//! reused address from the old one. TCP connections learn their role when they
-//! are established (`inet_sock_set_state`: from SYN_SENT a client, from SYN_RECV a server) and
-//! end at TCP_CLOSE (Unix stream connections when a receive finds the peer's end closed);
-//! userspace hears of a connection at its process's first data call. The
-//! payload, fd and syscall come from the syscall the tracepoint fires in, read from the user
-//! registers the kernel saved at its entry; a call inside a syscall with no buffer to read
-//! (io_uring, sendmmsg, splice) carries its byte count only. Both directions are timed when
-//! the call has moved its bytes: a client span starts when its request was sent.
+//! the socket without hashing, and freed by the kernel with it (a connection that ends only
+//! marks it ended). Events and SAMPLE_ALLOW name a socket by its cookie (never reused), so no
+//! close() is needed to tell a new socket at a reused address from the old one. TCP
+//! connections learn their role when they are established (`inet_sock_set_state`: from
+//! SYN_SENT a client, from SYN_RECV a server) and end at TCP_CLOSE (Unix stream connections
+//! when a receive finds the peer's end closed); userspace hears of a connection at its
+//! process's first data call. The payload, fd and syscall come from the syscall the tracepoint
+//! fires in, read from the user registers the kernel saved at its entry; a call inside a
+//! syscall with no buffer to read (io_uring, sendmmsg, splice) carries its byte count only.
+//! Both directions are timed when the call has moved its bytes: a client span starts when its
+//! request was sent.
 
 use agent_common::{
     AF_INET, AF_INET6, AF_UNIX, ActiveCall, CONN_OP_CLOSE, ConnState, FILTER_BY_PROCESS,
@@ -24,8 +25,7 @@ use agent_common::{
     ROLE_UNKNOWN, USER_CS_64, action, counter,
 };
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_task_btf, bpf_get_socket_cookie, bpf_sk_storage_delete, bpf_sk_storage_get,
-    bpf_task_pt_regs,
+    bpf_get_current_task_btf, bpf_get_socket_cookie, bpf_sk_storage_get, bpf_task_pt_regs,
 };
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 
@@ -55,13 +55,6 @@ fn state_of(sk: *const core::ffi::c_void) -> Option<*mut ConnState> {
     // SAFETY: `sk` is a BTF-typed socket argument of the tracepoint, as the helper requires.
     let p = unsafe { bpf_sk_storage_get(sock_state_map(), sk as *mut _, core::ptr::null_mut(), 0) };
     (!p.is_null()).then_some(p.cast())
-}
-
-/// A copy of the state kept on socket `sk`, if any (for a connection about to be forgotten).
-#[inline(always)]
-fn state_copy(sk: *const core::ffi::c_void) -> Option<ConnState> {
-    // SAFETY: the socket's storage, copied out.
-    state_of(sk).map(|p| unsafe { *p })
 }
 
 /// The state kept on socket `sk`, made from `st` when it has none (an existing one is kept:
@@ -285,30 +278,35 @@ pub fn data(sk: *const core::ffi::c_void, ret: i64, direction: u8) {
 /// end at TCP_CLOSE instead ([`state_change`]), which also covers the end that closed first.
 #[inline(always)]
 pub fn end_of_stream(sk: *const core::ffi::c_void) {
-    if let Some(st) = state_copy(sk)
-        && st.family == AF_UNIX
+    if let Some(p) = state_of(sk)
+        // SAFETY: the socket's storage.
+        && unsafe { (*p).family } == AF_UNIX
     {
-        forget(sk, &st);
+        end(sk, p);
     }
 }
 
-/// The connection of socket `sk` (state `st`) ended: userspace is told (when
-/// it heard of it and it was selected) and the kernel forgets it.
+/// The connection of socket `sk` (state at `p`) ended: userspace is told (when it heard of it
+/// and it was selected), and the state is marked untraced (family 0) so any later call on the
+/// socket returns at once. The state itself stays until the kernel frees it with the socket:
+/// deleting it here (`bpf_sk_storage_delete`) frees it after an RCU Tasks Trace grace period,
+/// and at nginx + wrk's few hundred connection ends a second that kept the kernel's
+/// `rcu_tasks_trace` thread preempting the traced applications 40 to 50 times a second.
 #[inline(always)]
-fn forget(sk: *const core::ffi::c_void, st: &ConnState) {
-    let key = st.sock;
+fn end(sk: *const core::ffi::c_void, p: *mut ConnState) {
+    // SAFETY: the socket's storage, copied out and then marked.
+    let st = unsafe { *p };
     if st.family != 0 && st.announced != 0 && st.selected != 0 {
         let s = SockRef {
             sk: sk as u64,
-            key,
+            key: st.sock,
             family: st.family,
             inode: 0,
         };
-        emit_conn(offsets(), &s, st, CONN_OP_CLOSE, -1);
+        emit_conn(offsets(), &s, &st, CONN_OP_CLOSE, -1);
     }
-    // SAFETY: as in `state_of`.
-    let _ = unsafe { bpf_sk_storage_delete(sock_state_map(), sk as *mut _) };
-    let _ = SAMPLE_ALLOW.remove(key);
+    unsafe { (*p).family = 0 };
+    let _ = SAMPLE_ALLOW.remove(st.sock);
 }
 
 /// `inet_sock_set_state`: an established TCP connection gets its identity and role (told to
@@ -336,11 +334,19 @@ pub fn state_change(sk: *const core::ffi::c_void, oldstate: i32, newstate: i32) 
             family,
             inode: 0,
         };
-        // Data sent before establishment (TCP Fast Open) made an entry already: keep it.
-        let _ = state_or_insert(sk, &mut unannounced_state(o, &s, role));
+        let mut fresh = unannounced_state(o, &s, role);
+        // Data sent before establishment (TCP Fast Open) made an entry already: keep it. An
+        // entry of an earlier connection on this socket (connected again after it closed)
+        // is replaced.
+        if let Some(p) = state_or_insert(sk, &mut fresh)
+            // SAFETY: the socket's storage.
+            && unsafe { (*p).family } == 0
+        {
+            unsafe { *p = fresh };
+        }
     } else if newstate == TCP_CLOSE
-        && let Some(st) = state_copy(sk)
+        && let Some(p) = state_of(sk)
     {
-        forget(sk, &st);
+        end(sk, p);
     }
 }

@@ -623,3 +623,72 @@ fn fd_replaced_without_close(extra: &[&str]) {
         );
     }
 }
+
+/// One socket connected, closed (connect to AF_UNSPEC) and connected again: each connection
+/// gets its own identity, announced once and closed once, with only its own bytes, in every
+/// hook mode (the socket tracepoints keep state on the socket, which outlives the first
+/// connection).
+#[test]
+fn socket_connected_again_is_a_new_connection() {
+    if !require_ebpf("socket_connected_again_is_a_new_connection") {
+        return;
+    }
+    for extra in [
+        &[][..],
+        &["--syscall-tracepoints"][..],
+        &["--raw-syscalls"][..],
+    ] {
+        socket_connected_again(extra);
+    }
+}
+
+fn socket_connected_again(extra: &[&str]) {
+    let nginx = Nginx::start("");
+    let port = nginx.port.to_string();
+    let mut args = vec!["--port", port.as_str()];
+    args.extend_from_slice(extra);
+    let agent = capture(&args);
+    let out = Command::new(PYTHON)
+        .arg(fixture_dir().join("reconnect.py"))
+        .arg(&port)
+        .output()
+        .expect("reconnect.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    let connects: Vec<&Value> = conn_events(&evs, "connect")
+        .into_iter()
+        .filter(|e| e["remote_port"] == nginx.port)
+        .collect();
+    assert_eq!(connects.len(), 2, "{extra:?}: {connects:?}");
+    let ids: Vec<u64> = connects
+        .iter()
+        .map(|c| c["conn_id"].as_u64().expect("conn id"))
+        .collect();
+    assert_ne!(
+        ids[0], ids[1],
+        "{extra:?}: one identity for two connections"
+    );
+    assert_ne!(connects[0]["local_port"], connects[1]["local_port"]);
+    for (round, id) in ids.iter().enumerate() {
+        let sent = concat(&data_of(&evs, *id, "egress"));
+        let want = format!("GET /round{round} ");
+        assert!(
+            sent.starts_with(want.as_bytes()) && sent.len() < 64,
+            "{extra:?}: connection {round} sent {:?}",
+            String::from_utf8_lossy(&sent)
+        );
+        let closes = conn_events(&evs, "close")
+            .into_iter()
+            .filter(|e| e["conn_id"] == *id)
+            .count();
+        assert_eq!(
+            closes, 1,
+            "{extra:?}: connection {round} closed {closes} times"
+        );
+    }
+}
