@@ -692,3 +692,70 @@ fn socket_connected_again(extra: &[&str]) {
         );
     }
 }
+
+/// More TCP connections than any map of the agent's holds (70,000: 140,000 sockets, each
+/// given a state when it is established, and each used) come and stay between two exchanges
+/// on one connection: with the socket tracepoints its state lives on its socket and survives,
+/// so the second exchange belongs to the same connection, announced once, never
+/// rediscovered. (Kept in an LRU map of 65,536 connections, as before the socket storage, the
+/// flood evicted it: the second exchange came as a new, discovered connection.)
+#[test]
+fn a_connection_outlives_a_flood_of_others() {
+    if !require_ebpf("a_connection_outlives_a_flood_of_others") {
+        return;
+    }
+    use std::io::Write;
+    const FLOOD: u32 = 70_000;
+    let probe = free_port();
+    // Only the probe's port is selected: the flood's sockets get a state, not events.
+    let agent = capture(&["--port", &probe.to_string()]);
+    let mut app = Command::new(PYTHON)
+        .arg(fixture_dir().join("many_sockets.py"))
+        .arg(probe.to_string())
+        .arg(FLOOD.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("many_sockets.py");
+    let mut stdin = app.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(app.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().expect("a line").expect("utf-8");
+    assert_eq!(next(), format!("probe {probe}"));
+    assert_eq!(next(), format!("opened {FLOOD}"));
+    writeln!(stdin).expect("go on");
+    assert_eq!(next(), "done");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let evs = json_lines(&agent.stop());
+    writeln!(stdin).expect("finish");
+    assert!(app.wait().expect("wait").success());
+
+    let at_probe = |e: &&Value| e["local_port"] == probe || e["remote_port"] == probe;
+    let conns: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "conn" && e["op"] != "close")
+        .filter(at_probe)
+        .collect();
+    let ops: Vec<&str> = conns.iter().filter_map(|e| e["op"].as_str()).collect();
+    assert_eq!(ops.len(), 2, "each end announced once: {conns:?}");
+    assert!(
+        ops.contains(&"connect") && ops.contains(&"accept"),
+        "{ops:?}"
+    );
+    let id_of = |op: &str| {
+        conns
+            .iter()
+            .find(|e| e["op"] == op)
+            .and_then(|e| e["conn_id"].as_u64())
+            .expect("conn id")
+    };
+    let (client, server) = (id_of("connect"), id_of("accept"));
+    for (id, dir) in [(client, "egress"), (server, "ingress")] {
+        let bytes = concat(&data_of(&evs, id, dir));
+        assert_eq!(
+            bytes,
+            b"ping-beforeping-after",
+            "{dir} of connection {id}: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}
