@@ -3,19 +3,34 @@ of the agent's could hold.
 
 many_sockets.py PORT COUNT: serves one echo connection on PORT, then has child processes open
 COUNT connections to listeners of their own (one byte sent on each, so each is in use; both
-ends stay open; a process may hold only so many fds), then uses the first connection again. Prints "probe PORT"
-once the probe connection is up, "opened N" after the flood, and "done" at the end; waits for
-a line on stdin before each of the last two steps so the caller can look in between.
+ends stay open; a process may hold only so many fds), then uses the first connection again.
+Prints "probe PORT" once the probe connection is up, "opened N" after the flood (N counts
+only what the children opened), and "done" at the end; waits for a line on stdin before each
+of the last two steps so the caller can look in between.
 """
 import os
 import resource
 import socket
 import struct
 import sys
+import traceback
 
 
 def hold_connections(count, ready_w):
-    """In a child: `count` connections to a listener of its own, held until stdin closes."""
+    """In a child: `count` connections to a listener of its own, held until stdin closes.
+    Reports how many it opened (0 when it failed) on `ready_w`."""
+    try:
+        ends = open_connections(count)
+    except BaseException:
+        traceback.print_exc()
+        os.write(ready_w, b"0\n")
+        os._exit(1)
+    os.write(ready_w, b"%d\n" % (len(ends) // 2))
+    os.read(0, 1)  # the parent exits or closes our stdin
+    os._exit(0)
+
+
+def open_connections(count):
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
     ls.listen(4096)
@@ -34,9 +49,7 @@ def hold_connections(count, ready_w):
                     ends.append(ls.accept()[0])
                 except BlockingIOError:
                     break
-    os.write(ready_w, b"%d\n" % (len(ends) // 2))
-    os.read(0, 1)  # the parent exits or closes our stdin
-    os._exit(0)
+    return ends
 
 
 def exchange(client, server, word):
@@ -75,8 +88,9 @@ def main(port, count):
             hold_connections(n, ready_w)
         os.close(stdin_r)
         children.append((pid, stdin_w))
+    os.close(ready_w)  # a child that dies unreported ends the count instead of hanging it
     with os.fdopen(ready_r) as ready:
-        opened = sum(int(ready.readline()) for _ in children)
+        opened = sum(int(ready.readline() or 0) for _ in children)
     print("opened", opened, flush=True)
     sys.stdin.readline()
 
