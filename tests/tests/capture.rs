@@ -32,6 +32,27 @@ fn capture(args: &[&str]) -> Agent {
     Agent::start(&a, &[], "capturing via")
 }
 
+/// Runs the Python fixture `script` with `args` to completion while `agent` captures, then
+/// stops the agent and returns its events.
+fn events_of_fixture<'a>(
+    agent: Agent,
+    script: &str,
+    args: impl IntoIterator<Item = &'a std::ffi::OsStr>,
+) -> Vec<Value> {
+    let out = Command::new(PYTHON)
+        .arg(fixture_dir().join(script))
+        .args(args)
+        .output()
+        .expect(script);
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    json_lines(&agent.stop())
+}
+
 fn conn_events<'a>(evs: &'a [Value], op: &str) -> Vec<&'a Value> {
     evs.iter()
         .filter(|e| e["kind"] == "conn" && e["op"] == op)
@@ -595,19 +616,8 @@ fn fd_replaced_without_close(extra: &[&str]) {
     let mut args = vec!["--exe", "python3", "--exe", "python3.11"];
     args.extend_from_slice(extra);
     let agent = capture(&args);
-    let out = Command::new(PYTHON)
-        .arg(fixture_dir().join("fd_reuse.py"))
-        .arg(nginx.port.to_string())
-        .arg(&file)
-        .output()
-        .expect("fd_reuse.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let evs = json_lines(&agent.stop());
+    let port = nginx.port.to_string();
+    let evs = events_of_fixture(agent, "fd_reuse.py", [port.as_ref(), file.as_os_str()]);
     let data: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "data").collect();
     // The three requests were captured (the sockets were seen, so the fd numbers were cached)...
     let requests = data
@@ -648,18 +658,7 @@ fn socket_connected_again(extra: &[&str]) {
     let mut args = vec!["--port", port.as_str()];
     args.extend_from_slice(extra);
     let agent = capture(&args);
-    let out = Command::new(PYTHON)
-        .arg(fixture_dir().join("reconnect.py"))
-        .arg(&port)
-        .output()
-        .expect("reconnect.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let evs = json_lines(&agent.stop());
+    let evs = events_of_fixture(agent, "reconnect.py", [port.as_ref()]);
     let connects: Vec<&Value> = conn_events(&evs, "connect")
         .into_iter()
         .filter(|e| e["remote_port"] == nginx.port)
