@@ -404,11 +404,9 @@ fn redis_bench(port: u16, pipeline: u32, n: u32) -> Result<Sample> {
     })
 }
 
-/// pgbench invocations per sample. Where the scheduler puts pgbench's two threads and the four
-/// backends is drawn when the connections open and holds for the whole invocation; on 2 cores
-/// the draws differ by up to 25 % in select-only throughput (32k-42k transactions/s untraced),
-/// which made single 5 s runs bimodal. Several shorter invocations per sample average the
-/// draws instead of measuring one.
+/// pgbench invocations per sample. Where the scheduler puts pgbench's threads and the
+/// backends is drawn when the connections open and holds for the whole invocation; several
+/// shorter invocations per sample average the draws instead of measuring one.
 const PGBENCH_DRAWS: u32 = 3;
 
 fn pgbench(port: u16, select_only: bool, seconds: u32) -> Result<Sample> {
@@ -425,12 +423,16 @@ fn pgbench(port: u16, select_only: bool, seconds: u32) -> Result<Sample> {
 }
 
 /// pgbench against the bench database for `seconds`, with the clients every pgbench load here
-/// uses (4 connections, 2 threads) and `extra` options.
+/// uses and `extra` options: 4 connections, a thread each (as an application with a thread per
+/// connection drives its database). With 2 threads for the 4 connections, the placement drawn
+/// at start-up split invocations into two groups, 54k-62k and 80k-93k select-only
+/// transactions/s untraced, so a median of 5 samples moved by 15 % with the draws alone; with a
+/// thread each, untraced 3 s invocations stayed within 84k-93k over 13 of them.
 fn pgbench_cmd(port: u16, seconds: u32, extra: &[&str]) -> Command {
     let mut cmd = Command::new("pgbench");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
         .args(extra)
-        .args(["-c", "4", "-j", "2", "-T", &seconds.to_string()])
+        .args(["-c", "4", "-j", "4", "-T", &seconds.to_string()])
         .arg("bench");
     cmd
 }
