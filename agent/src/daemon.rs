@@ -183,6 +183,7 @@ pub fn run(cfg: DaemonConfig, stop: Arc<AtomicBool>) -> Result<FinalStats> {
         sampler,
         ..
     } = sink;
+    class_signals.wake_controller();
     let (idle_class_ms, class_switches) = class_control.join().unwrap_or_default();
     drop(tx);
     let p: PipelineStats = rt.block_on(pipeline.shutdown(Duration::from_secs(5)));
