@@ -340,6 +340,9 @@ fn check() -> Result<()> {
     );
     let root = probes::preflight()?;
     println!("tracefs: {}", root.display());
+    let sockets_present = probes::SOCKET_HOOKS
+        .iter()
+        .all(|h| probes::hook_status(&root, h) == probes::HookStatus::Available);
     let mut missing = Vec::new();
     // The entry-and-exit read hooks name every tracepoint either way of seeing reads uses.
     for h in probes::HOOKS.iter().chain(probes::READ_HOOKS_ENTRY_EXIT) {
@@ -352,11 +355,21 @@ fn check() -> Result<()> {
                 )
             }
             probes::HookStatus::Missing(why) => {
-                println!("hook tracepoint/{}/{}: MISSING: {why}", h.category, h.name);
-                missing.push(h.name);
+                let need = if probes::required_of(&[h], sockets_present).is_empty() {
+                    "not needed by the default, the socket tracepoints"
+                } else {
+                    "required"
+                };
+                println!(
+                    "hook tracepoint/{}/{}: MISSING ({need}): {why}",
+                    h.category, h.name
+                );
+                missing.push(h);
             }
         }
     }
+    let required = probes::required_of(&missing, sockets_present);
+    let syscall_modes_missing = !missing.is_empty();
     print_hook_statuses(
         &root,
         probes::OPTIONAL_HOOKS,
@@ -384,8 +397,9 @@ fn check() -> Result<()> {
             "scheduling: leaving the idle class refused ({e}; needs CAP_SYS_NICE): the agent stays in the normal class"
         ),
     }
-    if !missing.is_empty() {
-        anyhow::bail!("required hooks missing: {}", missing.join(", "));
+    if !required.is_empty() {
+        let names: Vec<&str> = required.iter().map(|h| h.name).collect();
+        anyhow::bail!("required hooks missing: {}", names.join(", "));
     }
     // Prove the programs pass the verifier and attach here.
     let p = Probes::load(&ProbeConfig::default())?;
@@ -425,6 +439,12 @@ fn check() -> Result<()> {
             },
         ),
     ] {
+        // Each of these ends on the per-syscall tracepoints (`--raw-syscalls` falls back to
+        // them): a kernel without them runs the default only.
+        if syscall_modes_missing {
+            println!("also: {what}: not on this kernel (syscall tracepoints missing)");
+            continue;
+        }
         let p = Probes::load(&cfg).with_context(|| format!("loading {what}"))?;
         println!(
             "also: {}, reads {}: loads ({} hooks)",

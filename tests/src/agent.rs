@@ -18,10 +18,29 @@ impl Agent {
     /// Starts `tracewire <args>` and waits until its stderr says `ready_marker` (the programs are
     /// attached), so traffic generated afterwards is seen.
     pub fn start(args: &[&str], envs: &[(&str, &str)], ready_marker: &str) -> Agent {
+        Agent::start_via(&[], args, envs, ready_marker)
+    }
+
+    /// As [`Agent::start`], through the command `via` that ends by exec'ing the agent path and
+    /// arguments it is given after its own (so the pid is the agent's): e.g. a shell that
+    /// changes the agent's view of the system first.
+    pub fn start_via(
+        via: &[&str],
+        args: &[&str],
+        envs: &[(&str, &str)],
+        ready_marker: &str,
+    ) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let stdout_path = dir.path().join("stdout");
         let out = std::fs::File::create(&stdout_path).expect("stdout file");
-        let mut cmd = Command::new(agent_bin());
+        let mut cmd = match via.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
         cmd.args(args)
             .stdout(Stdio::from(out))
             .stderr(Stdio::piped())

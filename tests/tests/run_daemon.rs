@@ -141,7 +141,7 @@ fn static_files_sent_with_sendfile_keep_pairing() {
     let mut got: Vec<(String, String, i64)> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| {
+        .filter_map(|v| {
             let attr = |k: &str| {
                 v["attributes"]
                     .as_array()
@@ -149,6 +149,14 @@ fn static_files_sent_with_sendfile_keep_pairing() {
                     .map(|kv| kv["value"].clone())
                     .unwrap_or_default()
             };
+            // `--exe nginx` selects every nginx, also another test's running alongside.
+            let port = attr("server.port")["intValue"].clone();
+            let port = port
+                .as_i64()
+                .or_else(|| port.as_str().and_then(|s| s.parse().ok()));
+            if port != Some(i64::from(nginx.port)) {
+                return None;
+            }
             let path = attr("url.path")["stringValue"]
                 .as_str()
                 .unwrap_or("")
@@ -159,7 +167,7 @@ fn static_files_sent_with_sendfile_keep_pairing() {
                 .or_else(|| status.as_str().and_then(|s| s.parse().ok()))
                 .unwrap_or(0);
             let start = v["startTimeUnixNano"].to_string();
-            (start, path, status)
+            Some((start, path, status))
         })
         .collect();
     got.sort();
@@ -252,4 +260,91 @@ fn check_reports_the_hooks_and_the_scheduling_class() {
         "scheduling: leaving the idle class refused"
     };
     assert!(text.contains(line), "{text}");
+}
+
+/// The tracefs events directory of the `syscalls:*` tracepoints.
+fn syscall_events_dir() -> std::path::PathBuf {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .map(|r| std::path::Path::new(r).join("events"))
+        .find(|e| e.is_dir())
+        .expect("tracefs mounted")
+        .join("syscalls")
+}
+
+/// A kernel built without CONFIG_FTRACE_SYSCALLS has no `syscalls:*` tracepoints; with the
+/// socket tracepoints the default needs none. Shown in a mount namespace whose tracefs has
+/// an empty `events/syscalls`: `check` passes and says which modes are out, and `run` traces
+/// HTTP requests to nginx.
+#[test]
+fn the_default_runs_without_syscall_tracepoints() {
+    use tracewire_e2e::servers::Nginx;
+    if !require_ebpf("the_default_runs_without_syscall_tracepoints") {
+        return;
+    }
+    let empty = tempfile::tempdir().expect("tmp");
+    let hide = format!(
+        "mount --bind {} {} && exec \"$0\" \"$@\"",
+        empty.path().display(),
+        syscall_events_dir().display()
+    );
+    let via = ["unshare", "--mount", "sh", "-c", hide.as_str()];
+    let out = Command::new(via[0])
+        .args(&via[1..])
+        .arg(tracewire_e2e::env::agent_bin())
+        .arg("check")
+        .output()
+        .expect("tracewire check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "hook tracepoint/syscalls/sys_enter_write: MISSING (not needed by the default",
+        "socket i/o: the socket tracepoints",
+        "also: --syscall-tracepoints: not on this kernel",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+
+    let nginx = Nginx::start("");
+    let stats = StatsFile::new();
+    let agent = Agent::start_via(
+        &via,
+        &[
+            "run",
+            "--exporter",
+            "none",
+            "--port",
+            &nginx.port.to_string(),
+            "--stats-file",
+            stats.arg(),
+        ],
+        &[],
+        "tracing via",
+    );
+    let url = format!("http://127.0.0.1:{}/", nginx.port);
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-w", "%{http_code} "]);
+    for _ in 0..5 {
+        curl.args(["-o", "/dev/null", &url]);
+    }
+    let out = curl.output().expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200 200 200 200 200"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let said = agent.stderr();
+    agent.stop();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("tracing via") && l.contains("no syscall tracepoint")),
+        "{said:?}"
+    );
+    let v = stats.read();
+    // Five requests, each a client (curl) and a server (nginx) span.
+    assert_eq!(v["spans_built"].as_u64(), Some(10), "{v}");
 }

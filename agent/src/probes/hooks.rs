@@ -22,9 +22,10 @@ macro_rules! sc {
     };
 }
 
-/// Every hook, all required: tracepoints exist on every kernel since 4.x with
+/// Every hook of the syscall-tracepoint modes (where the kernel lacks the socket tracepoints,
+/// or asked for), all required there: tracepoints exist on every kernel since 4.x with
 /// CONFIG_FTRACE_SYSCALLS; kprobes/fentry are not needed. The reads add one of
-/// [`READ_HOOKS_EXIT_ONLY`] or [`READ_HOOKS_ENTRY_EXIT`].
+/// [`READ_HOOKS_EXIT_ONLY`] or [`READ_HOOKS_ENTRY_EXIT`]. See [`required_of`].
 pub static HOOKS: &[Hook] = &[
     sc!("tw_enter_write", "sys_enter_write", "socket writes"),
     sc!("tw_exit_data", "sys_exit_write", "socket writes"),
@@ -215,6 +216,19 @@ pub static OPTIONAL_HOOKS: &[Hook] = &[sc!(
     "fd cache: io_uring may close fds without close()"
 )];
 
+/// Of the hooks the kernel lacks (`missing`, from [`HOOKS`] and [`READ_HOOKS_ENTRY_EXIT`]),
+/// those `tracewire run` cannot do without. With the socket tracepoints present
+/// (`sockets_present`) the per-syscall tracepoints serve only `--syscall-tracepoints`,
+/// `--raw-syscalls` (which falls back to them) and reads at entry: a kernel built without
+/// CONFIG_FTRACE_SYSCALLS still runs the default.
+pub fn required_of<'a>(missing: &[&'a Hook], sockets_present: bool) -> Vec<&'a Hook> {
+    missing
+        .iter()
+        .copied()
+        .filter(|h| !(sockets_present && h.category == "syscalls"))
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookStatus {
     Available,
@@ -370,5 +384,25 @@ mod dispatch_table_tests {
             })
             .collect();
         assert_eq!(per_syscall.len(), t.len(), "{per_syscall:?}");
+    }
+}
+
+#[cfg(test)]
+mod required_tests {
+    use super::*;
+
+    /// Without syscall tracepoints the default (socket tracepoints) still runs; the other
+    /// tracepoints are needed either way, and without the socket ones everything is.
+    #[test]
+    fn syscall_tracepoints_are_required_only_without_the_socket_ones() {
+        let all: Vec<&Hook> = HOOKS.iter().chain(READ_HOOKS_ENTRY_EXIT).collect();
+        let names = |v: Vec<&Hook>| v.iter().map(|h| h.name).collect::<Vec<_>>();
+        let still = names(required_of(&all, true));
+        assert_eq!(
+            still,
+            ["sched_process_exec", "task_newtask", "inet_sock_set_state"]
+        );
+        assert_eq!(required_of(&all, false).len(), all.len());
+        assert!(required_of(&[], true).is_empty());
     }
 }
