@@ -148,8 +148,9 @@ struct RunArgs {
     /// The capture budget while the node's CPUs are saturated (less than 0.4 of a core idle,
     /// smoothed over a few 100 ms intervals, or less than 0.1 in one; lifted once more than
     /// 0.6 is idle again), per CPU of the node: there the agent's CPU is taken from the
-    /// applications. 0: the capture budget throughout.
-    #[arg(long, default_value_t = 2_500)]
+    /// applications, and their tail latency follows it (see the README). 0: the capture
+    /// budget throughout.
+    #[arg(long, default_value_t = 1_000)]
     saturated_budget_per_cpu: u64,
     /// The scheduler slice the agent's threads ask for, in ms (EEVDF, Linux 6.12+; the kernel
     /// grants 0.1-100). The longest makes an application thread that wakes preempt the agent
