@@ -344,7 +344,9 @@ fn check() -> Result<()> {
     let sockets_present = probes::SOCKET_HOOKS
         .iter()
         .all(|h| probes::hook_status(&root, h) == probes::HookStatus::Available);
-    let mut missing = Vec::new();
+    let mut required = Vec::new();
+    // Any missing hook rules out the modes that attach every one of them.
+    let mut syscall_modes_missing = false;
     // The entry-and-exit read hooks name every tracepoint either way of seeing reads uses.
     for h in probes::HOOKS.iter().chain(probes::READ_HOOKS_ENTRY_EXIT) {
         let st = probes::hook_status(&root, h);
@@ -356,21 +358,20 @@ fn check() -> Result<()> {
                 )
             }
             probes::HookStatus::Missing(why) => {
-                let need = if probes::required_of(&[h], sockets_present).is_empty() {
-                    "not needed by the default, the socket tracepoints"
-                } else {
+                let need = if probes::required(h, sockets_present) {
+                    required.push(h.name);
                     "required"
+                } else {
+                    "not needed by the default, the socket tracepoints"
                 };
                 println!(
                     "hook tracepoint/{}/{}: MISSING ({need}): {why}",
                     h.category, h.name
                 );
-                missing.push(h);
+                syscall_modes_missing = true;
             }
         }
     }
-    let required = probes::required_of(&missing, sockets_present);
-    let syscall_modes_missing = !missing.is_empty();
     print_hook_statuses(
         &root,
         probes::OPTIONAL_HOOKS,
@@ -399,8 +400,7 @@ fn check() -> Result<()> {
         ),
     }
     if !required.is_empty() {
-        let names: Vec<&str> = required.iter().map(|h| h.name).collect();
-        anyhow::bail!("required hooks missing: {}", names.join(", "));
+        anyhow::bail!("required hooks missing: {}", required.join(", "));
     }
     // Prove the programs pass the verifier and attach here.
     let p = Probes::load(&ProbeConfig::default())?;

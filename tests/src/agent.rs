@@ -33,14 +33,7 @@ impl Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let stdout_path = dir.path().join("stdout");
         let out = std::fs::File::create(&stdout_path).expect("stdout file");
-        let mut cmd = match via.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(agent_bin());
-                c
-            }
-            None => Command::new(agent_bin()),
-        };
+        let mut cmd = agent_command(via);
         cmd.args(args)
             .stdout(Stdio::from(out))
             .stderr(Stdio::piped())
@@ -123,6 +116,19 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.terminate();
+    }
+}
+
+/// The agent's command, run through `via` when given: a command that ends by exec'ing the
+/// agent path and arguments it is given after its own (see [`Agent::start_via`]).
+pub fn agent_command(via: &[&str]) -> Command {
+    match via.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(agent_bin());
+            c
+        }
+        None => Command::new(agent_bin()),
     }
 }
 

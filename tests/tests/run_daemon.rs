@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use tracewire_e2e::agent::{Agent, StatsFile};
+use tracewire_e2e::agent::{Agent, StatsFile, agent_command};
 use tracewire_e2e::env::{PYTHON, fixture_dir, free_port, require_ebpf};
 use tracewire_e2e::servers::Proc;
 
@@ -230,6 +230,22 @@ fn database_server_ends_stop_being_captured() {
     }
 }
 
+/// What `tracewire check` printed, run through `via` (as in [`Agent::start_via`]; empty:
+/// directly); it must succeed.
+fn check_output(via: &[&str]) -> String {
+    let out = agent_command(via)
+        .arg("check")
+        .output()
+        .expect("tracewire check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// `tracewire check` loads every way of hooking on this kernel and says what the agent can
 /// do here: as root, enter the idle scheduling class on a saturated node and leave it again.
 #[test]
@@ -237,16 +253,7 @@ fn check_reports_the_hooks_and_the_scheduling_class() {
     if !require_ebpf("check_reports_the_hooks_and_the_scheduling_class") {
         return;
     }
-    let out = Command::new(tracewire_e2e::env::agent_bin())
-        .arg("check")
-        .output()
-        .expect("tracewire check");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = check_output(&[]);
     assert!(text.contains("programs: loaded and attached"), "{text}");
     assert!(
         text.contains("hook kprobe/fentry: not used (tracepoints suffice)"),
@@ -289,18 +296,7 @@ fn the_default_runs_without_syscall_tracepoints() {
         syscall_events_dir().display()
     );
     let via = ["unshare", "--mount", "sh", "-c", hide.as_str()];
-    let out = Command::new(via[0])
-        .args(&via[1..])
-        .arg(tracewire_e2e::env::agent_bin())
-        .arg("check")
-        .output()
-        .expect("tracewire check");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = check_output(&via);
     for line in [
         "hook tracepoint/syscalls/sys_enter_write: MISSING (not needed by the default",
         "socket i/o: the socket tracepoints",

@@ -216,17 +216,13 @@ pub static OPTIONAL_HOOKS: &[Hook] = &[sc!(
     "fd cache: io_uring may close fds without close()"
 )];
 
-/// Of the hooks the kernel lacks (`missing`, from [`HOOKS`] and [`READ_HOOKS_ENTRY_EXIT`]),
-/// those `tracewire run` cannot do without. With the socket tracepoints present
-/// (`sockets_present`) the per-syscall tracepoints serve only `--syscall-tracepoints`,
-/// `--raw-syscalls` (which falls back to them) and reads at entry: a kernel built without
-/// CONFIG_FTRACE_SYSCALLS still runs the default.
-pub fn required_of<'a>(missing: &[&'a Hook], sockets_present: bool) -> Vec<&'a Hook> {
-    missing
-        .iter()
-        .copied()
-        .filter(|h| !(sockets_present && h.category == "syscalls"))
-        .collect()
+/// Whether `tracewire run` cannot do without hook `h` (of [`HOOKS`] and
+/// [`READ_HOOKS_ENTRY_EXIT`]). With the socket tracepoints present (`sockets_present`) the
+/// per-syscall tracepoints serve only `--syscall-tracepoints`, `--raw-syscalls` (which falls
+/// back to them) and reads at entry: a kernel built without CONFIG_FTRACE_SYSCALLS still runs
+/// the default.
+pub fn required(h: &Hook, sockets_present: bool) -> bool {
+    !(sockets_present && h.category == "syscalls")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,14 +391,15 @@ mod required_tests {
     /// tracepoints are needed either way, and without the socket ones everything is.
     #[test]
     fn syscall_tracepoints_are_required_only_without_the_socket_ones() {
-        let all: Vec<&Hook> = HOOKS.iter().chain(READ_HOOKS_ENTRY_EXIT).collect();
-        let names = |v: Vec<&Hook>| v.iter().map(|h| h.name).collect::<Vec<_>>();
-        let still = names(required_of(&all, true));
+        let all = || HOOKS.iter().chain(READ_HOOKS_ENTRY_EXIT);
+        let still: Vec<&str> = all()
+            .filter(|h| required(h, true))
+            .map(|h| h.name)
+            .collect();
         assert_eq!(
             still,
             ["sched_process_exec", "task_newtask", "inet_sock_set_state"]
         );
-        assert_eq!(required_of(&all, false).len(), all.len());
-        assert!(required_of(&[], true).is_empty());
+        assert!(all().all(|h| required(h, false)));
     }
 }

@@ -18,7 +18,7 @@ use aya::{
 
 pub use hooks::{
     HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, RAW_SYSCALL_HOOKS, READ_HOOKS_ENTRY_EXIT,
-    READ_HOOKS_EXIT_ONLY, SOCKET_HOOKS, SYSCALL_ACTIONS, hook_status, read_hooks, required_of,
+    READ_HOOKS_EXIT_ONLY, SOCKET_HOOKS, SYSCALL_ACTIONS, hook_status, read_hooks, required,
 };
 
 /// Which processes to trace; empty means all.
