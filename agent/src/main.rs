@@ -341,9 +341,7 @@ fn check() -> Result<()> {
     );
     let root = probes::preflight()?;
     println!("tracefs: {}", root.display());
-    let sockets_present = probes::SOCKET_HOOKS
-        .iter()
-        .all(|h| probes::hook_status(&root, h) == probes::HookStatus::Available);
+    let sockets_present = probes::sockets_present(&root);
     let mut required = Vec::new();
     // Any missing hook rules out the modes that attach every one of them.
     let mut syscall_modes_missing = false;

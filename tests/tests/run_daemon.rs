@@ -149,23 +149,21 @@ fn static_files_sent_with_sendfile_keep_pairing() {
                     .map(|kv| kv["value"].clone())
                     .unwrap_or_default()
             };
+            // OTLP JSON writes 64-bit integers as strings.
+            let int = |k: &str| {
+                let v = attr(k)["intValue"].clone();
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            };
             // `--exe nginx` selects every nginx, also another test's running alongside.
-            let port = attr("server.port")["intValue"].clone();
-            let port = port
-                .as_i64()
-                .or_else(|| port.as_str().and_then(|s| s.parse().ok()));
-            if port != Some(i64::from(nginx.port)) {
+            if int("server.port") != Some(i64::from(nginx.port)) {
                 return None;
             }
             let path = attr("url.path")["stringValue"]
                 .as_str()
                 .unwrap_or("")
                 .to_string();
-            let status = attr("http.response.status_code")["intValue"].clone();
-            let status = status
-                .as_i64()
-                .or_else(|| status.as_str().and_then(|s| s.parse().ok()))
-                .unwrap_or(0);
+            let status = int("http.response.status_code").unwrap_or(0);
             let start = v["startTimeUnixNano"].to_string();
             Some((start, path, status))
         })

@@ -426,8 +426,8 @@ fn pgbench(port: u16, select_only: bool, seconds: u32) -> Result<Sample> {
 /// uses and `extra` options: 4 connections, a thread each (as an application with a thread per
 /// connection drives its database). With 2 threads for the 4 connections, the placement drawn
 /// at start-up split invocations into two groups, 54k-62k and 80k-93k select-only
-/// transactions/s untraced, so a median of 5 samples moved by 15 % with the draws alone; with a
-/// thread each, untraced 3 s invocations stayed within 84k-93k over 13 of them.
+/// transactions/s untraced; with a thread each, untraced 3 s invocations stayed within
+/// 84k-93k over 13 of them.
 fn pgbench_cmd(port: u16, seconds: u32, extra: &[&str]) -> Command {
     let mut cmd = Command::new("pgbench");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])

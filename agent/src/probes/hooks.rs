@@ -25,7 +25,7 @@ macro_rules! sc {
 /// Every hook of the syscall-tracepoint modes (where the kernel lacks the socket tracepoints,
 /// or asked for), all required there: tracepoints exist on every kernel since 4.x with
 /// CONFIG_FTRACE_SYSCALLS; kprobes/fentry are not needed. The reads add one of
-/// [`READ_HOOKS_EXIT_ONLY`] or [`READ_HOOKS_ENTRY_EXIT`]. See [`required_of`].
+/// [`READ_HOOKS_EXIT_ONLY`] or [`READ_HOOKS_ENTRY_EXIT`]. See [`required`].
 pub static HOOKS: &[Hook] = &[
     sc!("tw_enter_write", "sys_enter_write", "socket writes"),
     sc!("tw_exit_data", "sys_exit_write", "socket writes"),
@@ -223,6 +223,13 @@ pub static OPTIONAL_HOOKS: &[Hook] = &[sc!(
 /// the default.
 pub fn required(h: &Hook, sockets_present: bool) -> bool {
     !(sockets_present && h.category == "syscalls")
+}
+
+/// Whether the kernel (tracefs at `root`) has every socket tracepoint the default uses.
+pub fn sockets_present(root: &Path) -> bool {
+    SOCKET_HOOKS
+        .iter()
+        .all(|h| hook_status(root, h) == HookStatus::Available)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

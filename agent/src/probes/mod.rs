@@ -19,6 +19,7 @@ use aya::{
 pub use hooks::{
     HOOKS, Hook, HookStatus, OPTIONAL_HOOKS, RAW_SYSCALL_HOOKS, READ_HOOKS_ENTRY_EXIT,
     READ_HOOKS_EXIT_ONLY, SOCKET_HOOKS, SYSCALL_ACTIONS, hook_status, read_hooks, required,
+    sockets_present,
 };
 
 /// Which processes to trace; empty means all.
@@ -337,9 +338,7 @@ impl Probes {
             && !cfg.raw_syscalls_dispatch
             && !cfg.syscall_tracepoints
             && offsets.sk_type != 0;
-        let sockets_present = SOCKET_HOOKS
-            .iter()
-            .all(|h| hook_status(&root, h) == HookStatus::Available);
+        let sockets_present = sockets_present(&root);
         if sockets_usable && !sockets_present {
             eprintln!(
                 "tracewire: this kernel has no sock:sock_send_length/sock_recv_length tracepoints (6.3+); syscall tracepoints instead"
